@@ -1,0 +1,105 @@
+//! Payload encoding. The only place that names the serialisation crate, so
+//! that it can be swapped without touching callers.
+//!
+//! bincode 2 with fixed-width little-endian integers (a `CK_ULONG` is always
+//! 8 bytes on the wire) and a decode limit equal to the frame limit, so a
+//! hostile length prefix cannot make the decoder allocate more than a frame.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::frame::MAX_PAYLOAD;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    #[error("payload does not encode: {0}")]
+    Encode(String),
+    #[error("{0} trailing bytes after the message")]
+    TrailingData(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<{ MAX_PAYLOAD as usize }>()
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes exactly one message; truncated input and trailing bytes are errors.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingData(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+
+    fn sample() -> Request {
+        Request::SignInit(OpInit {
+            session: 7,
+            key: 9,
+            mechanism: Mechanism {
+                mechanism: 0x0d,
+                param: MechParam::RsaPkcsPss { hash_alg: 0x250, mgf: 2, salt_len: 32 },
+            },
+        })
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample()).unwrap();
+        assert_eq!(decode::<Request>(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = encode(&sample()).unwrap();
+        for n in 0..bytes.len() {
+            assert!(decode::<Request>(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode(&sample()).unwrap();
+        bytes.push(0);
+        assert!(matches!(decode::<Request>(&bytes), Err(CodecError::TrailingData(1))));
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // DataIn with a Vec length of 2^62: must fail, not try to allocate.
+        let mut bytes = encode(&Request::SeedRandom(DataIn { session: 1, data: vec![] })).unwrap();
+        let n = bytes.len();
+        bytes[n - 8..].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(decode::<Request>(&bytes).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for len in 0..512 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = decode::<Request>(&buf);
+            let _ = decode::<Response>(&buf);
+        }
+    }
+}
