@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn huge_length_prefix_does_not_allocate() {
         // DataIn with a Vec length of 2^62: must fail, not try to allocate.
-        let mut bytes = encode(&Request::SeedRandom(DataIn { session: 1, data: vec![] })).unwrap();
+        let mut bytes = encode(&Request::SeedRandom(DataIn { session: 1, data: Some(vec![]) })).unwrap();
         let n = bytes.len();
         bytes[n - 8..].copy_from_slice(&(1u64 << 62).to_le_bytes());
         assert!(decode::<Request>(&bytes).is_err());

@@ -9,6 +9,7 @@
 //! the end of the enum and a bump of [`PROTOCOL_VERSION`]'s minor part.
 #![forbid(unsafe_code)]
 
+pub mod attrs;
 pub mod codec;
 pub mod frame;
 
@@ -223,7 +224,8 @@ pub struct OpInit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataOut {
     pub session: Handle,
-    pub data: Vec<u8>,
+    /// `None` for a `NULL` input pointer.
+    pub data: Option<Vec<u8>>,
     pub out: OutBuf,
 }
 
@@ -231,7 +233,8 @@ pub struct DataOut {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataIn {
     pub session: Handle,
-    pub data: Vec<u8>,
+    /// `None` for a `NULL` input pointer.
+    pub data: Option<Vec<u8>>,
 }
 
 /// Calls that only produce output (`C_*Final`).
@@ -266,7 +269,7 @@ pub enum Request {
     CloseAllSessions { slot: u64 },
     GetSessionInfo { session: Handle },
     GetOperationState(OutOnly),
-    SetOperationState { session: Handle, state: Vec<u8>, encryption_key: Handle, authentication_key: Handle },
+    SetOperationState { session: Handle, state: Option<Vec<u8>>, encryption_key: Handle, authentication_key: Handle },
     Login { session: Handle, user_type: u64, pin: Option<Vec<u8>> },
     Logout { session: Handle },
     // object (§5.7)
@@ -304,9 +307,9 @@ pub enum Request {
     SignRecover(DataOut),
     // verify (§5.12)
     VerifyInit(OpInit),
-    Verify { session: Handle, data: Vec<u8>, signature: Vec<u8> },
+    Verify { session: Handle, data: Option<Vec<u8>>, signature: Option<Vec<u8>> },
     VerifyUpdate(DataIn),
-    VerifyFinal { session: Handle, signature: Vec<u8> },
+    VerifyFinal { session: Handle, signature: Option<Vec<u8>> },
     VerifyRecoverInit(OpInit),
     VerifyRecover(DataOut),
     // dual-function (§5.13)
@@ -318,7 +321,7 @@ pub enum Request {
     GenerateKey { session: Handle, mechanism: Mechanism, template: Vec<Attribute> },
     GenerateKeyPair { session: Handle, mechanism: Mechanism, public: Vec<Attribute>, private: Vec<Attribute> },
     WrapKey { session: Handle, mechanism: Mechanism, wrapping_key: Handle, key: Handle, out: OutBuf },
-    UnwrapKey { session: Handle, mechanism: Mechanism, unwrapping_key: Handle, wrapped: Vec<u8>, template: Vec<Attribute> },
+    UnwrapKey { session: Handle, mechanism: Mechanism, unwrapping_key: Handle, wrapped: Option<Vec<u8>>, template: Vec<Attribute> },
     DeriveKey { session: Handle, mechanism: Mechanism, base_key: Handle, template: Vec<Attribute> },
     // random (§5.15)
     SeedRandom(DataIn),

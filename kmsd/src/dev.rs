@@ -1,0 +1,144 @@
+//! `kmsd --dev DIR`: a complete local setup in one folder (dev CA, server
+//! and client certificates, a SoftHSM token store with two tokens, kmsd and
+//! client configs), then serve. Reuses DIR if it was set up before.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The token-init script and SoftHSM template shared with the tests and CI.
+const INIT_SCRIPT: &str = include_str!("../../softhsm/init-tokens.sh");
+const SOFTHSM_TEMPLATE: &str = include_str!("../../softhsm/softhsm2.conf.in");
+
+/// The dev user PIN (softhsm/init-tokens.sh): for development only.
+pub const DEV_PIN: &str = "123456";
+
+pub const SOFTHSM_PATHS: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cfg = dir.join("kmsd.toml");
+    if cfg.exists() {
+        return Ok(cfg);
+    }
+    certificates(&dir)?;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(INIT_SCRIPT)
+        .arg("init-tokens.sh")
+        .arg(dir.join("softhsm"))
+        .args(["dev-a", "dev-b"])
+        .env("KMSP11_SOFTHSM_TEMPLATE", SOFTHSM_TEMPLATE)
+        .output()
+        .map_err(|e| format!("running softhsm token init: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("softhsm token init failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let module = SOFTHSM_PATHS
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("libsofthsm2.so not found: apt-get install -y softhsm2")?;
+    let pin_hash = crate::authz::hash_pin(DEV_PIN.as_bytes());
+    let mut t = String::new();
+    let _ = write!(
+        t,
+        r#"# kmsd development configuration, written by `kmsd --dev`. Not for production.
+[listen]
+address = "{address}"
+address_file = "address"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+
+[backend]
+module = "{module}"
+mode = "virtual"
+env = {{ SOFTHSM2_CONF = "{softhsm}" }}
+
+[[token]]
+label = "kms-a"
+backend_label = "dev-a"
+pin_file = "softhsm/backend-pin"
+
+[[token]]
+label = "kms-b"
+backend_label = "dev-b"
+pin_file = "softhsm/backend-pin"
+
+[[identity]]
+name = "dev-client"
+tokens = ["kms-a", "kms-b"]
+# PIN {DEV_PIN}
+pin_hash = "{pin_hash}"
+"#,
+        softhsm = dir.join("softhsm/softhsm2.conf").display(),
+    );
+    std::fs::write(&cfg, t).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    Ok(cfg)
+}
+
+/// Writes the client config once the bound address is known.
+pub fn client_config(dir: &Path, address: &str) -> Result<PathBuf, String> {
+    let p = dir.join("kmsp11.toml");
+    let text = format!(
+        r#"# libkmsp11 configuration for the kmsd dev instance in this folder.
+endpoints = ["{address}"]
+server_name = "localhost"
+ca = "{dir}/ca.pem"
+cert = "{dir}/client.pem"
+key = "{dir}/client.key"
+"#,
+        dir = dir.display()
+    );
+    std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+fn certificates(dir: &Path) -> Result<(), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    let err = |e: rcgen::Error| format!("certificate generation: {e}");
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.distinguished_name.push(DnType::CommonName, "kmsp11 dev CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+
+    let issue = |name: &str, sans: Vec<String>, server: bool| -> Result<(String, String), String> {
+        let key = KeyPair::generate().map_err(err)?;
+        let mut p = CertificateParams::new(sans).map_err(err)?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages =
+            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        let c = p.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
+        Ok((c.pem(), key.serialize_pem()))
+    };
+    let (server, server_key) = issue("localhost", vec!["localhost".into(), "127.0.0.1".into()], true)?;
+    let (client, client_key) = issue("dev-client", vec!["dev-client".into()], false)?;
+    // A second client the config does not name: for refusal tests.
+    let (other, other_key) = issue("stranger", vec!["stranger".into()], false)?;
+    for (name, body, secret) in [
+        ("ca.pem", ca_cert.pem(), false),
+        ("server.pem", server, false),
+        ("server.key", server_key, true),
+        ("client.pem", client, false),
+        ("client.key", client_key, true),
+        ("stranger.pem", other, false),
+        ("stranger.key", other_key, true),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
+        if secret {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Key management (PKCS#11 2.40 §5.14).
+
+use kmsp11_proto::{Attribute, Body, Mechanism, OutBuf, Response};
+use pkcs11_sys::*;
+
+use super::operations::mechanism;
+use super::{add, check_write, handle_body, object, register, session, template_private, template_token};
+use crate::daemon::{Context, Daemon};
+use crate::hsm::CTemplate;
+
+/// C_GenerateKey (§5.14).
+pub fn generate_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, true)) {
+        return r;
+    }
+    let (rv, h) = d.backend.generate_key(s.backend, &mut mechanism(ctx, &m), &mut CTemplate::new(&template));
+    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+}
+
+/// C_GenerateKeyPair (§5.14).
+pub fn generate_key_pair(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, public: Vec<Attribute>, private: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let token = template_token(&public) || template_token(&private);
+    let private_obj = template_private(&private, true) || template_private(&public, false);
+    if let Err(r) = check_write(ctx, &s, token, private_obj) {
+        return r;
+    }
+    let (rv, hp, hq) = d.backend.generate_key_pair(
+        s.backend,
+        &mut mechanism(ctx, &m),
+        &mut CTemplate::new(&public),
+        &mut CTemplate::new(&private),
+    );
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    let p = register(d, ctx, &s, hp, Some(v)).map(|o| add(ctx, o));
+    let q = register(d, ctx, &s, hq, Some(v)).map(|o| add(ctx, o));
+    match (p, q) {
+        (Some(public), Some(private)) => Response::ok(Body::KeyPair { public, private }),
+        _ => Response::rv(CKR_GENERAL_ERROR),
+    }
+}
+
+/// C_WrapKey (§5.14).
+pub fn wrap_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, wrapping: u64, key: u64, out: OutBuf) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (rv, len, data) =
+        d.backend.wrap_key(s.backend, &mut mechanism(ctx, &m), object(ctx, wrapping), object(ctx, key), out);
+    Response { rv, body: Body::Output { len, data } }
+}
+
+/// C_UnwrapKey (§5.14).
+pub fn unwrap_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, unwrapping: u64, wrapped: Option<Vec<u8>>, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, true)) {
+        return r;
+    }
+    let (rv, h) = d.backend.unwrap_key(
+        s.backend,
+        &mut mechanism(ctx, &m),
+        object(ctx, unwrapping),
+        wrapped.as_deref(),
+        &mut CTemplate::new(&template),
+    );
+    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+}
+
+/// C_DeriveKey (§5.14).
+pub fn derive_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, base: u64, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, true)) {
+        return r;
+    }
+    let (rv, h) =
+        d.backend.derive_key(s.backend, &mut mechanism(ctx, &m), object(ctx, base), &mut CTemplate::new(&template));
+    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+}

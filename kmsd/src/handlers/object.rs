@@ -1,0 +1,132 @@
+//! Object management (PKCS#11 2.40 §5.7).
+
+use kmsp11_proto::{AttrQuery, Attribute, Body, Response};
+use pkcs11_sys::*;
+
+use super::{add, check_write, handle_body, object, register, session, template_private, template_token};
+use crate::daemon::{Context, Daemon};
+use crate::hsm::CTemplate;
+
+/// C_CreateObject (§5.7).
+pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, false)) {
+        return r;
+    }
+    let (rv, h) = d.backend.create_object(s.backend, &mut CTemplate::new(&template));
+    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+}
+
+/// C_CopyObject (§5.7).
+pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let src = object(ctx, obj);
+    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, false)) {
+        return r;
+    }
+    let (rv, h) = d.backend.copy_object(s.backend, src, &mut CTemplate::new(&template));
+    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+}
+
+/// C_DestroyObject (§5.7).
+pub fn destroy(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let h = object(ctx, obj);
+    let rv = d.backend.destroy_object(s.backend, h);
+    if rv == CKR_OK {
+        ctx.state.lock().remove_object(obj);
+        d.forget_session_objects(&[h]);
+    }
+    Response::rv(rv)
+}
+
+/// C_GetObjectSize (§5.7).
+pub fn size(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (rv, n) = d.backend.object_size(s.backend, object(ctx, obj));
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    Response::ok(Body::Size(n))
+}
+
+/// C_GetAttributeValue (§5.7): every attribute answered, with the backend's
+/// per-attribute lengths (`CK_UNAVAILABLE_INFORMATION` for invalid or
+/// sensitive ones) and its overall `CK_RV`.
+pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQuery]) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), q);
+    Response { rv, body: Body::Attributes(answers) }
+}
+
+/// C_SetAttributeValue (§5.7).
+pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    Response::rv(d.backend.set_attribute_value(s.backend, object(ctx, obj), &mut CTemplate::new(&template)))
+}
+
+/// C_FindObjectsInit (§5.7).
+pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Vec<Attribute>) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    Response::rv(d.backend.find_objects_init(s.backend, &mut CTemplate::new(&template)))
+}
+
+/// C_FindObjects (§5.7). Objects this context may not see (other clients'
+/// session objects, private objects before login) are skipped, and the
+/// backend is asked again so that a short answer still means "no more".
+pub fn find(d: &Daemon, ctx: &Context, v: u64, max: u64) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut out = Vec::new();
+    loop {
+        let want = max.saturating_sub(out.len() as u64);
+        let (rv, found) = d.backend.find_objects(s.backend, want);
+        if rv != CKR_OK {
+            return Response::rv(rv);
+        }
+        let exhausted = (found.len() as u64) < want || want == 0;
+        for h in found {
+            let Some(o) = register(d, ctx, &s, h, None) else { continue };
+            if o.private && !ctx.state.lock().logged_in(s.slot) {
+                continue;
+            }
+            out.push(add(ctx, o));
+        }
+        if exhausted || out.len() as u64 >= max {
+            break;
+        }
+    }
+    Response::ok(Body::Handles(out))
+}
+
+/// C_FindObjectsFinal (§5.7).
+pub fn find_final(d: &Daemon, ctx: &Context, v: u64) -> Response {
+    let s = match session(ctx, v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    Response::rv(d.backend.find_objects_final(s.backend))
+}

@@ -1,0 +1,142 @@
+//! Slot and token management (PKCS#11 2.40 §5.5).
+
+use kmsp11_proto::{Body, MechanismInfo, Response, SlotInfo, TokenInfo, Version};
+use pkcs11_sys::*;
+
+use super::session as sess;
+use crate::daemon::{Context, Daemon};
+
+fn v(x: CK_VERSION) -> Version {
+    Version { major: x.major, minor: x.minor }
+}
+
+/// C_GetSlotList (§5.5): the tokens this identity may see.
+pub fn slot_list(d: &Daemon, ctx: &Context, token_present: bool) -> Response {
+    let slots = d
+        .tokens
+        .iter()
+        .filter(|t| ctx.identity.sees(t))
+        .filter(|t| {
+            !token_present || {
+                let (rv, si) = d.backend.slot_info(t.backend_slot);
+                rv == CKR_OK && si.flags & CKF_TOKEN_PRESENT != 0
+            }
+        })
+        .map(|t| t.slot)
+        .collect();
+    Response::ok(Body::Slots(slots))
+}
+
+/// C_GetSlotInfo (§5.5).
+pub fn slot_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let (rv, si) = d.backend.slot_info(t.backend_slot);
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    let mut desc = si.slotDescription.to_vec();
+    if t.serial.is_some() {
+        desc = crate::daemon::pad::<64>(&format!("kmsp11 virtual slot {}", t.name)).to_vec();
+    }
+    Response::ok(Body::SlotInfo(SlotInfo {
+        slot_description: desc,
+        manufacturer_id: si.manufacturerID.to_vec(),
+        flags: si.flags,
+        hardware_version: v(si.hardwareVersion),
+        firmware_version: v(si.firmwareVersion),
+    }))
+}
+
+/// C_GetTokenInfo (§5.5): the backend's token with the virtual label and serial.
+pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let (rv, ti) = d.backend.token_info(t.backend_slot);
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    let label = if t.serial.is_some() { t.label.to_vec() } else { ti.label.to_vec() };
+    let serial = t.serial.map(|s| s.to_vec()).unwrap_or_else(|| ti.serialNumber.to_vec());
+    Response::ok(Body::TokenInfo(TokenInfo {
+        label,
+        manufacturer_id: ti.manufacturerID.to_vec(),
+        model: ti.model.to_vec(),
+        serial_number: serial,
+        flags: ti.flags,
+        max_session_count: ti.ulMaxSessionCount,
+        session_count: ti.ulSessionCount,
+        max_rw_session_count: ti.ulMaxRwSessionCount,
+        rw_session_count: ti.ulRwSessionCount,
+        max_pin_len: ti.ulMaxPinLen,
+        min_pin_len: ti.ulMinPinLen,
+        total_public_memory: ti.ulTotalPublicMemory,
+        free_public_memory: ti.ulFreePublicMemory,
+        total_private_memory: ti.ulTotalPrivateMemory,
+        free_private_memory: ti.ulFreePrivateMemory,
+        hardware_version: v(ti.hardwareVersion),
+        firmware_version: v(ti.firmwareVersion),
+        utc_time: ti.utcTime.to_vec(),
+    }))
+}
+
+/// C_WaitForSlotEvent (§5.5): always polled (`CKF_DONT_BLOCK`); the library
+/// loops on its caller's thread for the blocking form.
+pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, _flags: u64) -> Response {
+    let (rv, backend_slot) = d.backend.wait_for_slot_event();
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    match d.tokens.iter().find(|t| t.backend_slot == backend_slot && ctx.identity.sees(t)) {
+        Some(t) => Response::ok(Body::Slot(t.slot)),
+        None => Response::rv(CKR_NO_EVENT),
+    }
+}
+
+/// C_GetMechanismList (§5.5).
+pub fn mechanism_list(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let (rv, list) = d.backend.mechanism_list(t.backend_slot);
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    Response::ok(Body::Mechanisms(list))
+}
+
+/// C_GetMechanismInfo (§5.5).
+pub fn mechanism_info(d: &Daemon, ctx: &Context, slot: u64, mech: u64) -> Response {
+    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let (rv, mi) = d.backend.mechanism_info(t.backend_slot, mech);
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    Response::ok(Body::MechanismInfo(MechanismInfo {
+        min_key_size: mi.ulMinKeySize,
+        max_key_size: mi.ulMaxKeySize,
+        flags: mi.flags,
+    }))
+}
+
+/// C_InitToken (§5.5): forwarded only where the configuration allows SO functions.
+pub fn init_token(d: &Daemon, ctx: &Context, slot: u64, pin: Option<Vec<u8>>, label: &[u8]) -> Response {
+    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    if !t.so_functions {
+        return Response::rv(CKR_FUNCTION_NOT_SUPPORTED);
+    }
+    if ctx.state.lock().sessions.values().any(|s| s.slot == slot) {
+        return Response::rv(CKR_SESSION_EXISTS);
+    }
+    let mut l = [b' '; 32];
+    let n = label.len().min(32);
+    l[..n].copy_from_slice(&label[..n]);
+    Response::rv(d.backend.init_token(t.backend_slot, pin.as_deref(), &l))
+}
+
+/// C_InitPIN (§5.5): an SO function.
+pub fn init_pin(d: &Daemon, ctx: &Context, session: u64, pin: Option<Vec<u8>>) -> Response {
+    sess::with_so(d, ctx, session, |s| d.backend.init_pin(s.backend, pin.as_deref()))
+}
+
+/// C_SetPIN (§5.5): forwarded only where the configuration allows SO functions;
+/// a virtual token's PINs are kmsd's configuration.
+pub fn set_pin(d: &Daemon, ctx: &Context, session: u64, old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Response {
+    sess::with_so(d, ctx, session, |s| d.backend.set_pin(s.backend, old.as_deref(), new.as_deref()))
+}

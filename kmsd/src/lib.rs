@@ -1,0 +1,12 @@
+//! kmsd as a library: the binary in `main.rs`, the tests and the fuzz
+//! targets use the same modules.
+
+#![deny(unsafe_code)]
+
+pub mod authz;
+pub mod config;
+pub mod daemon;
+pub mod dev;
+pub mod handlers;
+pub mod hsm;
+pub mod server;
