@@ -1,0 +1,71 @@
+//! General-purpose functions (PKCS#11 2.40 §5.4).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kmsp11_proto::{Info, Request, Version};
+
+use super::{Global, GENERATION, STATE};
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// C_Initialize (§5.4): reads the configuration and builds the TLS client;
+/// the first connection is made by the first call that needs kmsd.
+pub fn initialize() -> Result<()> {
+    let mut state = STATE.write();
+    if let Some(g) = state.as_ref() {
+        if g.pid == super::pid() {
+            return Err(Error::AlreadyInitialized);
+        }
+        // Initialised in a parent before fork(): the parent's connections are
+        // the parent's. Leave them untouched, never closed from here.
+        if let Some(old) = state.take() {
+            std::mem::forget(old);
+        }
+    }
+    let (path, cfg) = Config::locate().map_err(|e| {
+        eprintln!("libkmsp11: C_Initialize: {e}");
+        Error::Config(e)
+    })?;
+    let client = Client::new(cfg).map_err(|e| {
+        eprintln!("libkmsp11: C_Initialize: {}: {e}", path.display());
+        Error::Config(e)
+    })?;
+    *state = Some(Arc::new(Global { pid: super::pid(), client: Arc::new(client) }));
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// C_Finalize (§5.4): ends the context at kmsd; open sessions close with it.
+pub fn finalize() -> Result<()> {
+    let g = {
+        let mut state = STATE.write();
+        match state.as_ref() {
+            Some(g) if g.pid == super::pid() => {}
+            _ => return Err(Error::NotInitialized),
+        }
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+        state.take()
+    };
+    if let Some(g) = g {
+        g.client.goodbye();
+    }
+    Ok(())
+}
+
+/// C_GetInfo (§5.4): answered locally.
+pub fn info() -> Result<Info> {
+    super::client()?;
+    Ok(Info {
+        cryptoki_version: Version { major: 2, minor: 40 },
+        manufacturer_id: b"kmsp11".to_vec(),
+        flags: 0,
+        library_description: b"kmsp11 remote PKCS#11".to_vec(),
+        library_version: Version { major: 0, minor: 1 },
+    })
+}
+
+pub fn keep_alive() -> Result<()> {
+    super::rv_only(Request::GetInfo)
+}

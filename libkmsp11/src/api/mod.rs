@@ -1,0 +1,92 @@
+//! Safe Rust, one function per `C_*`, files named after the PKCS#11
+//! chapters. Each builds one request, sends it, and turns the answer into
+//! values; a backend `CK_RV` comes back unchanged as [`Error::Rv`].
+
+pub mod general;
+pub mod keymgmt;
+pub mod object;
+pub mod operations;
+pub mod session;
+pub mod slot_token;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use kmsp11_proto::{Body, Request, Response};
+use parking_lot::RwLock;
+use pkcs11_sys::*;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// The initialised library: the process it was initialised in and its client.
+pub(crate) struct Global {
+    pub pid: u32,
+    pub client: Arc<Client>,
+}
+
+pub(crate) static STATE: RwLock<Option<Arc<Global>>> = RwLock::new(None);
+/// Bumped by every C_Initialize and C_Finalize, so that a blocking
+/// C_WaitForSlotEvent notices a C_Finalize from another thread.
+pub(crate) static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The client of an initialised library in this process. A forked child
+/// sees `CKR_CRYPTOKI_NOT_INITIALIZED` until it calls C_Initialize itself.
+pub fn client() -> Result<Arc<Client>> {
+    match &*STATE.read() {
+        Some(g) if g.pid == pid() => Ok(g.client.clone()),
+        _ => Err(Error::NotInitialized),
+    }
+}
+
+pub(crate) fn generation() -> u64 {
+    GENERATION.load(Ordering::SeqCst)
+}
+
+/// Sends one request on an initialised library.
+pub fn call(req: Request) -> Result<Response> {
+    client()?.call(&req)
+}
+
+/// For calls whose only answer is a `CK_RV`.
+pub fn rv_only(req: Request) -> Result<()> {
+    let r = call(req)?;
+    if r.rv == CKR_OK {
+        Ok(())
+    } else {
+        Err(Error::Rv(r.rv))
+    }
+}
+
+/// For calls that answer a body on success.
+pub fn body(req: Request) -> Result<Body> {
+    let r = call(req)?;
+    if r.rv == CKR_OK {
+        Ok(r.body)
+    } else {
+        Err(Error::Rv(r.rv))
+    }
+}
+
+/// What a call that writes a caller buffer answers: `(rv, length, bytes)`.
+pub type Output = (CK_RV, u64, Option<Vec<u8>>);
+
+pub fn output(req: Request, what: &'static str) -> Result<Output> {
+    let r = call(req)?;
+    match r.body {
+        Body::Output { len, data } => Ok((r.rv, len, data)),
+        Body::Empty => Ok((r.rv, 0, None)),
+        _ => Err(Error::Protocol(what)),
+    }
+}
+
+pub fn handle(req: Request, what: &'static str) -> Result<u64> {
+    match body(req)? {
+        Body::Handle(h) => Ok(h),
+        _ => Err(Error::Protocol(what)),
+    }
+}

@@ -1,0 +1,64 @@
+//! Object management (PKCS#11 2.40 §5.7).
+
+use kmsp11_proto::{AttrAnswer, AttrQuery, Attribute, Body, Request};
+
+use super::{body, call, handle, rv_only};
+use crate::error::{Error, Result};
+
+/// C_CreateObject (§5.7).
+pub fn create_object(session: u64, template: Vec<Attribute>) -> Result<u64> {
+    handle(Request::CreateObject { session, template }, "C_CreateObject")
+}
+
+/// C_CopyObject (§5.7).
+pub fn copy_object(session: u64, object: u64, template: Vec<Attribute>) -> Result<u64> {
+    handle(Request::CopyObject { session, object, template }, "C_CopyObject")
+}
+
+/// C_DestroyObject (§5.7).
+pub fn destroy_object(session: u64, object: u64) -> Result<()> {
+    rv_only(Request::DestroyObject { session, object })
+}
+
+/// C_GetObjectSize (§5.7).
+pub fn object_size(session: u64, object: u64) -> Result<u64> {
+    match body(Request::GetObjectSize { session, object })? {
+        Body::Size(n) => Ok(n),
+        _ => Err(Error::Protocol("C_GetObjectSize")),
+    }
+}
+
+/// C_GetAttributeValue (§5.7): the answers come back with the `CK_RV`,
+/// which may be an error while some attributes were still filled.
+pub fn attribute_value(session: u64, object: u64, template: Vec<AttrQuery>) -> Result<(u64, Vec<AttrAnswer>)> {
+    let n = template.len();
+    let r = call(Request::GetAttributeValue { session, object, template })?;
+    match r.body {
+        Body::Attributes(a) if a.len() == n => Ok((r.rv, a)),
+        Body::Empty => Err(Error::Rv(r.rv)),
+        _ => Err(Error::Protocol("C_GetAttributeValue")),
+    }
+}
+
+/// C_SetAttributeValue (§5.7).
+pub fn set_attribute_value(session: u64, object: u64, template: Vec<Attribute>) -> Result<()> {
+    rv_only(Request::SetAttributeValue { session, object, template })
+}
+
+/// C_FindObjectsInit (§5.7).
+pub fn find_objects_init(session: u64, template: Vec<Attribute>) -> Result<()> {
+    rv_only(Request::FindObjectsInit { session, template })
+}
+
+/// C_FindObjects (§5.7).
+pub fn find_objects(session: u64, max: u64) -> Result<Vec<u64>> {
+    match body(Request::FindObjects { session, max })? {
+        Body::Handles(h) if h.len() as u64 <= max => Ok(h),
+        _ => Err(Error::Protocol("C_FindObjects")),
+    }
+}
+
+/// C_FindObjectsFinal (§5.7).
+pub fn find_objects_final(session: u64) -> Result<()> {
+    rv_only(Request::FindObjectsFinal { session })
+}

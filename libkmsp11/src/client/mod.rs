@@ -1,0 +1,183 @@
+//! Blocking transport: rustls over `std::net::TcpStream`, one connection per
+//! concurrently calling thread, kept in a small pool. No runtime, no thread.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+
+use kmsp11_proto::frame::{self, FrameHeader};
+use kmsp11_proto::{Body, Hello, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION};
+use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+pub struct Client {
+    cfg: Config,
+    tls: Arc<rustls::ClientConfig>,
+    pool: Mutex<Vec<Stream>>,
+    /// The context token kmsd gave us: new connections rejoin it.
+    context: Mutex<Option<Vec<u8>>>,
+}
+
+impl Client {
+    /// Builds the TLS configuration (TLS 1.3, our certificate, kmsd's CA).
+    /// Fails closed on any unreadable or invalid file; connects lazily.
+    pub fn new(cfg: Config) -> std::result::Result<Client, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_file_iter(&cfg.ca).map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
+        for c in cas {
+            let c = c.map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
+            roots.add(c).map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("ca {}: no certificate found", cfg.ca.display()));
+        }
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
+            .and_then(|i| i.collect::<std::result::Result<_, _>>())
+            .map_err(|e| format!("cert {}: {e}", cfg.cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!("cert {}: no certificate found", cfg.cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| format!("key {}: {e}", cfg.key.display()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("cert/key: {e}"))?;
+        Ok(Client { cfg, tls: Arc::new(tls), pool: Mutex::new(Vec::new()), context: Mutex::new(None) })
+    }
+
+    /// One request, one response. A pooled connection that turns out to be
+    /// dead before any response byte arrived is replaced once.
+    pub fn call(&self, req: &Request) -> Result<Response> {
+        let payload = kmsp11_proto::encode(req).map_err(|e| Error::Transport(e.to_string()))?;
+        let bytes = frame::frame(&payload).map_err(|_| Error::ArgumentsBad("request larger than the frame limit"))?;
+        let pooled = self.pool.lock().pop();
+        let (mut conn, reused) = match pooled {
+            Some(c) => (c, true),
+            None => (self.connect()?, false),
+        };
+        let resp = match exchange(&mut conn, &bytes) {
+            Ok(r) => r,
+            Err(Failure::BeforeResponse(e)) if reused => {
+                tracing::debug!("pooled connection was dead ({e}); reconnecting");
+                conn = self.connect()?;
+                exchange(&mut conn, &bytes).map_err(Failure::into_error)?
+            }
+            Err(f) => return Err(f.into_error()),
+        };
+        let mut pool = self.pool.lock();
+        if pool.len() < self.cfg.max_idle_connections {
+            pool.push(conn);
+        }
+        Ok(resp)
+    }
+
+    /// Opens a connection and says Hello, rejoining our context if we have one.
+    fn connect(&self) -> Result<Stream> {
+        let mut last = String::from("no endpoint");
+        for ep in &self.cfg.endpoints {
+            match self.connect_one(ep) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = format!("{ep}: {e}"),
+            }
+        }
+        Err(Error::Unreachable(last))
+    }
+
+    fn connect_one(&self, ep: &str) -> std::result::Result<Stream, String> {
+        let addrs: Vec<_> = ep.to_socket_addrs().map_err(|e| format!("resolve: {e}"))?.collect();
+        let mut tcp = None;
+        let mut err = String::from("no address");
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, self.cfg.connect_timeout()) {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => err = format!("connect: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(err)?;
+        let _ = tcp.set_nodelay(true);
+        tcp.set_read_timeout(Some(self.cfg.request_timeout())).map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(self.cfg.request_timeout())).map_err(|e| e.to_string())?;
+        let host = match &self.cfg.server_name {
+            Some(n) => n.clone(),
+            None => ep.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(ep).to_string(),
+        };
+        let name = ServerName::try_from(host.clone()).map_err(|_| format!("invalid server name {host:?}"))?;
+        let conn = rustls::ClientConnection::new(self.tls.clone(), name).map_err(|e| format!("TLS setup: {e}"))?;
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        // Handshake with the connect timeout, then requests with the request timeout.
+        s.sock.set_read_timeout(Some(self.cfg.connect_timeout())).map_err(|e| e.to_string())?;
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).map_err(|e| format!("TLS handshake: {e}"))?;
+        }
+        s.sock.set_read_timeout(Some(self.cfg.request_timeout())).map_err(|e| e.to_string())?;
+        let rejoin = self.context.lock().clone();
+        let hello = Request::Hello(Hello { protocol: PROTOCOL_VERSION, rejoin: rejoin.clone(), pid: std::process::id() });
+        let payload = kmsp11_proto::encode(&hello).map_err(|e| e.to_string())?;
+        let bytes = frame::frame(&payload).map_err(|e| e.to_string())?;
+        let resp = exchange(&mut s, &bytes).map_err(|f| format!("hello: {}", f.into_error()))?;
+        match resp.body {
+            Body::HelloOk(ok) => {
+                if rejoin.is_some() && !ok.rejoined {
+                    tracing::warn!("kmsd did not know our context (restarted?): earlier sessions are gone");
+                }
+                *self.context.lock() = Some(ok.context);
+                Ok(s)
+            }
+            _ => Err(format!("hello refused (CK_RV {:#x})", resp.rv)),
+        }
+    }
+
+    /// Ends the context at kmsd (C_Finalize). Best effort.
+    pub fn goodbye(&self) {
+        if self.context.lock().is_none() {
+            return;
+        }
+        if let Some(mut c) = self.pool.lock().pop() {
+            if let Ok(p) = kmsp11_proto::encode(&Request::Goodbye) {
+                if let Ok(b) = frame::frame(&p) {
+                    let _ = exchange(&mut c, &b);
+                }
+            }
+            c.conn.send_close_notify();
+            let _ = c.flush();
+        }
+        self.pool.lock().clear();
+    }
+}
+
+enum Failure {
+    /// Nothing of a response arrived: the request may not have been read.
+    BeforeResponse(String),
+    During(String),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::BeforeResponse(e) | Failure::During(e) => Error::Transport(e),
+        }
+    }
+}
+
+fn exchange(s: &mut Stream, req: &[u8]) -> std::result::Result<Response, Failure> {
+    s.write_all(req).and_then(|_| s.flush()).map_err(|e| Failure::BeforeResponse(format!("send: {e}")))?;
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    s.read_exact(&mut h).map_err(|e| Failure::BeforeResponse(format!("receive: {e}")))?;
+    let header = FrameHeader::parse(&h).map_err(|e| Failure::During(e.to_string()))?;
+    let mut payload = vec![0u8; header.len as usize];
+    s.read_exact(&mut payload).map_err(|e| Failure::During(format!("receive: {e}")))?;
+    kmsp11_proto::decode(&payload).map_err(|e| Failure::During(e.to_string()))
+}

@@ -1,0 +1,114 @@
+//! Checked conversions between caller pointers and values. Each accepts
+//! `NULL, 0`, rejects `NULL, n > 0` with `CKR_ARGUMENTS_BAD`, and never
+//! reads past the length the caller gave.
+
+use std::ptr;
+
+use pkcs11_sys::*;
+
+use crate::error::{Error, Result};
+
+/// The most bytes a single input may carry (the wire frame limit).
+pub const MAX_INPUT: CK_ULONG = kmsp11_proto::MAX_PAYLOAD as CK_ULONG - 4096;
+
+/// An input buffer: `None` for `NULL`, else a copy of the bytes.
+///
+/// # Safety
+/// A non-NULL `p` must point to `n` readable bytes.
+pub unsafe fn bytes_in(p: *const u8, n: CK_ULONG) -> Result<Option<Vec<u8>>> {
+    if p.is_null() {
+        return if n == 0 { Ok(None) } else { Err(Error::ArgumentsBad("NULL buffer with non-zero length")) };
+    }
+    if n > MAX_INPUT {
+        return Err(Error::ArgumentsBad("input longer than the frame limit"));
+    }
+    // SAFETY: the caller guarantees `n` readable bytes at `p`.
+    Ok(Some(unsafe { std::slice::from_raw_parts(p, n as usize) }.to_vec()))
+}
+
+/// An output buffer's description: `None` for a `NULL` buffer (length query).
+///
+/// # Safety
+/// `pn` must be NULL or point to a readable `CK_ULONG`.
+pub unsafe fn out_buf(p: *const u8, pn: *const CK_ULONG) -> Result<Option<u64>> {
+    if pn.is_null() {
+        return Err(Error::ArgumentsBad("NULL length pointer"));
+    }
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: checked non-NULL; the caller guarantees it is readable.
+    Ok(Some(unsafe { *pn } as u64))
+}
+
+/// Writes an answer into the caller's buffer and length and returns the `CK_RV`.
+///
+/// # Safety
+/// `pn` must be writable; a non-NULL `p` must have room for the `*pn` bytes
+/// the caller declared when the request was made.
+pub unsafe fn write_out(p: *mut u8, pn: *mut CK_ULONG, cap: Option<u64>, out: (CK_RV, u64, Option<Vec<u8>>)) -> CK_RV {
+    let (rv, len, data) = out;
+    match (cap, data) {
+        (Some(cap), Some(d)) if !p.is_null() && d.len() as u64 <= cap => {
+            // SAFETY: the caller's buffer has `cap` >= d.len() bytes.
+            unsafe {
+                ptr::copy_nonoverlapping(d.as_ptr(), p, d.len());
+                *pn = d.len() as CK_ULONG;
+            }
+            rv
+        }
+        (Some(_), Some(_)) => CKR_DEVICE_ERROR,
+        _ => {
+            // SAFETY: `pn` is writable by the caller's contract.
+            unsafe { *pn = len as CK_ULONG };
+            rv
+        }
+    }
+}
+
+/// Writes a value through an out-pointer, `CKR_ARGUMENTS_BAD` if it is NULL.
+///
+/// # Safety
+/// A non-NULL `p` must be writable.
+pub unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
+    if p.is_null() {
+        return Err(Error::ArgumentsBad("NULL out-pointer"));
+    }
+    // SAFETY: checked non-NULL; writable by the caller's contract.
+    unsafe { p.write(v) };
+    Ok(())
+}
+
+/// Copies a byte string into a fixed, blank-padded field.
+pub fn fill(dst: &mut [u8], src: &[u8]) {
+    dst.fill(b' ');
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// Writes a list the PKCS#11 way: `NULL` asks for the count, a short buffer
+/// is `CKR_BUFFER_TOO_SMALL` with the count set.
+///
+/// # Safety
+/// `pn` must be NULL or writable; a non-NULL `p` must have room for `*pn` items.
+pub unsafe fn write_list(p: *mut CK_ULONG, pn: *mut CK_ULONG, items: &[u64]) -> Result<CK_RV> {
+    if pn.is_null() {
+        return Err(Error::ArgumentsBad("NULL count pointer"));
+    }
+    // SAFETY: checked non-NULL; the caller's contract.
+    unsafe {
+        if p.is_null() {
+            *pn = items.len() as CK_ULONG;
+            return Ok(CKR_OK);
+        }
+        if (*pn as usize) < items.len() {
+            *pn = items.len() as CK_ULONG;
+            return Ok(CKR_BUFFER_TOO_SMALL);
+        }
+        for (i, v) in items.iter().enumerate() {
+            *p.add(i) = *v as CK_ULONG;
+        }
+        *pn = items.len() as CK_ULONG;
+    }
+    Ok(CKR_OK)
+}
