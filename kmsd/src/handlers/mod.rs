@@ -131,8 +131,11 @@ fn object(ctx: &Context, v: u64) -> CK_OBJECT_HANDLE {
 /// its visibility (`CKA_TOKEN`, `CKA_PRIVATE`). `created_in` is the virtual
 /// session that just created it, if any.
 fn register(d: &Daemon, ctx: &Context, s: &Sess, h: CK_OBJECT_HANDLE, created_in: Option<u64>) -> Option<Obj> {
-    if let Some(v) = ctx.state.lock().by_backend.get(&h).copied() {
-        return ctx.state.lock().objects.get(&v).copied();
+    {
+        let st = ctx.state.lock();
+        if let Some(v) = st.by_backend.get(&h) {
+            return st.objects.get(v).copied();
+        }
     }
     let q = [
         kmsp11_proto::AttrQuery { kind: CKA_TOKEN, buf: Some(1) },
