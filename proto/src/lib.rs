@@ -28,6 +28,10 @@ pub const UNAVAILABLE: u64 = u64::MAX;
 /// Size of an opaque context token handed out by `Hello`.
 pub const CONTEXT_TOKEN_LEN: usize = 32;
 
+/// A template as the caller passed it: `None` for a `NULL` pointer, which
+/// the backend may treat differently from an empty array.
+pub type Template = Option<Vec<Attribute>>;
+
 /// Where the caller wants output: `None` for a `NULL` buffer (a length query),
 /// `Some(n)` for a buffer of `n` bytes.
 pub type OutBuf = Option<u64>;
@@ -273,13 +277,13 @@ pub enum Request {
     Login { session: Handle, user_type: u64, pin: Option<Vec<u8>> },
     Logout { session: Handle },
     // object (§5.7)
-    CreateObject { session: Handle, template: Vec<Attribute> },
-    CopyObject { session: Handle, object: Handle, template: Vec<Attribute> },
+    CreateObject { session: Handle, template: Template },
+    CopyObject { session: Handle, object: Handle, template: Template },
     DestroyObject { session: Handle, object: Handle },
     GetObjectSize { session: Handle, object: Handle },
     GetAttributeValue { session: Handle, object: Handle, template: Vec<AttrQuery> },
-    SetAttributeValue { session: Handle, object: Handle, template: Vec<Attribute> },
-    FindObjectsInit { session: Handle, template: Vec<Attribute> },
+    SetAttributeValue { session: Handle, object: Handle, template: Template },
+    FindObjectsInit { session: Handle, template: Template },
     FindObjects { session: Handle, max: u64 },
     FindObjectsFinal { session: Handle },
     // encrypt (§5.8)
@@ -318,11 +322,11 @@ pub enum Request {
     SignEncryptUpdate(DataOut),
     DecryptVerifyUpdate(DataOut),
     // keymgmt (§5.14)
-    GenerateKey { session: Handle, mechanism: Mechanism, template: Vec<Attribute> },
-    GenerateKeyPair { session: Handle, mechanism: Mechanism, public: Vec<Attribute>, private: Vec<Attribute> },
+    GenerateKey { session: Handle, mechanism: Mechanism, template: Template },
+    GenerateKeyPair { session: Handle, mechanism: Mechanism, public: Template, private: Template },
     WrapKey { session: Handle, mechanism: Mechanism, wrapping_key: Handle, key: Handle, out: OutBuf },
-    UnwrapKey { session: Handle, mechanism: Mechanism, unwrapping_key: Handle, wrapped: Option<Vec<u8>>, template: Vec<Attribute> },
-    DeriveKey { session: Handle, mechanism: Mechanism, base_key: Handle, template: Vec<Attribute> },
+    UnwrapKey { session: Handle, mechanism: Mechanism, unwrapping_key: Handle, wrapped: Option<Vec<u8>>, template: Template },
+    DeriveKey { session: Handle, mechanism: Mechanism, base_key: Handle, template: Template },
     // random (§5.15)
     SeedRandom(DataIn),
     GenerateRandom { session: Handle, len: u64 },

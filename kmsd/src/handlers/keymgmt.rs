@@ -1,6 +1,6 @@
 //! Key management (PKCS#11 2.40 §5.14).
 
-use kmsp11_proto::{Attribute, Body, Mechanism, OutBuf, Response};
+use kmsp11_proto::{Body, Mechanism, OutBuf, Response, Template};
 use pkcs11_sys::*;
 
 use super::operations::mechanism;
@@ -9,34 +9,34 @@ use crate::daemon::{Context, Daemon};
 use crate::hsm::CTemplate;
 
 /// C_GenerateKey (§5.14).
-pub fn generate_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, template: Vec<Attribute>) -> Response {
+pub fn generate_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, true)) {
+    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), true)) {
         return r;
     }
-    let (rv, h) = d.backend.generate_key(s.backend, &mut mechanism(ctx, &m), &mut CTemplate::new(&template));
+    let (rv, h) = d.backend.generate_key(s.backend, &mut mechanism(ctx, &m), &mut CTemplate::from_opt(template.as_deref()));
     handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
 }
 
 /// C_GenerateKeyPair (§5.14).
-pub fn generate_key_pair(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, public: Vec<Attribute>, private: Vec<Attribute>) -> Response {
+pub fn generate_key_pair(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, public: Template, private: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let token = template_token(&public) || template_token(&private);
-    let private_obj = template_private(&private, true) || template_private(&public, false);
+    let token = template_token(public.as_deref().unwrap_or_default()) || template_token(private.as_deref().unwrap_or_default());
+    let private_obj = template_private(private.as_deref().unwrap_or_default(), true) || template_private(public.as_deref().unwrap_or_default(), false);
     if let Err(r) = check_write(ctx, &s, token, private_obj) {
         return r;
     }
     let (rv, hp, hq) = d.backend.generate_key_pair(
         s.backend,
         &mut mechanism(ctx, &m),
-        &mut CTemplate::new(&public),
-        &mut CTemplate::new(&private),
+        &mut CTemplate::from_opt(public.as_deref()),
+        &mut CTemplate::from_opt(private.as_deref()),
     );
     if rv != CKR_OK {
         return Response::rv(rv);
@@ -61,12 +61,12 @@ pub fn wrap_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, wrapping: u64, 
 }
 
 /// C_UnwrapKey (§5.14).
-pub fn unwrap_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, unwrapping: u64, wrapped: Option<Vec<u8>>, template: Vec<Attribute>) -> Response {
+pub fn unwrap_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, unwrapping: u64, wrapped: Option<Vec<u8>>, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, true)) {
+    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), true)) {
         return r;
     }
     let (rv, h) = d.backend.unwrap_key(
@@ -74,21 +74,21 @@ pub fn unwrap_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, unwrapping: u
         &mut mechanism(ctx, &m),
         object(ctx, unwrapping),
         wrapped.as_deref(),
-        &mut CTemplate::new(&template),
+        &mut CTemplate::from_opt(template.as_deref()),
     );
     handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
 }
 
 /// C_DeriveKey (§5.14).
-pub fn derive_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, base: u64, template: Vec<Attribute>) -> Response {
+pub fn derive_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, base: u64, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, true)) {
+    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), true)) {
         return r;
     }
     let (rv, h) =
-        d.backend.derive_key(s.backend, &mut mechanism(ctx, &m), object(ctx, base), &mut CTemplate::new(&template));
+        d.backend.derive_key(s.backend, &mut mechanism(ctx, &m), object(ctx, base), &mut CTemplate::from_opt(template.as_deref()));
     handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
 }

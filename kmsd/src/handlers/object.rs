@@ -1,6 +1,6 @@
 //! Object management (PKCS#11 2.40 §5.7).
 
-use kmsp11_proto::{AttrQuery, Attribute, Body, Response};
+use kmsp11_proto::{AttrQuery, Body, Response, Template};
 use pkcs11_sys::*;
 
 use super::{add, check_write, handle_body, object, register, session, template_private, template_token};
@@ -8,29 +8,29 @@ use crate::daemon::{Context, Daemon};
 use crate::hsm::CTemplate;
 
 /// C_CreateObject (§5.7).
-pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Vec<Attribute>) -> Response {
+pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, false)) {
+    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), false)) {
         return r;
     }
-    let (rv, h) = d.backend.create_object(s.backend, &mut CTemplate::new(&template));
+    let (rv, h) = d.backend.create_object(s.backend, &mut CTemplate::from_opt(template.as_deref()));
     handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Vec<Attribute>) -> Response {
+pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let src = object(ctx, obj);
-    if let Err(r) = check_write(ctx, &s, template_token(&template), template_private(&template, false)) {
+    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), false)) {
         return r;
     }
-    let (rv, h) = d.backend.copy_object(s.backend, src, &mut CTemplate::new(&template));
+    let (rv, h) = d.backend.copy_object(s.backend, src, &mut CTemplate::from_opt(template.as_deref()));
     handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
 }
 
@@ -75,21 +75,21 @@ pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQue
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Vec<Attribute>) -> Response {
+pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    Response::rv(d.backend.set_attribute_value(s.backend, object(ctx, obj), &mut CTemplate::new(&template)))
+    Response::rv(d.backend.set_attribute_value(s.backend, object(ctx, obj), &mut CTemplate::from_opt(template.as_deref())))
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Vec<Attribute>) -> Response {
+pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    Response::rv(d.backend.find_objects_init(s.backend, &mut CTemplate::new(&template)))
+    Response::rv(d.backend.find_objects_init(s.backend, &mut CTemplate::from_opt(template.as_deref())))
 }
 
 /// C_FindObjects (§5.7). Objects this context may not see (other clients'

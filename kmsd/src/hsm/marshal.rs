@@ -10,6 +10,7 @@ use pkcs11_sys::*;
 /// A `CK_ATTRIBUTE` array and the storage it points into.
 #[derive(Default)]
 pub struct CTemplate {
+    null: bool,
     attrs: Vec<CK_ATTRIBUTE>,
     _bytes: Vec<Vec<u8>>,
     _ulongs: Vec<Box<[CK_ULONG]>>,
@@ -17,6 +18,14 @@ pub struct CTemplate {
 }
 
 impl CTemplate {
+    /// `None` stays a `NULL` pointer; an empty template is a valid pointer and a count of 0.
+    pub fn from_opt(template: Option<&[Attribute]>) -> CTemplate {
+        match template {
+            Some(t) => CTemplate::new(t),
+            None => CTemplate { null: true, ..Default::default() },
+        }
+    }
+
     pub fn new(template: &[Attribute]) -> CTemplate {
         let mut t = CTemplate::default();
         for a in template {
@@ -55,10 +64,11 @@ impl CTemplate {
         t
     }
 
-    /// A NULL pointer for an empty template, as clients pass it.
     pub fn as_mut_ptr(&mut self) -> CK_ATTRIBUTE_PTR {
-        if self.attrs.is_empty() {
+        if self.null {
             ptr::null_mut()
+        } else if self.attrs.is_empty() {
+            ptr::NonNull::dangling().as_ptr()
         } else {
             self.attrs.as_mut_ptr()
         }

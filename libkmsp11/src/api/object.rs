@@ -1,17 +1,17 @@
 //! Object management (PKCS#11 2.40 §5.7).
 
-use kmsp11_proto::{AttrAnswer, AttrQuery, Attribute, Body, Request};
+use kmsp11_proto::{AttrAnswer, AttrQuery, Body, Request, Template};
 
 use super::{body, call, handle, rv_only};
 use crate::error::{Error, Result};
 
 /// C_CreateObject (§5.7).
-pub fn create_object(session: u64, template: Vec<Attribute>) -> Result<u64> {
+pub fn create_object(session: u64, template: Template) -> Result<u64> {
     handle(Request::CreateObject { session, template }, "C_CreateObject")
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy_object(session: u64, object: u64, template: Vec<Attribute>) -> Result<u64> {
+pub fn copy_object(session: u64, object: u64, template: Template) -> Result<u64> {
     handle(Request::CopyObject { session, object, template }, "C_CopyObject")
 }
 
@@ -41,12 +41,12 @@ pub fn attribute_value(session: u64, object: u64, template: Vec<AttrQuery>) -> R
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(session: u64, object: u64, template: Vec<Attribute>) -> Result<()> {
+pub fn set_attribute_value(session: u64, object: u64, template: Template) -> Result<()> {
     rv_only(Request::SetAttributeValue { session, object, template })
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_objects_init(session: u64, template: Vec<Attribute>) -> Result<()> {
+pub fn find_objects_init(session: u64, template: Template) -> Result<()> {
     rv_only(Request::FindObjectsInit { session, template })
 }
 

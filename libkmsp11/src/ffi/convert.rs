@@ -14,9 +14,12 @@ const W: usize = size_of::<CK_ULONG>();
 ///
 /// # Safety
 /// A non-NULL `p` must point to `n` attributes whose values are readable for their lengths.
-pub unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attribute>> {
+pub unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Option<Vec<Attribute>>> {
+    if p.is_null() && n == 0 {
+        return Ok(None);
+    }
     // SAFETY: forwarded caller contract.
-    unsafe { template_at(p, n, 0) }
+    unsafe { template_at(p, n, 0) }.map(Some)
 }
 
 unsafe fn template_at(p: *const CK_ATTRIBUTE, n: CK_ULONG, depth: usize) -> Result<Vec<Attribute>> {
