@@ -78,10 +78,21 @@ pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
     }))
 }
 
-/// C_WaitForSlotEvent (§5.5): always polled (`CKF_DONT_BLOCK`); the library
-/// loops on its caller's thread for the blocking form.
-pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, _flags: u64) -> Response {
-    let (rv, backend_slot) = d.backend.wait_for_slot_event();
+/// C_WaitForSlotEvent (§5.5). The client's flags reach the backend, so its
+/// answer is the backend's (SoftHSM: `CKR_NO_EVENT` when polled,
+/// `CKR_FUNCTION_NOT_SUPPORTED` when asked to block). At most one blocking
+/// wait runs in the backend at a time; other blocking callers are told
+/// `CKR_NO_EVENT` and the library polls again on its caller's thread.
+pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, flags: u64) -> Response {
+    static BLOCKING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let (rv, backend_slot) = if flags & CKF_DONT_BLOCK != 0 {
+        d.backend.wait_for_slot_event(flags)
+    } else {
+        match BLOCKING.try_lock() {
+            Some(_g) => d.backend.wait_for_slot_event(flags),
+            None => (CKR_NO_EVENT, 0),
+        }
+    };
     if rv != CKR_OK {
         return Response::rv(rv);
     }

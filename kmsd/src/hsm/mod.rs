@@ -191,10 +191,11 @@ impl Backend {
         (rv, info)
     }
 
-    /// Never blocks: kmsd only ever polls (`CKF_DONT_BLOCK`).
-    pub fn wait_for_slot_event(&self) -> (CK_RV, CK_SLOT_ID) {
+    /// With `flags = 0` this may block in the module: callers run it on a
+    /// blocking thread, one at a time (see `handlers::slot_token`).
+    pub fn wait_for_slot_event(&self, flags: CK_FLAGS) -> (CK_RV, CK_SLOT_ID) {
         let mut slot: CK_SLOT_ID = 0;
-        let rv = call!(self, C_WaitForSlotEvent, CKF_DONT_BLOCK, &mut slot, ptr::null_mut());
+        let rv = call!(self, C_WaitForSlotEvent, flags, &mut slot, ptr::null_mut());
         (rv, slot)
     }
 
