@@ -16,13 +16,18 @@ pub fn verify_pin(hash: Option<&str>, pin: &[u8]) -> bool {
 /// Hashes a PIN for `[[identity]] pin_hash` (`kmsd hash-pin`).
 pub fn hash_pin(pin: &[u8]) -> String {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default().hash_password(pin, &salt).map(|h| h.to_string()).unwrap_or_default()
+    Argon2::default()
+        .hash_password(pin, &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
 }
 
 /// The names a client certificate asserts: its DNS and URI SANs, then its subject CN.
 pub fn cert_names(der: &[u8]) -> Vec<String> {
     use x509_parser::prelude::*;
-    let Ok((_, cert)) = X509Certificate::from_der(der) else { return vec![] };
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return vec![];
+    };
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {

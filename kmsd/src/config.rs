@@ -111,7 +111,10 @@ pub struct IdentityCfg {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {message}")]
@@ -121,12 +124,20 @@ pub enum ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let mut cfg: Config =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: shown, message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: shown,
+            message,
+        })?;
         Ok(cfg)
     }
 
@@ -158,7 +169,11 @@ impl Config {
         for (i, t) in self.tokens.iter().enumerate() {
             if self.backend.mode == Mode::Virtual {
                 let Some(l) = &t.label else {
-                    return Err(format!("[[token]] #{} ({}) has no label", i + 1, t.backend_label));
+                    return Err(format!(
+                        "[[token]] #{} ({}) has no label",
+                        i + 1,
+                        t.backend_label
+                    ));
                 };
                 if l.len() > 32 {
                     return Err(format!("[[token]] label {l:?} is longer than 32 bytes"));
@@ -168,7 +183,10 @@ impl Config {
                 }
             }
             if t.pin_file.is_none() && t.pin_env.is_none() && self.backend.mode == Mode::Virtual {
-                return Err(format!("[[token]] {:?} needs pin_file or pin_env", t.backend_label));
+                return Err(format!(
+                    "[[token]] {:?} needs pin_file or pin_env",
+                    t.backend_label
+                ));
             }
         }
         if self.identities.is_empty() {
@@ -176,8 +194,12 @@ impl Config {
         }
         for id in &self.identities {
             if let Some(h) = &id.pin_hash {
-                argon2::PasswordHash::new(h)
-                    .map_err(|e| format!("[[identity]] {:?}: pin_hash is not a PHC string: {e}", id.name))?;
+                argon2::PasswordHash::new(h).map_err(|e| {
+                    format!(
+                        "[[identity]] {:?}: pin_hash is not a PHC string: {e}",
+                        id.name
+                    )
+                })?;
             }
         }
         Ok(())

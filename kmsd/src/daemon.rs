@@ -89,24 +89,37 @@ impl Daemon {
             }
             backend_labels.push((*s, label));
         }
-        let pins: HashMap<&str, &crate::config::TokenCfg> =
-            cfg.tokens.iter().map(|t| (t.backend_label.as_str(), t)).collect();
+        let pins: HashMap<&str, &crate::config::TokenCfg> = cfg
+            .tokens
+            .iter()
+            .map(|t| (t.backend_label.as_str(), t))
+            .collect();
 
         let mut tokens = Vec::new();
         let mut anchors = Vec::new();
-        let mut anchor = |backend_slot: CK_SLOT_ID, t: &crate::config::TokenCfg| -> Result<(), StartError> {
-            let pin = read_pin(t).map_err(|message| StartError::Pin { label: t.backend_label.clone(), message })?;
-            let (rv, s) = backend.open_session(backend_slot, CKF_SERIAL_SESSION);
-            if rv != CKR_OK {
-                return Err(StartError::Login { label: t.backend_label.clone(), rv });
-            }
-            let rv = backend.login(s, CKU_USER, Some(&pin));
-            if rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN {
-                return Err(StartError::Login { label: t.backend_label.clone(), rv });
-            }
-            anchors.push(s);
-            Ok(())
-        };
+        let mut anchor =
+            |backend_slot: CK_SLOT_ID, t: &crate::config::TokenCfg| -> Result<(), StartError> {
+                let pin = read_pin(t).map_err(|message| StartError::Pin {
+                    label: t.backend_label.clone(),
+                    message,
+                })?;
+                let (rv, s) = backend.open_session(backend_slot, CKF_SERIAL_SESSION);
+                if rv != CKR_OK {
+                    return Err(StartError::Login {
+                        label: t.backend_label.clone(),
+                        rv,
+                    });
+                }
+                let rv = backend.login(s, CKU_USER, Some(&pin));
+                if rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN {
+                    return Err(StartError::Login {
+                        label: t.backend_label.clone(),
+                        rv,
+                    });
+                }
+                anchors.push(s);
+                Ok(())
+            };
         match cfg.backend.mode {
             Mode::Virtual => {
                 for (i, t) in cfg.tokens.iter().enumerate() {
@@ -148,7 +161,13 @@ impl Daemon {
         let identities = cfg
             .identities
             .iter()
-            .map(|i| Arc::new(Identity { name: i.name.clone(), tokens: i.tokens.clone(), pin_hash: i.pin_hash.clone() }))
+            .map(|i| {
+                Arc::new(Identity {
+                    name: i.name.clone(),
+                    tokens: i.tokens.clone(),
+                    pin_hash: i.pin_hash.clone(),
+                })
+            })
             .collect();
         Ok(Daemon {
             backend,
@@ -164,11 +183,18 @@ impl Daemon {
     }
 
     pub fn identity(&self, names: &[String]) -> Option<Arc<Identity>> {
-        self.identities.iter().find(|i| names.iter().any(|n| *n == i.name)).cloned()
+        self.identities
+            .iter()
+            .find(|i| names.iter().any(|n| *n == i.name))
+            .cloned()
     }
 
     /// Opens a context, or rejoins one that belongs to the same identity.
-    pub fn open_context(&self, identity: &Arc<Identity>, rejoin: Option<&[u8]>) -> (Arc<Context>, bool) {
+    pub fn open_context(
+        &self,
+        identity: &Arc<Identity>,
+        rejoin: Option<&[u8]>,
+    ) -> (Arc<Context>, bool) {
         let mut contexts = self.contexts.lock();
         if let Some(token) = rejoin {
             if let Some(c) = contexts.get(token) {
@@ -181,7 +207,11 @@ impl Daemon {
         }
         let mut token = vec![0u8; kmsp11_proto::CONTEXT_TOKEN_LEN];
         rand::thread_rng().fill_bytes(&mut token);
-        let ctx = Arc::new(Context::new(self.next_context.fetch_add(1, Ordering::Relaxed), token.clone(), identity.clone()));
+        let ctx = Arc::new(Context::new(
+            self.next_context.fetch_add(1, Ordering::Relaxed),
+            token.clone(),
+            identity.clone(),
+        ));
         ctx.attach();
         contexts.insert(token, ctx.clone());
         (ctx, false)
@@ -200,7 +230,9 @@ impl Daemon {
         for s in sessions {
             self.backend.close_session(s);
         }
-        self.session_objects.lock().retain(|_, owner| *owner != ctx.id);
+        self.session_objects
+            .lock()
+            .retain(|_, owner| *owner != ctx.id);
     }
 
     /// Ends contexts with no connection for longer than the grace period.
@@ -219,7 +251,9 @@ impl Daemon {
     }
 
     pub fn token(&self, ctx: &Context, slot: u64) -> Option<&VToken> {
-        self.tokens.iter().find(|t| t.slot == slot && ctx.identity.sees(t))
+        self.tokens
+            .iter()
+            .find(|t| t.slot == slot && ctx.identity.sees(t))
     }
 
     pub fn own_session_object(&self, ctx: &Context, h: CK_OBJECT_HANDLE) {
@@ -287,7 +321,13 @@ impl Context {
             next_object: 0x10000 + (r.next_u32() as u64 & 0x3fff_0000),
             ..Default::default()
         };
-        Context { id, token, identity, state: Mutex::new(state), conns: Mutex::new((0, None)) }
+        Context {
+            id,
+            token,
+            identity,
+            state: Mutex::new(state),
+            conns: Mutex::new((0, None)),
+        }
     }
 
     pub fn attach(&self) {
@@ -344,12 +384,16 @@ impl CtxState {
 
 fn read_pin(t: &crate::config::TokenCfg) -> Result<Zeroizing<Vec<u8>>, String> {
     if let Some(p) = &t.pin_file {
-        let s = Zeroizing::new(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?);
+        let s = Zeroizing::new(
+            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        );
         let line = s.lines().next().unwrap_or("").trim_end_matches('\r');
         return Ok(Zeroizing::new(line.as_bytes().to_vec()));
     }
     if let Some(v) = &t.pin_env {
-        let s = Zeroizing::new(std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?);
+        let s = Zeroizing::new(
+            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?,
+        );
         return Ok(Zeroizing::new(s.as_bytes().to_vec()));
     }
     Err("no pin_file or pin_env".into())

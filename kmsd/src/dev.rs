@@ -21,7 +21,9 @@ pub const SOFTHSM_PATHS: &[&str] = &[
 
 pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let cfg = dir.join("kmsd.toml");
     if cfg.exists() {
         return Ok(cfg);
@@ -37,7 +39,10 @@ pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("running softhsm token init: {e}"))?;
     if !out.status.success() {
-        return Err(format!("softhsm token init failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "softhsm token init failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let module = SOFTHSM_PATHS
         .iter()
@@ -102,11 +107,15 @@ key = "{dir}/client.key"
 }
 
 fn certificates(dir: &Path) -> Result<(), String> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
     let err = |e: rcgen::Error| format!("certificate generation: {e}");
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.distinguished_name.push(DnType::CommonName, "kmsp11 dev CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "kmsp11 dev CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
@@ -115,12 +124,19 @@ fn certificates(dir: &Path) -> Result<(), String> {
         let key = KeyPair::generate().map_err(err)?;
         let mut p = CertificateParams::new(sans).map_err(err)?;
         p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages =
-            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
         let c = p.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
         Ok((c.pem(), key.serialize_pem()))
     };
-    let (server, server_key) = issue("localhost", vec!["localhost".into(), "127.0.0.1".into()], true)?;
+    let (server, server_key) = issue(
+        "localhost",
+        vec!["localhost".into(), "127.0.0.1".into()],
+        true,
+    )?;
     let (client, client_key) = issue("dev-client", vec!["dev-client".into()], false)?;
     // A second client the config does not name: for refusal tests.
     let (other, other_key) = issue("stranger", vec!["stranger".into()], false)?;

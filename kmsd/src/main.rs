@@ -36,7 +36,8 @@ struct Args {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -53,15 +54,26 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), String> {
     if args.hash_pin {
         let mut pin = String::new();
-        std::io::stdin().read_line(&mut pin).map_err(|e| e.to_string())?;
-        println!("{}", kmsd::authz::hash_pin(pin.trim_end_matches(['\n', '\r']).as_bytes()));
+        std::io::stdin()
+            .read_line(&mut pin)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            kmsd::authz::hash_pin(pin.trim_end_matches(['\n', '\r']).as_bytes())
+        );
         return Ok(());
     }
     let (path, dev_dir) = match (&args.config, &args.dev) {
         (Some(c), None) => (c.clone(), None),
         (None, Some(dir)) => {
-            let addr = args.address.clone().unwrap_or_else(|| "127.0.0.1:5696".into());
-            (dev::setup(dir, &addr)?, Some(dir.canonicalize().map_err(|e| e.to_string())?))
+            let addr = args
+                .address
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:5696".into());
+            (
+                dev::setup(dir, &addr)?,
+                Some(dir.canonicalize().map_err(|e| e.to_string())?),
+            )
         }
         _ => return Err("give --config FILE or --dev [DIR] (see --help)".into()),
     };

@@ -80,9 +80,18 @@ impl Server {
         let (ctx, rejoined) = self.daemon.open_context(&identity, hello.rejoin.as_deref());
         tracing::debug!(%peer, identity = %identity.name, context = ctx.id, rejoined, pid = hello.pid, "client connected");
         let result = async {
-            write_response(&mut tls, &Response::ok(Body::HelloOk(HelloOk { context: ctx.token.clone(), rejoined }))).await?;
+            write_response(
+                &mut tls,
+                &Response::ok(Body::HelloOk(HelloOk {
+                    context: ctx.token.clone(),
+                    rejoined,
+                })),
+            )
+            .await?;
             loop {
-                let req = match tokio::time::timeout(self.idle_timeout, self.read_request(&mut tls)).await {
+                let req = match tokio::time::timeout(self.idle_timeout, self.read_request(&mut tls))
+                    .await
+                {
                     Err(_) => return Err("idle timeout".to_string()),
                     Ok(r) => r?,
                 };
@@ -90,12 +99,13 @@ impl Server {
                 let goodbye = matches!(req, Request::Goodbye);
                 let d = self.daemon.clone();
                 let c = ctx.clone();
-                let resp = tokio::task::spawn_blocking(move || crate::handlers::dispatch(&d, &c, req))
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(context = ctx.id, "request handler failed: {e}");
-                        Response::rv(pkcs11_sys::CKR_GENERAL_ERROR)
-                    });
+                let resp =
+                    tokio::task::spawn_blocking(move || crate::handlers::dispatch(&d, &c, req))
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::error!(context = ctx.id, "request handler failed: {e}");
+                            Response::rv(pkcs11_sys::CKR_GENERAL_ERROR)
+                        });
                 write_response(&mut tls, &resp).await?;
                 if goodbye {
                     return Ok(());
@@ -108,7 +118,10 @@ impl Server {
     }
 
     /// Reads one request; `None` on a clean close between frames.
-    async fn read_request<S: AsyncReadExt + Unpin>(&self, s: &mut S) -> Result<Option<Request>, String> {
+    async fn read_request<S: AsyncReadExt + Unpin>(
+        &self,
+        s: &mut S,
+    ) -> Result<Option<Request>, String> {
         let mut h = [0u8; FRAME_HEADER_LEN];
         match s.read_exact(&mut h).await {
             Ok(_) => {}
@@ -117,15 +130,21 @@ impl Server {
         }
         let header = FrameHeader::parse(&h).map_err(|e| format!("bad frame: {e}"))?;
         let mut payload = vec![0u8; header.len as usize];
-        s.read_exact(&mut payload).await.map_err(|e| format!("truncated frame: {e}"))?;
-        kmsp11_proto::decode(&payload).map(Some).map_err(|e| format!("bad frame: {e}"))
+        s.read_exact(&mut payload)
+            .await
+            .map_err(|e| format!("truncated frame: {e}"))?;
+        kmsp11_proto::decode(&payload)
+            .map(Some)
+            .map_err(|e| format!("bad frame: {e}"))
     }
 }
 
 async fn write_response<S: AsyncWriteExt + Unpin>(s: &mut S, r: &Response) -> Result<(), String> {
     let payload = kmsp11_proto::encode(r).map_err(|e| e.to_string())?;
     let bytes = frame::frame(&payload).map_err(|e| e.to_string())?;
-    s.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+    s.write_all(&bytes)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     s.flush().await.map_err(|e| format!("write: {e}"))
 }
 
@@ -138,15 +157,23 @@ pub fn acceptor(cfg: &crate::config::Tls) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
         .and_then(|i| i.collect::<Result<_, _>>())
         .map_err(|e| format!("tls.cert {}: {e}", cfg.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| format!("tls.key {}: {e}", cfg.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key)
+        .map_err(|e| format!("tls.key {}: {e}", cfg.key.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&cfg.client_ca).map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))? {
+    for c in CertificateDer::pem_file_iter(&cfg.client_ca)
+        .map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))?
+    {
         let c = c.map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))?;
-        roots.add(c).map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("tls.client_ca: {e}"))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("tls.client_ca: {e}"))?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?

@@ -53,7 +53,8 @@ impl Config {
         let path = match std::env::var_os("KMSP11_CONFIG") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => {
-                let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".config/kmsp11/config.toml"));
+                let home = std::env::var_os("HOME")
+                    .map(|h| Path::new(&h).join(".config/kmsp11/config.toml"));
                 match home.filter(|p| p.exists()) {
                     Some(p) => p,
                     None => PathBuf::from("/etc/kmsp11/config.toml"),
@@ -65,7 +66,9 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e} (set KMSP11_CONFIG to the library's config file)"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!("cannot read: {e} (set KMSP11_CONFIG to the library's config file)")
+        })?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
         if cfg.endpoints.is_empty() {
             return Err("endpoints is empty".into());

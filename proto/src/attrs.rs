@@ -31,7 +31,7 @@ pub fn is_ulong_array(kind: u64) -> bool {
 
 /// `CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`: arrays of `CK_ATTRIBUTE`.
 pub fn is_template(kind: u64) -> bool {
-    matches!(kind, 0x4000_0211 | 0x4000_0212 | 0x4000_0213)
+    matches!(kind, 0x4000_0211..=0x4000_0213)
 }
 
 /// Nested templates deeper than this are refused (the spec nests one level).

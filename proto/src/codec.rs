@@ -51,7 +51,11 @@ mod tests {
             key: 9,
             mechanism: Mechanism {
                 mechanism: 0x0d,
-                param: MechParam::RsaPkcsPss { hash_alg: 0x250, mgf: 2, salt_len: 32 },
+                param: MechParam::RsaPkcsPss {
+                    hash_alg: 0x250,
+                    mgf: 2,
+                    salt_len: 32,
+                },
             },
         })
     }
@@ -66,7 +70,10 @@ mod tests {
     fn every_truncation_is_rejected() {
         let bytes = encode(&sample()).unwrap();
         for n in 0..bytes.len() {
-            assert!(decode::<Request>(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                decode::<Request>(&bytes[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
     }
 
@@ -74,13 +81,20 @@ mod tests {
     fn trailing_bytes_are_rejected() {
         let mut bytes = encode(&sample()).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<Request>(&bytes), Err(CodecError::TrailingData(1))));
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(CodecError::TrailingData(1))
+        ));
     }
 
     #[test]
     fn huge_length_prefix_does_not_allocate() {
         // DataIn with a Vec length of 2^62: must fail, not try to allocate.
-        let mut bytes = encode(&Request::SeedRandom(DataIn { session: 1, data: Some(vec![]) })).unwrap();
+        let mut bytes = encode(&Request::SeedRandom(DataIn {
+            session: 1,
+            data: Some(vec![]),
+        }))
+        .unwrap();
         let n = bytes.len();
         bytes[n - 8..].copy_from_slice(&(1u64 << 62).to_le_bytes());
         assert!(decode::<Request>(&bytes).is_err());

@@ -34,7 +34,10 @@ impl FrameHeader {
         if len > MAX_PAYLOAD {
             return Err(FrameError::TooLarge(len));
         }
-        Ok(FrameHeader { version: PROTOCOL_VERSION, len })
+        Ok(FrameHeader {
+            version: PROTOCOL_VERSION,
+            len,
+        })
     }
 
     pub fn to_bytes(self) -> [u8; FRAME_HEADER_LEN] {
@@ -90,15 +93,27 @@ mod tests {
     fn rejects_bad_headers() {
         let mut b = FrameHeader::new(1).unwrap().to_bytes();
         b[0] = b'X';
-        assert!(matches!(FrameHeader::parse(&b), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            FrameHeader::parse(&b),
+            Err(FrameError::BadMagic(_))
+        ));
         let mut b = FrameHeader::new(1).unwrap().to_bytes();
         b[4] = 9;
-        assert!(matches!(FrameHeader::parse(&b), Err(FrameError::Version(_))));
+        assert!(matches!(
+            FrameHeader::parse(&b),
+            Err(FrameError::Version(_))
+        ));
         let mut b = FrameHeader::new(1).unwrap().to_bytes();
         b[8..12].copy_from_slice(&(MAX_PAYLOAD + 1).to_be_bytes());
-        assert!(matches!(FrameHeader::parse(&b), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            FrameHeader::parse(&b),
+            Err(FrameError::TooLarge(_))
+        ));
         let mut b = FrameHeader::new(1).unwrap().to_bytes();
         b[7] = 1;
-        assert!(matches!(FrameHeader::parse(&b), Err(FrameError::Reserved(_))));
+        assert!(matches!(
+            FrameHeader::parse(&b),
+            Err(FrameError::Reserved(_))
+        ));
     }
 }

@@ -258,34 +258,107 @@ pub enum Request {
     // general (PKCS#11 2.40 §5.4)
     GetInfo,
     // slot_token (§5.5)
-    GetSlotList { token_present: bool },
-    GetSlotInfo { slot: u64 },
-    GetTokenInfo { slot: u64 },
-    WaitForSlotEvent { flags: u64 },
-    GetMechanismList { slot: u64 },
-    GetMechanismInfo { slot: u64, mechanism: u64 },
-    InitToken { slot: u64, pin: Option<Vec<u8>>, label: Vec<u8> },
-    InitPin { session: Handle, pin: Option<Vec<u8>> },
-    SetPin { session: Handle, old: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    GetSlotList {
+        token_present: bool,
+    },
+    GetSlotInfo {
+        slot: u64,
+    },
+    GetTokenInfo {
+        slot: u64,
+    },
+    WaitForSlotEvent {
+        flags: u64,
+    },
+    GetMechanismList {
+        slot: u64,
+    },
+    GetMechanismInfo {
+        slot: u64,
+        mechanism: u64,
+    },
+    InitToken {
+        slot: u64,
+        pin: Option<Vec<u8>>,
+        label: Vec<u8>,
+    },
+    InitPin {
+        session: Handle,
+        pin: Option<Vec<u8>>,
+    },
+    SetPin {
+        session: Handle,
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
     // session (§5.6)
-    OpenSession { slot: u64, flags: u64 },
-    CloseSession { session: Handle },
-    CloseAllSessions { slot: u64 },
-    GetSessionInfo { session: Handle },
+    OpenSession {
+        slot: u64,
+        flags: u64,
+    },
+    CloseSession {
+        session: Handle,
+    },
+    CloseAllSessions {
+        slot: u64,
+    },
+    GetSessionInfo {
+        session: Handle,
+    },
     GetOperationState(OutOnly),
-    SetOperationState { session: Handle, state: Option<Vec<u8>>, encryption_key: Handle, authentication_key: Handle },
-    Login { session: Handle, user_type: u64, pin: Option<Vec<u8>> },
-    Logout { session: Handle },
+    SetOperationState {
+        session: Handle,
+        state: Option<Vec<u8>>,
+        encryption_key: Handle,
+        authentication_key: Handle,
+    },
+    Login {
+        session: Handle,
+        user_type: u64,
+        pin: Option<Vec<u8>>,
+    },
+    Logout {
+        session: Handle,
+    },
     // object (§5.7)
-    CreateObject { session: Handle, template: Template },
-    CopyObject { session: Handle, object: Handle, template: Template },
-    DestroyObject { session: Handle, object: Handle },
-    GetObjectSize { session: Handle, object: Handle },
-    GetAttributeValue { session: Handle, object: Handle, template: Vec<AttrQuery> },
-    SetAttributeValue { session: Handle, object: Handle, template: Template },
-    FindObjectsInit { session: Handle, template: Template },
-    FindObjects { session: Handle, max: u64 },
-    FindObjectsFinal { session: Handle },
+    CreateObject {
+        session: Handle,
+        template: Template,
+    },
+    CopyObject {
+        session: Handle,
+        object: Handle,
+        template: Template,
+    },
+    DestroyObject {
+        session: Handle,
+        object: Handle,
+    },
+    GetObjectSize {
+        session: Handle,
+        object: Handle,
+    },
+    GetAttributeValue {
+        session: Handle,
+        object: Handle,
+        template: Vec<AttrQuery>,
+    },
+    SetAttributeValue {
+        session: Handle,
+        object: Handle,
+        template: Template,
+    },
+    FindObjectsInit {
+        session: Handle,
+        template: Template,
+    },
+    FindObjects {
+        session: Handle,
+        max: u64,
+    },
+    FindObjectsFinal {
+        session: Handle,
+    },
     // encrypt (§5.8)
     EncryptInit(OpInit),
     Encrypt(DataOut),
@@ -297,10 +370,16 @@ pub enum Request {
     DecryptUpdate(DataOut),
     DecryptFinal(OutOnly),
     // digest (§5.10)
-    DigestInit { session: Handle, mechanism: Mechanism },
+    DigestInit {
+        session: Handle,
+        mechanism: Mechanism,
+    },
     Digest(DataOut),
     DigestUpdate(DataIn),
-    DigestKey { session: Handle, key: Handle },
+    DigestKey {
+        session: Handle,
+        key: Handle,
+    },
     DigestFinal(OutOnly),
     // sign (§5.11)
     SignInit(OpInit),
@@ -311,9 +390,16 @@ pub enum Request {
     SignRecover(DataOut),
     // verify (§5.12)
     VerifyInit(OpInit),
-    Verify { session: Handle, data: Option<Vec<u8>>, signature: Option<Vec<u8>> },
+    Verify {
+        session: Handle,
+        data: Option<Vec<u8>>,
+        signature: Option<Vec<u8>>,
+    },
     VerifyUpdate(DataIn),
-    VerifyFinal { session: Handle, signature: Option<Vec<u8>> },
+    VerifyFinal {
+        session: Handle,
+        signature: Option<Vec<u8>>,
+    },
     VerifyRecoverInit(OpInit),
     VerifyRecover(DataOut),
     // dual-function (§5.13)
@@ -322,17 +408,50 @@ pub enum Request {
     SignEncryptUpdate(DataOut),
     DecryptVerifyUpdate(DataOut),
     // keymgmt (§5.14)
-    GenerateKey { session: Handle, mechanism: Mechanism, template: Template },
-    GenerateKeyPair { session: Handle, mechanism: Mechanism, public: Template, private: Template },
-    WrapKey { session: Handle, mechanism: Mechanism, wrapping_key: Handle, key: Handle, out: OutBuf },
-    UnwrapKey { session: Handle, mechanism: Mechanism, unwrapping_key: Handle, wrapped: Option<Vec<u8>>, template: Template },
-    DeriveKey { session: Handle, mechanism: Mechanism, base_key: Handle, template: Template },
+    GenerateKey {
+        session: Handle,
+        mechanism: Mechanism,
+        template: Template,
+    },
+    GenerateKeyPair {
+        session: Handle,
+        mechanism: Mechanism,
+        public: Template,
+        private: Template,
+    },
+    WrapKey {
+        session: Handle,
+        mechanism: Mechanism,
+        wrapping_key: Handle,
+        key: Handle,
+        out: OutBuf,
+    },
+    UnwrapKey {
+        session: Handle,
+        mechanism: Mechanism,
+        unwrapping_key: Handle,
+        wrapped: Option<Vec<u8>>,
+        template: Template,
+    },
+    DeriveKey {
+        session: Handle,
+        mechanism: Mechanism,
+        base_key: Handle,
+        template: Template,
+    },
     // random (§5.15)
     SeedRandom(DataIn),
-    GenerateRandom { session: Handle, len: u64 },
+    GenerateRandom {
+        session: Handle,
+        len: u64,
+    },
     // parallel (§5.16)
-    GetFunctionStatus { session: Handle },
-    CancelFunction { session: Handle },
+    GetFunctionStatus {
+        session: Handle,
+    },
+    CancelFunction {
+        session: Handle,
+    },
 }
 
 /// What a call returns besides its `CK_RV`.
@@ -349,12 +468,18 @@ pub enum Body {
     MechanismInfo(MechanismInfo),
     Handle(Handle),
     Handles(Vec<Handle>),
-    KeyPair { public: Handle, private: Handle },
+    KeyPair {
+        public: Handle,
+        private: Handle,
+    },
     SessionInfo(SessionInfo),
     Size(u64),
     /// Output of a data call: the length the backend reported and, when the
     /// caller gave a large enough buffer, the bytes.
-    Output { len: u64, data: Option<Vec<u8>> },
+    Output {
+        len: u64,
+        data: Option<Vec<u8>>,
+    },
     Attributes(Vec<AttrAnswer>),
 }
 
@@ -366,7 +491,10 @@ pub struct Response {
 
 impl Response {
     pub fn rv(rv: Rv) -> Self {
-        Response { rv, body: Body::Empty }
+        Response {
+            rv,
+            body: Body::Empty,
+        }
     }
 
     pub fn ok(body: Body) -> Self {

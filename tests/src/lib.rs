@@ -14,7 +14,10 @@ pub const PIN: &str = "123456";
 pub const SO_PIN: &str = "87654321";
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The build directory holding kmsd and libkmsp11.so (same profile as the tests).
@@ -26,13 +29,21 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn libkmsp11() -> PathBuf {
     let p = bin_dir().join("libkmsp11.so");
-    assert!(p.exists(), "{} missing: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
 pub fn kmsd_bin() -> PathBuf {
     let p = bin_dir().join("kmsd");
-    assert!(p.exists(), "{} missing: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -57,7 +68,11 @@ pub fn softhsm_store(dir: &Path, labels: &[&str]) -> PathBuf {
         .args(labels)
         .output()
         .expect("run softhsm/init-tokens.sh");
-    assert!(out.status.success(), "init-tokens.sh: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "init-tokens.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join("softhsm2.conf")
 }
 
@@ -73,7 +88,12 @@ impl Kmsd {
     pub fn start() -> Kmsd {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dev");
-        let mut k = Kmsd { dir, child: None, addr: String::new(), _tmp: Some(tmp) };
+        let mut k = Kmsd {
+            dir,
+            child: None,
+            addr: String::new(),
+            _tmp: Some(tmp),
+        };
         k.spawn("127.0.0.1:0");
         k
     }
@@ -106,7 +126,11 @@ impl Kmsd {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("kmsd exited early ({st}); log: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "kmsd did not start; log: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "kmsd did not start; log: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         // The client config is written right after the address; give it a moment to be complete.
@@ -156,5 +180,9 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

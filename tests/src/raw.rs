@@ -9,6 +9,9 @@ use std::ptr;
 
 pub use pkcs11_sys::*;
 
+/// Per attribute: `ulValueLen` and the bytes filled, if any.
+pub type AttrResults = Vec<(u64, Option<Vec<u8>>)>;
+
 pub struct Raw {
     pub f: &'static CK_FUNCTION_LIST,
     _lib: libloading::Library,
@@ -27,57 +30,122 @@ impl Raw {
     }
 
     /// C_Digest with a caller buffer of `cap` bytes, or NULL for `None`.
-    pub fn digest(&self, s: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> (CK_RV, usize, Vec<u8>) {
+    pub fn digest(
+        &self,
+        s: CK_SESSION_HANDLE,
+        data: &[u8],
+        cap: Option<usize>,
+    ) -> (CK_RV, usize, Vec<u8>) {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut n = buf.len() as CK_ULONG;
-        let out = if cap.is_some() { buf.as_mut_ptr() } else { ptr::null_mut() };
-        let rv = unsafe { self.f.C_Digest.unwrap()(s, data.as_ptr() as *mut u8, data.len() as CK_ULONG, out, &mut n) };
+        let out = if cap.is_some() {
+            buf.as_mut_ptr()
+        } else {
+            ptr::null_mut()
+        };
+        let rv = unsafe {
+            self.f.C_Digest.unwrap()(
+                s,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out,
+                &mut n,
+            )
+        };
         buf.truncate((n as usize).min(buf.len()));
         (rv, n as usize, buf)
     }
 
     pub fn digest_init(&self, s: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE) -> CK_RV {
-        let mut m = CK_MECHANISM { mechanism: mech, pParameter: ptr::null_mut(), ulParameterLen: 0 };
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
         unsafe { self.f.C_DigestInit.unwrap()(s, &mut m) }
     }
 
     /// C_Sign with a caller buffer of `cap` bytes, or NULL.
-    pub fn sign(&self, s: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> (CK_RV, usize, Vec<u8>) {
+    pub fn sign(
+        &self,
+        s: CK_SESSION_HANDLE,
+        data: &[u8],
+        cap: Option<usize>,
+    ) -> (CK_RV, usize, Vec<u8>) {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut n = buf.len() as CK_ULONG;
-        let out = if cap.is_some() { buf.as_mut_ptr() } else { ptr::null_mut() };
-        let rv = unsafe { self.f.C_Sign.unwrap()(s, data.as_ptr() as *mut u8, data.len() as CK_ULONG, out, &mut n) };
+        let out = if cap.is_some() {
+            buf.as_mut_ptr()
+        } else {
+            ptr::null_mut()
+        };
+        let rv = unsafe {
+            self.f.C_Sign.unwrap()(
+                s,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out,
+                &mut n,
+            )
+        };
         buf.truncate((n as usize).min(buf.len()));
         (rv, n as usize, buf)
     }
 
-    pub fn sign_init(&self, s: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
-        let mut m = CK_MECHANISM { mechanism: mech, pParameter: ptr::null_mut(), ulParameterLen: 0 };
+    pub fn sign_init(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
         unsafe { self.f.C_SignInit.unwrap()(s, &mut m, key) }
     }
 
     /// C_GetAttributeValue with one buffer per attribute (`None` = NULL
     /// pValue): returns the CK_RV, each ulValueLen, and the filled bytes.
-    pub fn attributes(&self, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, q: &[(CK_ATTRIBUTE_TYPE, Option<usize>)]) -> (CK_RV, Vec<(u64, Option<Vec<u8>>)>) {
-        let mut bufs: Vec<Option<Vec<u8>>> = q.iter().map(|(_, c)| c.map(|n| vec![0u8; n])).collect();
+    pub fn attributes(
+        &self,
+        s: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        q: &[(CK_ATTRIBUTE_TYPE, Option<usize>)],
+    ) -> (CK_RV, AttrResults) {
+        let mut bufs: Vec<Option<Vec<u8>>> =
+            q.iter().map(|(_, c)| c.map(|n| vec![0u8; n])).collect();
         let mut t: Vec<CK_ATTRIBUTE> = q
             .iter()
             .zip(bufs.iter_mut())
             .map(|((k, _), b)| match b {
-                Some(b) => CK_ATTRIBUTE { type_: *k, pValue: b.as_mut_ptr().cast(), ulValueLen: b.len() as CK_ULONG },
-                None => CK_ATTRIBUTE { type_: *k, pValue: ptr::null_mut(), ulValueLen: 0 },
+                Some(b) => CK_ATTRIBUTE {
+                    type_: *k,
+                    pValue: b.as_mut_ptr().cast(),
+                    ulValueLen: b.len() as CK_ULONG,
+                },
+                None => CK_ATTRIBUTE {
+                    type_: *k,
+                    pValue: ptr::null_mut(),
+                    ulValueLen: 0,
+                },
             })
             .collect();
-        let rv = unsafe { self.f.C_GetAttributeValue.unwrap()(s, o, t.as_mut_ptr(), t.len() as CK_ULONG) };
+        let rv = unsafe {
+            self.f.C_GetAttributeValue.unwrap()(s, o, t.as_mut_ptr(), t.len() as CK_ULONG)
+        };
         let out = t
             .iter()
             .zip(bufs)
             .map(|(a, b)| {
                 let len = a.ulValueLen;
-                let v = b.filter(|_| len != CK_UNAVAILABLE_INFORMATION).map(|mut b| {
-                    b.truncate(len as usize);
-                    b
-                });
+                let v = b
+                    .filter(|_| len != CK_UNAVAILABLE_INFORMATION)
+                    .map(|mut b| {
+                        b.truncate(len as usize);
+                        b
+                    });
                 (len, v)
             })
             .collect();
@@ -85,7 +153,14 @@ impl Raw {
     }
 
     /// AES-GCM encrypt with the 40-byte `CK_GCM_PARAMS` (no ulIvBits) or the 48-byte one.
-    pub fn gcm_encrypt_init(&self, s: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE, iv: &mut [u8], aad: &mut [u8], with_iv_bits: bool) -> CK_RV {
+    pub fn gcm_encrypt_init(
+        &self,
+        s: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        iv: &mut [u8],
+        aad: &mut [u8],
+        with_iv_bits: bool,
+    ) -> CK_RV {
         #[repr(C)]
         struct Gcm40 {
             iv: *mut u8,
@@ -102,11 +177,25 @@ impl Raw {
             ulAADLen: aad.len() as CK_ULONG,
             ulTagBits: 128,
         };
-        let mut p40 = Gcm40 { iv: iv.as_mut_ptr(), iv_len: iv.len() as CK_ULONG, aad: aad.as_mut_ptr(), aad_len: aad.len() as CK_ULONG, tag_bits: 128 };
+        let mut p40 = Gcm40 {
+            iv: iv.as_mut_ptr(),
+            iv_len: iv.len() as CK_ULONG,
+            aad: aad.as_mut_ptr(),
+            aad_len: aad.len() as CK_ULONG,
+            tag_bits: 128,
+        };
         let mut m = if with_iv_bits {
-            CK_MECHANISM { mechanism: CKM_AES_GCM, pParameter: (&mut p48 as *mut CK_GCM_PARAMS).cast(), ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG }
+            CK_MECHANISM {
+                mechanism: CKM_AES_GCM,
+                pParameter: (&mut p48 as *mut CK_GCM_PARAMS).cast(),
+                ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+            }
         } else {
-            CK_MECHANISM { mechanism: CKM_AES_GCM, pParameter: (&mut p40 as *mut Gcm40).cast(), ulParameterLen: std::mem::size_of::<Gcm40>() as CK_ULONG }
+            CK_MECHANISM {
+                mechanism: CKM_AES_GCM,
+                pParameter: (&mut p40 as *mut Gcm40).cast(),
+                ulParameterLen: std::mem::size_of::<Gcm40>() as CK_ULONG,
+            }
         };
         unsafe { self.f.C_EncryptInit.unwrap()(s, &mut m, key) }
     }
@@ -114,7 +203,15 @@ impl Raw {
     pub fn encrypt(&self, s: CK_SESSION_HANDLE, data: &[u8]) -> (CK_RV, Vec<u8>) {
         let mut buf = vec![0u8; data.len() + 64];
         let mut n = buf.len() as CK_ULONG;
-        let rv = unsafe { self.f.C_Encrypt.unwrap()(s, data.as_ptr() as *mut u8, data.len() as CK_ULONG, buf.as_mut_ptr(), &mut n) };
+        let rv = unsafe {
+            self.f.C_Encrypt.unwrap()(
+                s,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                buf.as_mut_ptr(),
+                &mut n,
+            )
+        };
         buf.truncate(n as usize);
         (rv, buf)
     }

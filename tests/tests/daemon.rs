@@ -1,5 +1,10 @@
 //! kmsd under stress from outside: restarts, wrong certificates and
 //! malformed traffic. Other clients must never notice.
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    clippy::manual_c_str_literals,
+    clippy::manual_dangling_ptr
+)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,7 +17,8 @@ use cryptoki::mechanism::Mechanism;
 use kmsp11_tests::Kmsd;
 
 fn init(p: &Pkcs11) {
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
 }
 
 #[test]
@@ -26,12 +32,19 @@ fn daemon_resilience() {
     assert_eq!(s.digest(&Mechanism::Sha256, b"x").unwrap().len(), 32);
 
     malformed_traffic_leaves_others_serving(&kmsd);
-    assert_eq!(s.digest(&Mechanism::Sha256, b"x").unwrap().len(), 32, "the well-behaved client is unaffected");
+    assert_eq!(
+        s.digest(&Mechanism::Sha256, b"x").unwrap().len(),
+        32,
+        "the well-behaved client is unaffected"
+    );
 
     // After a restart the old session is gone, new ones work without C_Initialize again.
     kmsd.restart();
     let old = s.digest(&Mechanism::Sha256, b"x");
-    assert!(matches!(old, Err(Error::Pkcs11(RvError::SessionHandleInvalid, _))), "{old:?}");
+    assert!(
+        matches!(old, Err(Error::Pkcs11(RvError::SessionHandleInvalid, _))),
+        "{old:?}"
+    );
     std::mem::forget(s); // its C_CloseSession would fail the same way
     let s2 = p.open_ro_session(slot).unwrap();
     assert_eq!(s2.digest(&Mechanism::Sha256, b"y").unwrap().len(), 32);
@@ -39,7 +52,10 @@ fn daemon_resilience() {
     p.finalize().unwrap();
 
     wrong_certificates_are_refused(&kmsd);
-    assert!(kmsd.log().contains("names no configured [[identity]]"), "the refusal is logged");
+    assert!(
+        kmsd.log().contains("names no configured [[identity]]"),
+        "the refusal is logged"
+    );
 }
 
 /// Raw TLS with the dev client certificate, then bad frames.
@@ -48,16 +64,22 @@ fn tls(kmsd: &Kmsd) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> 
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let d = &kmsd.dir;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(d.join("ca.pem")).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_file(d.join("ca.pem")).unwrap())
+        .unwrap();
     let certs = vec![CertificateDer::from_pem_file(d.join("client.pem")).unwrap()];
     let key = PrivateKeyDer::from_pem_file(d.join("client.key")).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("localhost").unwrap()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("localhost").unwrap())
+            .unwrap();
     let tcp = TcpStream::connect(&kmsd.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
@@ -115,7 +137,8 @@ fn malformed_traffic_leaves_others_serving(kmsd: &Kmsd) {
     // A valid request that is not Hello first.
     let mut s = tls(kmsd);
     let payload = kmsp11_proto::encode(&kmsp11_proto::Request::GetInfo).unwrap();
-    s.write_all(&kmsp11_proto::frame::frame(&payload).unwrap()).unwrap();
+    s.write_all(&kmsp11_proto::frame::frame(&payload).unwrap())
+        .unwrap();
     assert!(closed_without_answer(&mut s));
 }
 
@@ -126,8 +149,16 @@ fn wrong_certificates_are_refused(kmsd: &Kmsd) {
     // then one from another CA altogether.
     let other = Kmsd::start();
     let cases = [
-        (kmsd.dir.join("stranger.pem"), kmsd.dir.join("stranger.key"), kmsd.dir.join("ca.pem")),
-        (other.dir.join("client.pem"), other.dir.join("client.key"), kmsd.dir.join("ca.pem")),
+        (
+            kmsd.dir.join("stranger.pem"),
+            kmsd.dir.join("stranger.key"),
+            kmsd.dir.join("ca.pem"),
+        ),
+        (
+            other.dir.join("client.pem"),
+            other.dir.join("client.key"),
+            kmsd.dir.join("ca.pem"),
+        ),
     ];
     for (i, (cert, key, ca)) in cases.iter().enumerate() {
         let cfg = tmp.path().join(format!("c{i}.toml"));
@@ -144,11 +175,21 @@ fn wrong_certificates_are_refused(kmsd: &Kmsd) {
         .unwrap();
         std::env::set_var("KMSP11_CONFIG", &cfg);
         unsafe {
-            assert_eq!(raw.f.C_Initialize.unwrap()(std::ptr::null_mut()), kmsp11_tests::raw::CKR_OK);
+            assert_eq!(
+                raw.f.C_Initialize.unwrap()(std::ptr::null_mut()),
+                kmsp11_tests::raw::CKR_OK
+            );
             let mut n = 0;
             let rv = raw.f.C_GetSlotList.unwrap()(0, std::ptr::null_mut(), &mut n);
-            assert_eq!(rv, kmsp11_tests::raw::CKR_DEVICE_REMOVED, "case {i}: refused connection is 'device removed'");
-            assert_eq!(raw.f.C_Finalize.unwrap()(std::ptr::null_mut()), kmsp11_tests::raw::CKR_OK);
+            assert_eq!(
+                rv,
+                kmsp11_tests::raw::CKR_DEVICE_REMOVED,
+                "case {i}: refused connection is 'device removed'"
+            );
+            assert_eq!(
+                raw.f.C_Finalize.unwrap()(std::ptr::null_mut()),
+                kmsp11_tests::raw::CKR_OK
+            );
         }
     }
 }

@@ -7,7 +7,10 @@ use crate::daemon::{pad, Daemon};
 /// C_GetInfo (§5.4): the library's own identity, not the backend's.
 pub fn info(_d: &Daemon) -> Response {
     Response::ok(Body::Info(Info {
-        cryptoki_version: Version { major: 2, minor: 40 },
+        cryptoki_version: Version {
+            major: 2,
+            minor: 40,
+        },
         manufacturer_id: pad::<32>("kmsp11").to_vec(),
         flags: 0,
         library_description: pad::<32>("kmsp11 remote PKCS#11").to_vec(),

@@ -2,6 +2,10 @@
 //! handler translates the context's virtual handles to backend handles, lets
 //! the backend decide, and returns its `CK_RV` unchanged.
 
+// A handler's early exit is the response itself: `Result<_, Response>` is
+// the natural shape, and the response is sent as it is, never propagated far.
+#![allow(clippy::result_large_err)]
+
 mod general;
 mod keymgmt;
 mod object;
@@ -9,7 +13,7 @@ mod operations;
 mod session;
 mod slot_token;
 
-use kmsp11_proto::{Attribute, AttrValue, Body, Request, Response};
+use kmsp11_proto::{AttrValue, Attribute, Body, Request, Response};
 use pkcs11_sys::*;
 
 use crate::daemon::{Context, Daemon, Obj, Sess};
@@ -29,7 +33,9 @@ pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
         R::GetTokenInfo { slot } => slot_token::token_info(d, ctx, slot),
         R::WaitForSlotEvent { flags } => slot_token::wait_for_slot_event(d, ctx, flags),
         R::GetMechanismList { slot } => slot_token::mechanism_list(d, ctx, slot),
-        R::GetMechanismInfo { slot, mechanism } => slot_token::mechanism_info(d, ctx, slot, mechanism),
+        R::GetMechanismInfo { slot, mechanism } => {
+            slot_token::mechanism_info(d, ctx, slot, mechanism)
+        }
         R::InitToken { slot, pin, label } => slot_token::init_token(d, ctx, slot, pin, &label),
         R::InitPin { session, pin } => slot_token::init_pin(d, ctx, session, pin),
         R::SetPin { session, old, new } => slot_token::set_pin(d, ctx, session, old, new),
@@ -37,18 +43,41 @@ pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
         R::CloseSession { session } => session::close(d, ctx, session),
         R::CloseAllSessions { slot } => session::close_all(d, ctx, slot),
         R::GetSessionInfo { session } => session::info(d, ctx, session),
-        R::GetOperationState(o) => operations::out_only(d, ctx, crate::hsm::OutOnlyFn::GetOperationState, o),
-        R::SetOperationState { session, state, encryption_key, authentication_key } => {
+        R::GetOperationState(o) => {
+            operations::out_only(d, ctx, crate::hsm::OutOnlyFn::GetOperationState, o)
+        }
+        R::SetOperationState {
+            session,
+            state,
+            encryption_key,
+            authentication_key,
+        } => {
             session::set_operation_state(d, ctx, session, state, encryption_key, authentication_key)
         }
-        R::Login { session, user_type, pin } => session::login(d, ctx, session, user_type, pin),
+        R::Login {
+            session,
+            user_type,
+            pin,
+        } => session::login(d, ctx, session, user_type, pin),
         R::Logout { session } => session::logout(d, ctx, session),
         R::CreateObject { session, template } => object::create(d, ctx, session, template),
-        R::CopyObject { session, object, template } => object::copy(d, ctx, session, object, template),
+        R::CopyObject {
+            session,
+            object,
+            template,
+        } => object::copy(d, ctx, session, object, template),
         R::DestroyObject { session, object } => object::destroy(d, ctx, session, object),
         R::GetObjectSize { session, object } => object::size(d, ctx, session, object),
-        R::GetAttributeValue { session, object, template } => object::attribute_value(d, ctx, session, object, &template),
-        R::SetAttributeValue { session, object, template } => object::set_attribute_value(d, ctx, session, object, template),
+        R::GetAttributeValue {
+            session,
+            object,
+            template,
+        } => object::attribute_value(d, ctx, session, object, &template),
+        R::SetAttributeValue {
+            session,
+            object,
+            template,
+        } => object::set_attribute_value(d, ctx, session, object, template),
         R::FindObjectsInit { session, template } => object::find_init(d, ctx, session, template),
         R::FindObjects { session, max } => object::find(d, ctx, session, max),
         R::FindObjectsFinal { session } => object::find_final(d, ctx, session),
@@ -57,55 +86,130 @@ pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
         R::SignInit(i) => operations::init(d, ctx, crate::hsm::OpInitFn::SignInit, i),
         R::VerifyInit(i) => operations::init(d, ctx, crate::hsm::OpInitFn::VerifyInit, i),
         R::SignRecoverInit(i) => operations::init(d, ctx, crate::hsm::OpInitFn::SignRecoverInit, i),
-        R::VerifyRecoverInit(i) => operations::init(d, ctx, crate::hsm::OpInitFn::VerifyRecoverInit, i),
+        R::VerifyRecoverInit(i) => {
+            operations::init(d, ctx, crate::hsm::OpInitFn::VerifyRecoverInit, i)
+        }
         R::Encrypt(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::Encrypt, o),
-        R::EncryptUpdate(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::EncryptUpdate, o),
+        R::EncryptUpdate(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::EncryptUpdate, o)
+        }
         R::Decrypt(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::Decrypt, o),
-        R::DecryptUpdate(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::DecryptUpdate, o),
+        R::DecryptUpdate(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::DecryptUpdate, o)
+        }
         R::Digest(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::Digest, o),
         R::Sign(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::Sign, o),
         R::SignRecover(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::SignRecover, o),
-        R::VerifyRecover(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::VerifyRecover, o),
-        R::DigestEncryptUpdate(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::DigestEncryptUpdate, o),
-        R::DecryptDigestUpdate(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::DecryptDigestUpdate, o),
-        R::SignEncryptUpdate(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::SignEncryptUpdate, o),
-        R::DecryptVerifyUpdate(o) => operations::data_out(d, ctx, crate::hsm::DataOutFn::DecryptVerifyUpdate, o),
+        R::VerifyRecover(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::VerifyRecover, o)
+        }
+        R::DigestEncryptUpdate(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::DigestEncryptUpdate, o)
+        }
+        R::DecryptDigestUpdate(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::DecryptDigestUpdate, o)
+        }
+        R::SignEncryptUpdate(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::SignEncryptUpdate, o)
+        }
+        R::DecryptVerifyUpdate(o) => {
+            operations::data_out(d, ctx, crate::hsm::DataOutFn::DecryptVerifyUpdate, o)
+        }
         R::EncryptFinal(o) => operations::out_only(d, ctx, crate::hsm::OutOnlyFn::EncryptFinal, o),
         R::DecryptFinal(o) => operations::out_only(d, ctx, crate::hsm::OutOnlyFn::DecryptFinal, o),
         R::DigestFinal(o) => operations::out_only(d, ctx, crate::hsm::OutOnlyFn::DigestFinal, o),
         R::SignFinal(o) => operations::out_only(d, ctx, crate::hsm::OutOnlyFn::SignFinal, o),
-        R::SignUpdate(i) => operations::data_in(d, ctx, crate::hsm::DataInFn::SignUpdate, i.session, i.data),
-        R::VerifyUpdate(i) => operations::data_in(d, ctx, crate::hsm::DataInFn::VerifyUpdate, i.session, i.data),
-        R::DigestUpdate(i) => operations::data_in(d, ctx, crate::hsm::DataInFn::DigestUpdate, i.session, i.data),
-        R::SeedRandom(i) => operations::data_in(d, ctx, crate::hsm::DataInFn::SeedRandom, i.session, i.data),
-        R::VerifyFinal { session, signature } => {
-            operations::data_in(d, ctx, crate::hsm::DataInFn::VerifyFinal, session, signature)
+        R::SignUpdate(i) => {
+            operations::data_in(d, ctx, crate::hsm::DataInFn::SignUpdate, i.session, i.data)
         }
-        R::Verify { session, data, signature } => operations::verify(d, ctx, session, data, signature),
+        R::VerifyUpdate(i) => operations::data_in(
+            d,
+            ctx,
+            crate::hsm::DataInFn::VerifyUpdate,
+            i.session,
+            i.data,
+        ),
+        R::DigestUpdate(i) => operations::data_in(
+            d,
+            ctx,
+            crate::hsm::DataInFn::DigestUpdate,
+            i.session,
+            i.data,
+        ),
+        R::SeedRandom(i) => {
+            operations::data_in(d, ctx, crate::hsm::DataInFn::SeedRandom, i.session, i.data)
+        }
+        R::VerifyFinal { session, signature } => operations::data_in(
+            d,
+            ctx,
+            crate::hsm::DataInFn::VerifyFinal,
+            session,
+            signature,
+        ),
+        R::Verify {
+            session,
+            data,
+            signature,
+        } => operations::verify(d, ctx, session, data, signature),
         R::DigestInit { session, mechanism } => operations::digest_init(d, ctx, session, mechanism),
         R::DigestKey { session, key } => operations::digest_key(d, ctx, session, key),
-        R::GenerateKey { session, mechanism, template } => keymgmt::generate_key(d, ctx, session, mechanism, template),
-        R::GenerateKeyPair { session, mechanism, public, private } => {
-            keymgmt::generate_key_pair(d, ctx, session, mechanism, public, private)
-        }
-        R::WrapKey { session, mechanism, wrapping_key, key, out } => {
-            keymgmt::wrap_key(d, ctx, session, mechanism, wrapping_key, key, out)
-        }
-        R::UnwrapKey { session, mechanism, unwrapping_key, wrapped, template } => {
-            keymgmt::unwrap_key(d, ctx, session, mechanism, unwrapping_key, wrapped, template)
-        }
-        R::DeriveKey { session, mechanism, base_key, template } => {
-            keymgmt::derive_key(d, ctx, session, mechanism, base_key, template)
-        }
+        R::GenerateKey {
+            session,
+            mechanism,
+            template,
+        } => keymgmt::generate_key(d, ctx, session, mechanism, template),
+        R::GenerateKeyPair {
+            session,
+            mechanism,
+            public,
+            private,
+        } => keymgmt::generate_key_pair(d, ctx, session, mechanism, public, private),
+        R::WrapKey {
+            session,
+            mechanism,
+            wrapping_key,
+            key,
+            out,
+        } => keymgmt::wrap_key(d, ctx, session, mechanism, wrapping_key, key, out),
+        R::UnwrapKey {
+            session,
+            mechanism,
+            unwrapping_key,
+            wrapped,
+            template,
+        } => keymgmt::unwrap_key(
+            d,
+            ctx,
+            session,
+            mechanism,
+            unwrapping_key,
+            wrapped,
+            template,
+        ),
+        R::DeriveKey {
+            session,
+            mechanism,
+            base_key,
+            template,
+        } => keymgmt::derive_key(d, ctx, session, mechanism, base_key, template),
         R::GenerateRandom { session, len } => operations::generate_random(d, ctx, session, len),
-        R::GetFunctionStatus { session } => with_session(ctx, session, |s| Response::rv(d.backend.function_status(s.backend))),
-        R::CancelFunction { session } => with_session(ctx, session, |s| Response::rv(d.backend.cancel_function(s.backend))),
+        R::GetFunctionStatus { session } => with_session(ctx, session, |s| {
+            Response::rv(d.backend.function_status(s.backend))
+        }),
+        R::CancelFunction { session } => with_session(ctx, session, |s| {
+            Response::rv(d.backend.cancel_function(s.backend))
+        }),
     }
 }
 
 /// Looks up a session of this context; an unknown handle is `CKR_SESSION_HANDLE_INVALID`.
 fn session(ctx: &Context, v: u64) -> Result<Sess, Response> {
-    ctx.state.lock().sessions.get(&v).copied().ok_or(Response::rv(CKR_SESSION_HANDLE_INVALID))
+    ctx.state
+        .lock()
+        .sessions
+        .get(&v)
+        .copied()
+        .ok_or(Response::rv(CKR_SESSION_HANDLE_INVALID))
 }
 
 fn with_session(ctx: &Context, v: u64, f: impl FnOnce(Sess) -> Response) -> Response {
@@ -130,7 +234,13 @@ fn object(ctx: &Context, v: u64) -> CK_OBJECT_HANDLE {
 /// Gives a backend object a handle in this context, reading what decides
 /// its visibility (`CKA_TOKEN`, `CKA_PRIVATE`). `created_in` is the virtual
 /// session that just created it, if any.
-fn register(d: &Daemon, ctx: &Context, s: &Sess, h: CK_OBJECT_HANDLE, created_in: Option<u64>) -> Option<Obj> {
+fn register(
+    d: &Daemon,
+    ctx: &Context,
+    s: &Sess,
+    h: CK_OBJECT_HANDLE,
+    created_in: Option<u64>,
+) -> Option<Obj> {
     {
         let st = ctx.state.lock();
         if let Some(v) = st.by_backend.get(&h) {
@@ -138,8 +248,14 @@ fn register(d: &Daemon, ctx: &Context, s: &Sess, h: CK_OBJECT_HANDLE, created_in
         }
     }
     let q = [
-        kmsp11_proto::AttrQuery { kind: CKA_TOKEN, buf: Some(1) },
-        kmsp11_proto::AttrQuery { kind: CKA_PRIVATE, buf: Some(1) },
+        kmsp11_proto::AttrQuery {
+            kind: CKA_TOKEN,
+            buf: Some(1),
+        },
+        kmsp11_proto::AttrQuery {
+            kind: CKA_PRIVATE,
+            buf: Some(1),
+        },
     ];
     let (rv, a) = d.backend.attribute_value(s.backend, h, &q);
     if rv != CKR_OK {
@@ -164,7 +280,12 @@ fn register(d: &Daemon, ctx: &Context, s: &Sess, h: CK_OBJECT_HANDLE, created_in
             },
         }
     };
-    Some(Obj { backend: h, slot: s.slot, private, session })
+    Some(Obj {
+        backend: h,
+        slot: s.slot,
+        private,
+        session,
+    })
 }
 
 fn add(ctx: &Context, o: Obj) -> u64 {
@@ -174,7 +295,10 @@ fn add(ctx: &Context, o: Obj) -> u64 {
 /// Whether an object made from this template would be private, with the
 /// spec's defaults (keys private, everything else public).
 fn template_private(t: &[Attribute], default: bool) -> bool {
-    let flag = t.iter().find(|a| a.kind == CKA_PRIVATE).map(|a| matches!(&a.value, AttrValue::Bytes(b) if b.first().is_some_and(|x| *x != 0)));
+    let flag = t
+        .iter()
+        .find(|a| a.kind == CKA_PRIVATE)
+        .map(|a| matches!(&a.value, AttrValue::Bytes(b) if b.first().is_some_and(|x| *x != 0)));
     if let Some(f) = flag {
         return f;
     }
@@ -185,7 +309,10 @@ fn template_private(t: &[Attribute], default: bool) -> bool {
 }
 
 fn template_token(t: &[Attribute]) -> bool {
-    t.iter().any(|a| a.kind == CKA_TOKEN && matches!(&a.value, AttrValue::Bytes(b) if b.first().is_some_and(|x| *x != 0)))
+    t.iter().any(|a| {
+        a.kind == CKA_TOKEN
+            && matches!(&a.value, AttrValue::Bytes(b) if b.first().is_some_and(|x| *x != 0))
+    })
 }
 
 /// `CKR_USER_NOT_LOGGED_IN` where the backend (logged in on kmsd's behalf)

@@ -3,7 +3,9 @@
 use kmsp11_proto::{AttrQuery, Body, Response, Template};
 use pkcs11_sys::*;
 
-use super::{add, check_write, handle_body, object, register, session, template_private, template_token};
+use super::{
+    add, check_write, handle_body, object, register, session, template_private, template_token,
+};
 use crate::daemon::{Context, Daemon};
 use crate::hsm::CTemplate;
 
@@ -13,11 +15,23 @@ pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), false)) {
+    if let Err(r) = check_write(
+        ctx,
+        &s,
+        template_token(template.as_deref().unwrap_or_default()),
+        template_private(template.as_deref().unwrap_or_default(), false),
+    ) {
         return r;
     }
-    let (rv, h) = d.backend.create_object(s.backend, &mut CTemplate::from_opt(template.as_deref()));
-    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+    let (rv, h) = d
+        .backend
+        .create_object(s.backend, &mut CTemplate::from_opt(template.as_deref()));
+    handle_body(
+        rv,
+        (rv == CKR_OK)
+            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
+            .flatten(),
+    )
 }
 
 /// C_CopyObject (§5.7).
@@ -27,11 +41,25 @@ pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> 
         Err(r) => return r,
     };
     let src = object(ctx, obj);
-    if let Err(r) = check_write(ctx, &s, template_token(template.as_deref().unwrap_or_default()), template_private(template.as_deref().unwrap_or_default(), false)) {
+    if let Err(r) = check_write(
+        ctx,
+        &s,
+        template_token(template.as_deref().unwrap_or_default()),
+        template_private(template.as_deref().unwrap_or_default(), false),
+    ) {
         return r;
     }
-    let (rv, h) = d.backend.copy_object(s.backend, src, &mut CTemplate::from_opt(template.as_deref()));
-    handle_body(rv, (rv == CKR_OK).then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o))).flatten())
+    let (rv, h) = d.backend.copy_object(
+        s.backend,
+        src,
+        &mut CTemplate::from_opt(template.as_deref()),
+    );
+    handle_body(
+        rv,
+        (rv == CKR_OK)
+            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
+            .flatten(),
+    )
 }
 
 /// C_DestroyObject (§5.7).
@@ -71,16 +99,29 @@ pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQue
         Err(r) => return r,
     };
     let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), q);
-    Response { rv, body: Body::Attributes(answers) }
+    Response {
+        rv,
+        body: Body::Attributes(answers),
+    }
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> Response {
+pub fn set_attribute_value(
+    d: &Daemon,
+    ctx: &Context,
+    v: u64,
+    obj: u64,
+    template: Template,
+) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    Response::rv(d.backend.set_attribute_value(s.backend, object(ctx, obj), &mut CTemplate::from_opt(template.as_deref())))
+    Response::rv(d.backend.set_attribute_value(
+        s.backend,
+        object(ctx, obj),
+        &mut CTemplate::from_opt(template.as_deref()),
+    ))
 }
 
 /// C_FindObjectsInit (§5.7).
@@ -89,7 +130,10 @@ pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Respo
         Ok(s) => s,
         Err(r) => return r,
     };
-    Response::rv(d.backend.find_objects_init(s.backend, &mut CTemplate::from_opt(template.as_deref())))
+    Response::rv(
+        d.backend
+            .find_objects_init(s.backend, &mut CTemplate::from_opt(template.as_deref())),
+    )
 }
 
 /// C_FindObjects (§5.7). Objects this context may not see (other clients'
@@ -109,7 +153,9 @@ pub fn find(d: &Daemon, ctx: &Context, v: u64, max: u64) -> Response {
         }
         let exhausted = (found.len() as u64) < want || want == 0;
         for h in found {
-            let Some(o) = register(d, ctx, &s, h, None) else { continue };
+            let Some(o) = register(d, ctx, &s, h, None) else {
+                continue;
+            };
             if o.private && !ctx.state.lock().logged_in(s.slot) {
                 continue;
             }

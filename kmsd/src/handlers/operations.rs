@@ -21,7 +21,10 @@ pub fn init(d: &Daemon, ctx: &Context, f: OpInitFn, i: OpInit) -> Response {
         Err(r) => return r,
     };
     let key = object(ctx, i.key);
-    Response::rv(d.backend.op_init(f, s.backend, &mut mechanism(ctx, &i.mechanism), key))
+    Response::rv(
+        d.backend
+            .op_init(f, s.backend, &mut mechanism(ctx, &i.mechanism), key),
+    )
 }
 
 /// C_DigestInit (§5.10).
@@ -50,7 +53,10 @@ pub fn data_out(d: &Daemon, ctx: &Context, f: DataOutFn, o: DataOut) -> Response
         Err(r) => return r,
     };
     let (rv, len, data) = d.backend.data_out(f, s.backend, o.data.as_deref(), o.out);
-    Response { rv, body: Body::Output { len, data } }
+    Response {
+        rv,
+        body: Body::Output { len, data },
+    }
 }
 
 /// `C_*Final` and C_GetOperationState.
@@ -60,7 +66,10 @@ pub fn out_only(d: &Daemon, ctx: &Context, f: OutOnlyFn, o: OutOnly) -> Response
         Err(r) => return r,
     };
     let (rv, len, data) = d.backend.out_only(f, s.backend, o.out);
-    Response { rv, body: Body::Output { len, data } }
+    Response {
+        rv,
+        body: Body::Output { len, data },
+    }
 }
 
 /// C_SignUpdate, C_VerifyUpdate, C_DigestUpdate, C_SeedRandom, C_VerifyFinal.
@@ -73,7 +82,13 @@ pub fn data_in(d: &Daemon, ctx: &Context, f: DataInFn, v: u64, data: Option<Vec<
 }
 
 /// C_Verify (§5.12).
-pub fn verify(d: &Daemon, ctx: &Context, v: u64, data: Option<Vec<u8>>, sig: Option<Vec<u8>>) -> Response {
+pub fn verify(
+    d: &Daemon,
+    ctx: &Context,
+    v: u64,
+    data: Option<Vec<u8>>,
+    sig: Option<Vec<u8>>,
+) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
@@ -94,5 +109,8 @@ pub fn generate_random(d: &Daemon, ctx: &Context, v: u64, len: u64) -> Response 
     if rv != CKR_OK {
         return Response::rv(rv);
     }
-    Response::ok(Body::Output { len, data: Some(data) })
+    Response::ok(Body::Output {
+        len,
+        data: Some(data),
+    })
 }

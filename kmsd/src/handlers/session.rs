@@ -10,12 +10,18 @@ use crate::daemon::{Context, Daemon, Sess};
 
 /// C_OpenSession (§5.6).
 pub fn open(d: &Daemon, ctx: &Context, slot: u64, flags: u64) -> Response {
-    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let Some(t) = d.token(ctx, slot) else {
+        return Response::rv(CKR_SLOT_ID_INVALID);
+    };
     let (rv, h) = d.backend.open_session(t.backend_slot, flags);
     if rv != CKR_OK {
         return Response::rv(rv);
     }
-    let v = ctx.state.lock().add_session(Sess { backend: h, slot, flags });
+    let v = ctx.state.lock().add_session(Sess {
+        backend: h,
+        slot,
+        flags,
+    });
     Response::ok(Body::Handle(v))
 }
 
@@ -39,8 +45,15 @@ pub fn close_all(d: &Daemon, ctx: &Context, slot: u64) -> Response {
     }
     let closed: Vec<(u64, Sess)> = {
         let mut st = ctx.state.lock();
-        let ids: Vec<u64> = st.sessions.iter().filter(|(_, s)| s.slot == slot).map(|(k, _)| *k).collect();
-        ids.into_iter().filter_map(|k| st.sessions.remove(&k).map(|s| (k, s))).collect()
+        let ids: Vec<u64> = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.slot == slot)
+            .map(|(k, _)| *k)
+            .collect();
+        ids.into_iter()
+            .filter_map(|k| st.sessions.remove(&k).map(|s| (k, s)))
+            .collect()
     };
     for (_, s) in &closed {
         d.backend.close_session(s.backend);
@@ -97,18 +110,33 @@ pub fn info(d: &Daemon, ctx: &Context, v: u64) -> Response {
     } else {
         CKS_RO_PUBLIC_SESSION
     };
-    Response::ok(Body::SessionInfo(SessionInfo { slot: s.slot, state, flags: si.flags, device_error: si.ulDeviceError }))
+    Response::ok(Body::SessionInfo(SessionInfo {
+        slot: s.slot,
+        state,
+        flags: si.flags,
+        device_error: si.ulDeviceError,
+    }))
 }
 
 /// C_SetOperationState (§5.6).
-pub fn set_operation_state(d: &Daemon, ctx: &Context, v: u64, state: Option<Vec<u8>>, enc: u64, auth: u64) -> Response {
+pub fn set_operation_state(
+    d: &Daemon,
+    ctx: &Context,
+    v: u64,
+    state: Option<Vec<u8>>,
+    enc: u64,
+    auth: u64,
+) -> Response {
     let s = match session(ctx, v) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let enc = if enc == 0 { 0 } else { object(ctx, enc) };
     let auth = if auth == 0 { 0 } else { object(ctx, auth) };
-    Response::rv(d.backend.set_operation_state(s.backend, state.as_deref(), enc, auth))
+    Response::rv(
+        d.backend
+            .set_operation_state(s.backend, state.as_deref(), enc, auth),
+    )
 }
 
 /// C_Login (§5.6). A user login on a token whose backend PIN kmsd holds is
@@ -119,7 +147,9 @@ pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>)
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(t) = d.token(ctx, s.slot) else { return Response::rv(CKR_SESSION_HANDLE_INVALID) };
+    let Some(t) = d.token(ctx, s.slot) else {
+        return Response::rv(CKR_SESSION_HANDLE_INVALID);
+    };
     match user {
         CKU_USER if t.anchored => {
             {
@@ -131,7 +161,9 @@ pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>)
                     return Response::rv(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
                 }
             }
-            let Some(pin) = pin else { return Response::rv(CKR_ARGUMENTS_BAD) };
+            let Some(pin) = pin else {
+                return Response::rv(CKR_ARGUMENTS_BAD);
+            };
             if !crate::authz::verify_pin(ctx.identity.pin_hash.as_deref(), &pin) {
                 tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login: PIN incorrect");
                 return Response::rv(CKR_PIN_INCORRECT);
@@ -143,7 +175,9 @@ pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>)
         CKU_CONTEXT_SPECIFIC if t.anchored => {
             // The backend is logged in with kmsd's PIN; re-authentication of an
             // always-authenticate key is the identity's PIN checked here.
-            let Some(pin) = pin else { return Response::rv(CKR_ARGUMENTS_BAD) };
+            let Some(pin) = pin else {
+                return Response::rv(CKR_ARGUMENTS_BAD);
+            };
             if !ctx.state.lock().user.contains(&s.slot) {
                 return Response::rv(CKR_USER_NOT_LOGGED_IN);
             }
@@ -154,7 +188,9 @@ pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>)
         }
         _ => {
             // Transparent tokens without a kmsd-held PIN: the login is the backend's.
-            let rv = d.backend.login(s.backend, user, pin.as_deref().map(|p| p.as_slice()));
+            let rv = d
+                .backend
+                .login(s.backend, user, pin.as_deref().map(|p| p.as_slice()));
             if rv == CKR_OK {
                 let mut st = ctx.state.lock();
                 if user == CKU_SO {

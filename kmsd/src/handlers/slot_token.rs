@@ -7,7 +7,10 @@ use super::session as sess;
 use crate::daemon::{Context, Daemon};
 
 fn v(x: CK_VERSION) -> Version {
-    Version { major: x.major, minor: x.minor }
+    Version {
+        major: x.major,
+        minor: x.minor,
+    }
 }
 
 /// C_GetSlotList (§5.5): the tokens this identity may see.
@@ -29,7 +32,9 @@ pub fn slot_list(d: &Daemon, ctx: &Context, token_present: bool) -> Response {
 
 /// C_GetSlotInfo (§5.5).
 pub fn slot_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
-    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let Some(t) = d.token(ctx, slot) else {
+        return Response::rv(CKR_SLOT_ID_INVALID);
+    };
     let (rv, si) = d.backend.slot_info(t.backend_slot);
     if rv != CKR_OK {
         return Response::rv(rv);
@@ -49,13 +54,22 @@ pub fn slot_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
 
 /// C_GetTokenInfo (§5.5): the backend's token with the virtual label and serial.
 pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
-    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let Some(t) = d.token(ctx, slot) else {
+        return Response::rv(CKR_SLOT_ID_INVALID);
+    };
     let (rv, ti) = d.backend.token_info(t.backend_slot);
     if rv != CKR_OK {
         return Response::rv(rv);
     }
-    let label = if t.serial.is_some() { t.label.to_vec() } else { ti.label.to_vec() };
-    let serial = t.serial.map(|s| s.to_vec()).unwrap_or_else(|| ti.serialNumber.to_vec());
+    let label = if t.serial.is_some() {
+        t.label.to_vec()
+    } else {
+        ti.label.to_vec()
+    };
+    let serial = t
+        .serial
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|| ti.serialNumber.to_vec());
     Response::ok(Body::TokenInfo(TokenInfo {
         label,
         manufacturer_id: ti.manufacturerID.to_vec(),
@@ -96,7 +110,11 @@ pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, flags: u64) -> Response {
     if rv != CKR_OK {
         return Response::rv(rv);
     }
-    match d.tokens.iter().find(|t| t.backend_slot == backend_slot && ctx.identity.sees(t)) {
+    match d
+        .tokens
+        .iter()
+        .find(|t| t.backend_slot == backend_slot && ctx.identity.sees(t))
+    {
         Some(t) => Response::ok(Body::Slot(t.slot)),
         None => Response::rv(CKR_NO_EVENT),
     }
@@ -104,7 +122,9 @@ pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, flags: u64) -> Response {
 
 /// C_GetMechanismList (§5.5).
 pub fn mechanism_list(d: &Daemon, ctx: &Context, slot: u64) -> Response {
-    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let Some(t) = d.token(ctx, slot) else {
+        return Response::rv(CKR_SLOT_ID_INVALID);
+    };
     let (rv, list) = d.backend.mechanism_list(t.backend_slot);
     if rv != CKR_OK {
         return Response::rv(rv);
@@ -114,7 +134,9 @@ pub fn mechanism_list(d: &Daemon, ctx: &Context, slot: u64) -> Response {
 
 /// C_GetMechanismInfo (§5.5).
 pub fn mechanism_info(d: &Daemon, ctx: &Context, slot: u64, mech: u64) -> Response {
-    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+    let Some(t) = d.token(ctx, slot) else {
+        return Response::rv(CKR_SLOT_ID_INVALID);
+    };
     let (rv, mi) = d.backend.mechanism_info(t.backend_slot, mech);
     if rv != CKR_OK {
         return Response::rv(rv);
@@ -127,8 +149,16 @@ pub fn mechanism_info(d: &Daemon, ctx: &Context, slot: u64, mech: u64) -> Respon
 }
 
 /// C_InitToken (§5.5): forwarded only where the configuration allows SO functions.
-pub fn init_token(d: &Daemon, ctx: &Context, slot: u64, pin: Option<Vec<u8>>, label: &[u8]) -> Response {
-    let Some(t) = d.token(ctx, slot) else { return Response::rv(CKR_SLOT_ID_INVALID) };
+pub fn init_token(
+    d: &Daemon,
+    ctx: &Context,
+    slot: u64,
+    pin: Option<Vec<u8>>,
+    label: &[u8],
+) -> Response {
+    let Some(t) = d.token(ctx, slot) else {
+        return Response::rv(CKR_SLOT_ID_INVALID);
+    };
     if !t.so_functions {
         return Response::rv(CKR_FUNCTION_NOT_SUPPORTED);
     }
@@ -143,11 +173,21 @@ pub fn init_token(d: &Daemon, ctx: &Context, slot: u64, pin: Option<Vec<u8>>, la
 
 /// C_InitPIN (§5.5): an SO function.
 pub fn init_pin(d: &Daemon, ctx: &Context, session: u64, pin: Option<Vec<u8>>) -> Response {
-    sess::with_so(d, ctx, session, |s| d.backend.init_pin(s.backend, pin.as_deref()))
+    sess::with_so(d, ctx, session, |s| {
+        d.backend.init_pin(s.backend, pin.as_deref())
+    })
 }
 
 /// C_SetPIN (§5.5): forwarded only where the configuration allows SO functions;
 /// a virtual token's PINs are kmsd's configuration.
-pub fn set_pin(d: &Daemon, ctx: &Context, session: u64, old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Response {
-    sess::with_so(d, ctx, session, |s| d.backend.set_pin(s.backend, old.as_deref(), new.as_deref()))
+pub fn set_pin(
+    d: &Daemon,
+    ctx: &Context,
+    session: u64,
+    old: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+) -> Response {
+    sess::with_so(d, ctx, session, |s| {
+        d.backend.set_pin(s.backend, old.as_deref(), new.as_deref())
+    })
 }

@@ -22,7 +22,10 @@ impl CTemplate {
     pub fn from_opt(template: Option<&[Attribute]>) -> CTemplate {
         match template {
             Some(t) => CTemplate::new(t),
-            None => CTemplate { null: true, ..Default::default() },
+            None => CTemplate {
+                null: true,
+                ..Default::default()
+            },
         }
     }
 
@@ -47,7 +50,11 @@ impl CTemplate {
                 AttrValue::Ulongs(v) => {
                     let mut b: Box<[CK_ULONG]> = v.iter().map(|x| *x as CK_ULONG).collect();
                     let n = b.len() * std::mem::size_of::<CK_ULONG>();
-                    let p = if n == 0 { ptr::null_mut() } else { b.as_mut_ptr().cast() };
+                    let p = if n == 0 {
+                        ptr::null_mut()
+                    } else {
+                        b.as_mut_ptr().cast()
+                    };
                     t._ulongs.push(b);
                     (p, n as CK_ULONG)
                 }
@@ -59,7 +66,11 @@ impl CTemplate {
                     (p, n as CK_ULONG)
                 }
             };
-            t.attrs.push(CK_ATTRIBUTE { type_: a.kind, pValue: p, ulValueLen: n });
+            t.attrs.push(CK_ATTRIBUTE {
+                type_: a.kind,
+                pValue: p,
+                ulValueLen: n,
+            });
         }
         t
     }
@@ -72,6 +83,10 @@ impl CTemplate {
         } else {
             self.attrs.as_mut_ptr()
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.attrs.is_empty()
     }
 
     pub fn len(&self) -> CK_ULONG {
@@ -87,7 +102,7 @@ pub fn attr_value_out(kind: CK_ATTRIBUTE_TYPE, bytes: Vec<u8>) -> AttrValue {
         a.copy_from_slice(&bytes);
         return AttrValue::Ulong(CK_ULONG::from_ne_bytes(a) as u64);
     }
-    if attrs::is_ulong_array(kind) && bytes.len() % W == 0 {
+    if attrs::is_ulong_array(kind) && bytes.len().is_multiple_of(W) {
         let v = bytes
             .chunks_exact(W)
             .map(|c| {
@@ -165,12 +180,21 @@ impl CMechanism {
             MechParam::BadLength(n) => Param::Bytes(vec![0; (*n).min(1 << 16) as usize]),
             MechParam::Ulong(v) => Param::Ulong(Box::new(*v as CK_ULONG)),
             MechParam::Key(h) => Param::Ulong(Box::new(key(*h) as CK_ULONG)),
-            MechParam::RsaPkcsPss { hash_alg, mgf, salt_len } => Param::Pss(Box::new(CK_RSA_PKCS_PSS_PARAMS {
+            MechParam::RsaPkcsPss {
+                hash_alg,
+                mgf,
+                salt_len,
+            } => Param::Pss(Box::new(CK_RSA_PKCS_PSS_PARAMS {
                 hashAlg: *hash_alg as CK_ULONG,
                 mgf: *mgf as CK_ULONG,
                 sLen: *salt_len as CK_ULONG,
             })),
-            MechParam::RsaPkcsOaep { hash_alg, mgf, source, source_data } => {
+            MechParam::RsaPkcsOaep {
+                hash_alg,
+                mgf,
+                source,
+                source_data,
+            } => {
                 let (p, n) = keep(source_data);
                 Param::Oaep(Box::new(CK_RSA_PKCS_OAEP_PARAMS {
                     hashAlg: *hash_alg as CK_ULONG,
@@ -180,7 +204,12 @@ impl CMechanism {
                     ulSourceDataLen: n,
                 }))
             }
-            MechParam::Gcm { iv, iv_bits, aad, tag_bits } => {
+            MechParam::Gcm {
+                iv,
+                iv_bits,
+                aad,
+                tag_bits,
+            } => {
                 let (pi, ni) = keep(iv);
                 let (pa, na) = keep(aad);
                 match iv_bits {
@@ -201,7 +230,12 @@ impl CMechanism {
                     })),
                 }
             }
-            MechParam::Ccm { data_len, nonce, aad, mac_len } => {
+            MechParam::Ccm {
+                data_len,
+                nonce,
+                aad,
+                mac_len,
+            } => {
                 let (pn, nn) = keep(nonce);
                 let (pa, na) = keep(aad);
                 Param::Ccm(Box::new(CK_CCM_PARAMS {
@@ -213,7 +247,11 @@ impl CMechanism {
                     ulMACLen: *mac_len as CK_ULONG,
                 }))
             }
-            MechParam::Ecdh1Derive { kdf, shared_data, public_data } => {
+            MechParam::Ecdh1Derive {
+                kdf,
+                shared_data,
+                public_data,
+            } => {
                 let (ps, ns) = keep(shared_data);
                 let (pp, np) = keep(public_data);
                 Param::Ecdh(Box::new(CK_ECDH1_DERIVE_PARAMS {
@@ -234,24 +272,39 @@ impl CMechanism {
             }
             MechParam::DerivationString(data) => {
                 let (p, n) = keep(data);
-                Param::DerivString(Box::new(CK_KEY_DERIVATION_STRING_DATA { pData: p, ulLen: n }))
+                Param::DerivString(Box::new(CK_KEY_DERIVATION_STRING_DATA {
+                    pData: p,
+                    ulLen: n,
+                }))
             }
             MechParam::CbcEncryptData { iv, data } => {
                 let (p, n) = keep(data);
                 if iv.len() == 8 {
                     let mut a = [0u8; 8];
                     a.copy_from_slice(iv);
-                    Param::DesCbcData(Box::new(CK_DES_CBC_ENCRYPT_DATA_PARAMS { iv: a, pData: p, length: n }))
+                    Param::DesCbcData(Box::new(CK_DES_CBC_ENCRYPT_DATA_PARAMS {
+                        iv: a,
+                        pData: p,
+                        length: n,
+                    }))
                 } else {
                     let mut a = [0u8; 16];
                     let k = iv.len().min(16);
                     a[..k].copy_from_slice(&iv[..k]);
-                    Param::AesCbcData(Box::new(CK_AES_CBC_ENCRYPT_DATA_PARAMS { iv: a, pData: p, length: n }))
+                    Param::AesCbcData(Box::new(CK_AES_CBC_ENCRYPT_DATA_PARAMS {
+                        iv: a,
+                        pData: p,
+                        length: n,
+                    }))
                 }
             }
         };
         let mut c = CMechanism {
-            mech: CK_MECHANISM { mechanism: m.mechanism as CK_ULONG, pParameter: ptr::null_mut(), ulParameterLen: 0 },
+            mech: CK_MECHANISM {
+                mechanism: m.mechanism as CK_ULONG,
+                pParameter: ptr::null_mut(),
+                ulParameterLen: 0,
+            },
             _param: param,
             _bufs: bufs,
         };

@@ -1,4 +1,6 @@
 #![allow(unsafe_code)]
+// CK_ULONG is u64 on LP64 and u32 on LLP64: the casts are the portable form.
+#![allow(clippy::unnecessary_cast)]
 //! The raw PKCS#11 backend (DESIGN.md decision 11): the HSM's module loaded
 //! with `libloading`, its `CK_FUNCTION_LIST` called with `pkcs11-sys` types.
 //!
@@ -23,7 +25,10 @@ pub const MAX_OUT: u64 = proto::MAX_PAYLOAD as u64 - 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
     #[error("cannot load PKCS#11 module {path}: {source}")]
-    Load { path: String, source: libloading::Error },
+    Load {
+        path: String,
+        source: libloading::Error,
+    },
     #[error("PKCS#11 module {0} has no usable C_GetFunctionList")]
     NoFunctionList(String),
     #[error("{call} failed with CK_RV {rv:#x}")]
@@ -114,10 +119,17 @@ pub enum OpInitFn {
     VerifyRecoverInit,
 }
 
-type DataOutPtr = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR) -> CK_RV;
+type DataOutPtr = unsafe extern "C" fn(
+    CK_SESSION_HANDLE,
+    CK_BYTE_PTR,
+    CK_ULONG,
+    CK_BYTE_PTR,
+    CK_ULONG_PTR,
+) -> CK_RV;
 type OutOnlyPtr = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR) -> CK_RV;
 type DataInPtr = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG) -> CK_RV;
-type OpInitPtr = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE) -> CK_RV;
+type OpInitPtr =
+    unsafe extern "C" fn(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE) -> CK_RV;
 
 impl Backend {
     /// Loads the module and calls `C_Initialize` with `CKF_OS_LOCKING_OK`.
@@ -125,8 +137,10 @@ impl Backend {
         let shown = path.display().to_string();
         // SAFETY: loading a PKCS#11 module runs its initialisers; the operator
         // names the module in kmsd's config, which is the trust decision.
-        let lib = unsafe { libloading::Library::new(path) }
-            .map_err(|source| HsmError::Load { path: shown.clone(), source })?;
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|source| HsmError::Load {
+            path: shown.clone(),
+            source,
+        })?;
         // SAFETY: the symbol has the C_GetFunctionList signature by the PKCS#11 ABI.
         let get: libloading::Symbol<unsafe extern "C" fn(CK_FUNCTION_LIST_PTR_PTR) -> CK_RV> =
             unsafe { lib.get(b"C_GetFunctionList\0") }
@@ -148,7 +162,10 @@ impl Backend {
         };
         let rv = call!(backend, C_Initialize, &mut args as *mut _ as CK_VOID_PTR);
         if rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED {
-            return Err(HsmError::Call { call: "C_Initialize", rv });
+            return Err(HsmError::Call {
+                call: "C_Initialize",
+                rv,
+            });
         }
         Ok(backend)
     }
@@ -217,7 +234,11 @@ impl Backend {
         (CKR_GENERAL_ERROR, vec![])
     }
 
-    pub fn mechanism_info(&self, slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE) -> (CK_RV, CK_MECHANISM_INFO) {
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mech: CK_MECHANISM_TYPE,
+    ) -> (CK_RV, CK_MECHANISM_INFO) {
         let mut info = CK_MECHANISM_INFO::default();
         let rv = call!(self, C_GetMechanismInfo, slot, mech, &mut info);
         (rv, info)
@@ -241,7 +262,15 @@ impl Backend {
 
     pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> (CK_RV, CK_SESSION_HANDLE) {
         let mut h: CK_SESSION_HANDLE = 0;
-        let rv = call!(self, C_OpenSession, slot, flags, ptr::null_mut(), None, &mut h);
+        let rv = call!(
+            self,
+            C_OpenSession,
+            slot,
+            flags,
+            ptr::null_mut(),
+            None,
+            &mut h
+        );
         (rv, h)
     }
 
@@ -255,7 +284,13 @@ impl Backend {
         (rv, info)
     }
 
-    pub fn set_operation_state(&self, s: CK_SESSION_HANDLE, state: Option<&[u8]>, enc: CK_OBJECT_HANDLE, auth: CK_OBJECT_HANDLE) -> CK_RV {
+    pub fn set_operation_state(
+        &self,
+        s: CK_SESSION_HANDLE,
+        state: Option<&[u8]>,
+        enc: CK_OBJECT_HANDLE,
+        auth: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
         let (p, n) = marshal::opt_in(state);
         call!(self, C_SetOperationState, s, p, n, enc, auth)
     }
@@ -269,13 +304,22 @@ impl Backend {
         call!(self, C_Logout, s)
     }
 
-    pub fn create_object(&self, s: CK_SESSION_HANDLE, t: &mut CTemplate) -> (CK_RV, CK_OBJECT_HANDLE) {
+    pub fn create_object(
+        &self,
+        s: CK_SESSION_HANDLE,
+        t: &mut CTemplate,
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
         let mut h: CK_OBJECT_HANDLE = 0;
         let rv = call!(self, C_CreateObject, s, t.as_mut_ptr(), t.len(), &mut h);
         (rv, h)
     }
 
-    pub fn copy_object(&self, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, t: &mut CTemplate) -> (CK_RV, CK_OBJECT_HANDLE) {
+    pub fn copy_object(
+        &self,
+        s: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        t: &mut CTemplate,
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
         let mut h: CK_OBJECT_HANDLE = 0;
         let rv = call!(self, C_CopyObject, s, o, t.as_mut_ptr(), t.len(), &mut h);
         (rv, h)
@@ -292,7 +336,12 @@ impl Backend {
     }
 
     /// `C_GetAttributeValue` with the caller's buffer sizes; answers one entry per query.
-    pub fn attribute_value(&self, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, q: &[proto::AttrQuery]) -> (CK_RV, Vec<proto::AttrAnswer>) {
+    pub fn attribute_value(
+        &self,
+        s: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        q: &[proto::AttrQuery],
+    ) -> (CK_RV, Vec<proto::AttrAnswer>) {
         let mut bufs: Vec<Option<Vec<u8>>> = q
             .iter()
             .map(|a| a.buf.map(|n| vec![0u8; n.min(MAX_OUT) as usize]))
@@ -301,18 +350,35 @@ impl Backend {
             .iter()
             .zip(bufs.iter_mut())
             .map(|(a, b)| match b {
-                Some(b) => CK_ATTRIBUTE { type_: a.kind, pValue: b.as_mut_ptr().cast(), ulValueLen: b.len() as CK_ULONG },
-                None => CK_ATTRIBUTE { type_: a.kind, pValue: ptr::null_mut(), ulValueLen: 0 },
+                Some(b) => CK_ATTRIBUTE {
+                    type_: a.kind,
+                    pValue: b.as_mut_ptr().cast(),
+                    ulValueLen: b.len() as CK_ULONG,
+                },
+                None => CK_ATTRIBUTE {
+                    type_: a.kind,
+                    pValue: ptr::null_mut(),
+                    ulValueLen: 0,
+                },
             })
             .collect();
-        let rv = call!(self, C_GetAttributeValue, s, o, t.as_mut_ptr(), t.len() as CK_ULONG);
+        let rv = call!(
+            self,
+            C_GetAttributeValue,
+            s,
+            o,
+            t.as_mut_ptr(),
+            t.len() as CK_ULONG
+        );
         let answers = t
             .iter()
             .zip(bufs)
             .map(|(a, b)| {
                 let len = a.ulValueLen;
                 let value = match b {
-                    Some(mut b) if len != CK_UNAVAILABLE_INFORMATION && (len as usize) <= b.len() => {
+                    Some(mut b)
+                        if len != CK_UNAVAILABLE_INFORMATION && (len as usize) <= b.len() =>
+                    {
                         b.truncate(len as usize);
                         Some(marshal::attr_value_out(a.type_, b))
                     }
@@ -324,7 +390,12 @@ impl Backend {
         (rv, answers)
     }
 
-    pub fn set_attribute_value(&self, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, t: &mut CTemplate) -> CK_RV {
+    pub fn set_attribute_value(
+        &self,
+        s: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        t: &mut CTemplate,
+    ) -> CK_RV {
         call!(self, C_SetAttributeValue, s, o, t.as_mut_ptr(), t.len())
     }
 
@@ -335,7 +406,14 @@ impl Backend {
     pub fn find_objects(&self, s: CK_SESSION_HANDLE, max: u64) -> (CK_RV, Vec<CK_OBJECT_HANDLE>) {
         let mut out = vec![0; max.min(1 << 16) as usize];
         let mut n: CK_ULONG = 0;
-        let rv = call!(self, C_FindObjects, s, out.as_mut_ptr(), out.len() as CK_ULONG, &mut n);
+        let rv = call!(
+            self,
+            C_FindObjects,
+            s,
+            out.as_mut_ptr(),
+            out.len() as CK_ULONG,
+            &mut n
+        );
         out.truncate((n as usize).min(out.len()));
         (rv, out)
     }
@@ -344,7 +422,13 @@ impl Backend {
         call!(self, C_FindObjectsFinal, s)
     }
 
-    pub fn op_init(&self, f: OpInitFn, s: CK_SESSION_HANDLE, m: &mut CMechanism, key: CK_OBJECT_HANDLE) -> CK_RV {
+    pub fn op_init(
+        &self,
+        f: OpInitFn,
+        s: CK_SESSION_HANDLE,
+        m: &mut CMechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
         // SAFETY: reading function pointers out of the module's list.
         let fp: Option<OpInitPtr> = unsafe {
             match f {
@@ -371,7 +455,13 @@ impl Backend {
         call!(self, C_DigestKey, s, key)
     }
 
-    pub fn data_out(&self, f: DataOutFn, s: CK_SESSION_HANDLE, data: Option<&[u8]>, out: OutBuf) -> Output {
+    pub fn data_out(
+        &self,
+        f: DataOutFn,
+        s: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        out: OutBuf,
+    ) -> Output {
         // SAFETY: reading function pointers out of the module's list.
         let fp: Option<DataOutPtr> = unsafe {
             match f {
@@ -389,7 +479,9 @@ impl Backend {
                 DataOutFn::DecryptVerifyUpdate => (*self.fns).C_DecryptVerifyUpdate,
             }
         };
-        let Some(fp) = fp else { return (CKR_FUNCTION_NOT_SUPPORTED, 0, None) };
+        let Some(fp) = fp else {
+            return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
+        };
         let (pin, nin) = marshal::opt_in(data);
         // SAFETY: input points into `data`; output as built by `with_out`.
         with_out(out, |p, n| unsafe { fp(s, pin, nin, p, n) })
@@ -406,7 +498,9 @@ impl Backend {
                 OutOnlyFn::GetOperationState => (*self.fns).C_GetOperationState,
             }
         };
-        let Some(fp) = fp else { return (CKR_FUNCTION_NOT_SUPPORTED, 0, None) };
+        let Some(fp) = fp else {
+            return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
+        };
         // SAFETY: output as built by `with_out`.
         with_out(out, |p, n| unsafe { fp(s, p, n) })
     }
@@ -422,7 +516,9 @@ impl Backend {
                 DataInFn::VerifyFinal => (*self.fns).C_VerifyFinal,
             }
         };
-        let Some(fp) = fp else { return CKR_FUNCTION_NOT_SUPPORTED };
+        let Some(fp) = fp else {
+            return CKR_FUNCTION_NOT_SUPPORTED;
+        };
         let (p, n) = marshal::opt_in(data);
         // SAFETY: `p`/`n` describe `data`.
         unsafe { fp(s, p, n) }
@@ -434,13 +530,32 @@ impl Backend {
         call!(self, C_Verify, s, pd, nd, ps, ns)
     }
 
-    pub fn generate_key(&self, s: CK_SESSION_HANDLE, m: &mut CMechanism, t: &mut CTemplate) -> (CK_RV, CK_OBJECT_HANDLE) {
+    pub fn generate_key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &mut CMechanism,
+        t: &mut CTemplate,
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
         let mut h: CK_OBJECT_HANDLE = 0;
-        let rv = call!(self, C_GenerateKey, s, m.as_mut_ptr(), t.as_mut_ptr(), t.len(), &mut h);
+        let rv = call!(
+            self,
+            C_GenerateKey,
+            s,
+            m.as_mut_ptr(),
+            t.as_mut_ptr(),
+            t.len(),
+            &mut h
+        );
         (rv, h)
     }
 
-    pub fn generate_key_pair(&self, s: CK_SESSION_HANDLE, m: &mut CMechanism, public: &mut CTemplate, private: &mut CTemplate) -> (CK_RV, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    pub fn generate_key_pair(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &mut CMechanism,
+        public: &mut CTemplate,
+        private: &mut CTemplate,
+    ) -> (CK_RV, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
         let (mut hp, mut hq): (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) = (0, 0);
         let rv = call!(
             self,
@@ -457,33 +572,81 @@ impl Backend {
         (rv, hp, hq)
     }
 
-    pub fn wrap_key(&self, s: CK_SESSION_HANDLE, m: &mut CMechanism, wrapping: CK_OBJECT_HANDLE, key: CK_OBJECT_HANDLE, out: OutBuf) -> Output {
+    pub fn wrap_key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &mut CMechanism,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        out: OutBuf,
+    ) -> Output {
         let mp = m.as_mut_ptr();
         let fp = {
             // SAFETY: reading a function pointer out of the module's list.
             unsafe { (*self.fns).C_WrapKey }
         };
-        let Some(fp) = fp else { return (CKR_FUNCTION_NOT_SUPPORTED, 0, None) };
+        let Some(fp) = fp else {
+            return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
+        };
         // SAFETY: `m` owns the mechanism; output as built by `with_out`.
         with_out(out, |p, n| unsafe { fp(s, mp, wrapping, key, p, n) })
     }
 
-    pub fn unwrap_key(&self, s: CK_SESSION_HANDLE, m: &mut CMechanism, unwrapping: CK_OBJECT_HANDLE, wrapped: Option<&[u8]>, t: &mut CTemplate) -> (CK_RV, CK_OBJECT_HANDLE) {
+    pub fn unwrap_key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &mut CMechanism,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: Option<&[u8]>,
+        t: &mut CTemplate,
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
         let mut h: CK_OBJECT_HANDLE = 0;
         let (pw, nw) = marshal::opt_in(wrapped);
-        let rv = call!(self, C_UnwrapKey, s, m.as_mut_ptr(), unwrapping, pw, nw, t.as_mut_ptr(), t.len(), &mut h);
+        let rv = call!(
+            self,
+            C_UnwrapKey,
+            s,
+            m.as_mut_ptr(),
+            unwrapping,
+            pw,
+            nw,
+            t.as_mut_ptr(),
+            t.len(),
+            &mut h
+        );
         (rv, h)
     }
 
-    pub fn derive_key(&self, s: CK_SESSION_HANDLE, m: &mut CMechanism, base: CK_OBJECT_HANDLE, t: &mut CTemplate) -> (CK_RV, CK_OBJECT_HANDLE) {
+    pub fn derive_key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &mut CMechanism,
+        base: CK_OBJECT_HANDLE,
+        t: &mut CTemplate,
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
         let mut h: CK_OBJECT_HANDLE = 0;
-        let rv = call!(self, C_DeriveKey, s, m.as_mut_ptr(), base, t.as_mut_ptr(), t.len(), &mut h);
+        let rv = call!(
+            self,
+            C_DeriveKey,
+            s,
+            m.as_mut_ptr(),
+            base,
+            t.as_mut_ptr(),
+            t.len(),
+            &mut h
+        );
         (rv, h)
     }
 
     pub fn generate_random(&self, s: CK_SESSION_HANDLE, len: u64) -> (CK_RV, Vec<u8>) {
         let mut out = vec![0u8; len.min(MAX_OUT) as usize];
-        let rv = call!(self, C_GenerateRandom, s, out.as_mut_ptr(), out.len() as CK_ULONG);
+        let rv = call!(
+            self,
+            C_GenerateRandom,
+            s,
+            out.as_mut_ptr(),
+            out.len() as CK_ULONG
+        );
         (rv, out)
     }
 

@@ -32,7 +32,10 @@ pub fn initialize() -> Result<()> {
         eprintln!("libkmsp11: C_Initialize: {}: {e}", path.display());
         Error::Config(e)
     })?;
-    *state = Some(Arc::new(Global { pid: super::pid(), client: Arc::new(client) }));
+    *state = Some(Arc::new(Global {
+        pid: super::pid(),
+        client: Arc::new(client),
+    }));
     GENERATION.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
@@ -58,7 +61,10 @@ pub fn finalize() -> Result<()> {
 pub fn info() -> Result<Info> {
     super::client()?;
     Ok(Info {
-        cryptoki_version: Version { major: 2, minor: 40 },
+        cryptoki_version: Version {
+            major: 2,
+            minor: 40,
+        },
         manufacturer_id: b"kmsp11".to_vec(),
         flags: 0,
         library_description: b"kmsp11 remote PKCS#11".to_vec(),

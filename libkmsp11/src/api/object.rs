@@ -7,12 +7,22 @@ use crate::error::{Error, Result};
 
 /// C_CreateObject (§5.7).
 pub fn create_object(session: u64, template: Template) -> Result<u64> {
-    handle(Request::CreateObject { session, template }, "C_CreateObject")
+    handle(
+        Request::CreateObject { session, template },
+        "C_CreateObject",
+    )
 }
 
 /// C_CopyObject (§5.7).
 pub fn copy_object(session: u64, object: u64, template: Template) -> Result<u64> {
-    handle(Request::CopyObject { session, object, template }, "C_CopyObject")
+    handle(
+        Request::CopyObject {
+            session,
+            object,
+            template,
+        },
+        "C_CopyObject",
+    )
 }
 
 /// C_DestroyObject (§5.7).
@@ -30,9 +40,17 @@ pub fn object_size(session: u64, object: u64) -> Result<u64> {
 
 /// C_GetAttributeValue (§5.7): the answers come back with the `CK_RV`,
 /// which may be an error while some attributes were still filled.
-pub fn attribute_value(session: u64, object: u64, template: Vec<AttrQuery>) -> Result<(u64, Vec<AttrAnswer>)> {
+pub fn attribute_value(
+    session: u64,
+    object: u64,
+    template: Vec<AttrQuery>,
+) -> Result<(u64, Vec<AttrAnswer>)> {
     let n = template.len();
-    let r = call(Request::GetAttributeValue { session, object, template })?;
+    let r = call(Request::GetAttributeValue {
+        session,
+        object,
+        template,
+    })?;
     match r.body {
         Body::Attributes(a) if a.len() == n => Ok((r.rv, a)),
         Body::Empty => Err(Error::Rv(r.rv)),
@@ -42,7 +60,11 @@ pub fn attribute_value(session: u64, object: u64, template: Vec<AttrQuery>) -> R
 
 /// C_SetAttributeValue (§5.7).
 pub fn set_attribute_value(session: u64, object: u64, template: Template) -> Result<()> {
-    rv_only(Request::SetAttributeValue { session, object, template })
+    rv_only(Request::SetAttributeValue {
+        session,
+        object,
+        template,
+    })
 }
 
 /// C_FindObjectsInit (§5.7).

@@ -22,7 +22,11 @@ pub enum Init {
 
 /// C_EncryptInit, C_DecryptInit, C_SignInit, C_VerifyInit, C_SignRecoverInit, C_VerifyRecoverInit.
 pub fn init(kind: Init, session: u64, mechanism: Mechanism, key: u64) -> Result<()> {
-    let i = OpInit { session, mechanism, key };
+    let i = OpInit {
+        session,
+        mechanism,
+        key,
+    };
     rv_only(match kind {
         Init::Encrypt => Request::EncryptInit(i),
         Init::Decrypt => Request::DecryptInit(i),
@@ -50,7 +54,12 @@ pub enum DataCall {
     DecryptVerifyUpdate,
 }
 
-pub fn data_out(kind: DataCall, session: u64, data: Option<Vec<u8>>, out: OutBuf) -> Result<Output> {
+pub fn data_out(
+    kind: DataCall,
+    session: u64,
+    data: Option<Vec<u8>>,
+    out: OutBuf,
+) -> Result<Output> {
     let d = DataOut { session, data, out };
     let req = match kind {
         DataCall::Encrypt => Request::Encrypt(d),
@@ -120,7 +129,11 @@ pub fn digest_key(session: u64, key: u64) -> Result<()> {
 
 /// C_Verify (§5.12).
 pub fn verify(session: u64, data: Option<Vec<u8>>, signature: Option<Vec<u8>>) -> Result<()> {
-    rv_only(Request::Verify { session, data, signature })
+    rv_only(Request::Verify {
+        session,
+        data,
+        signature,
+    })
 }
 
 /// C_VerifyFinal (§5.12).

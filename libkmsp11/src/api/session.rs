@@ -1,6 +1,6 @@
 //! Session management (PKCS#11 2.40 §5.6).
 
-use kmsp11_proto::{Body, OutOnly, OutBuf, Request, SessionInfo};
+use kmsp11_proto::{Body, OutBuf, OutOnly, Request, SessionInfo};
 
 use super::{body, handle, output, rv_only, Output};
 use crate::error::{Error, Result};
@@ -30,17 +30,34 @@ pub fn session_info(session: u64) -> Result<SessionInfo> {
 
 /// C_GetOperationState (§5.6).
 pub fn operation_state(session: u64, out: OutBuf) -> Result<Output> {
-    output(Request::GetOperationState(OutOnly { session, out }), "C_GetOperationState")
+    output(
+        Request::GetOperationState(OutOnly { session, out }),
+        "C_GetOperationState",
+    )
 }
 
 /// C_SetOperationState (§5.6).
-pub fn set_operation_state(session: u64, state: Option<Vec<u8>>, encryption_key: u64, authentication_key: u64) -> Result<()> {
-    rv_only(Request::SetOperationState { session, state, encryption_key, authentication_key })
+pub fn set_operation_state(
+    session: u64,
+    state: Option<Vec<u8>>,
+    encryption_key: u64,
+    authentication_key: u64,
+) -> Result<()> {
+    rv_only(Request::SetOperationState {
+        session,
+        state,
+        encryption_key,
+        authentication_key,
+    })
 }
 
 /// C_Login (§5.6).
 pub fn login(session: u64, user_type: u64, pin: Option<Vec<u8>>) -> Result<()> {
-    rv_only(Request::Login { session, user_type, pin })
+    rv_only(Request::Login {
+        session,
+        user_type,
+        pin,
+    })
 }
 
 /// C_Logout (§5.6).

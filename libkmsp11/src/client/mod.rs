@@ -31,10 +31,13 @@ impl Client {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        let cas = CertificateDer::pem_file_iter(&cfg.ca).map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
+        let cas = CertificateDer::pem_file_iter(&cfg.ca)
+            .map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
         for c in cas {
             let c = c.map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
-            roots.add(c).map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
         }
         if roots.is_empty() {
             return Err(format!("ca {}: no certificate found", cfg.ca.display()));
@@ -45,21 +48,28 @@ impl Client {
         if certs.is_empty() {
             return Err(format!("cert {}: no certificate found", cfg.cert.display()));
         }
-        let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| format!("key {}: {e}", cfg.key.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&cfg.key)
+            .map_err(|e| format!("key {}: {e}", cfg.key.display()))?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
             .map_err(|e| format!("cert/key: {e}"))?;
-        Ok(Client { cfg, tls: Arc::new(tls), pool: Mutex::new(Vec::new()), context: Mutex::new(None) })
+        Ok(Client {
+            cfg,
+            tls: Arc::new(tls),
+            pool: Mutex::new(Vec::new()),
+            context: Mutex::new(None),
+        })
     }
 
     /// One request, one response. A pooled connection that turns out to be
     /// dead before any response byte arrived is replaced once.
     pub fn call(&self, req: &Request) -> Result<Response> {
         let payload = kmsp11_proto::encode(req).map_err(|e| Error::Transport(e.to_string()))?;
-        let bytes = frame::frame(&payload).map_err(|_| Error::ArgumentsBad("request larger than the frame limit"))?;
+        let bytes = frame::frame(&payload)
+            .map_err(|_| Error::ArgumentsBad("request larger than the frame limit"))?;
         let pooled = self.pool.lock().pop();
         let (mut conn, reused) = match pooled {
             Some(c) => (c, true),
@@ -94,7 +104,10 @@ impl Client {
     }
 
     fn connect_one(&self, ep: &str) -> std::result::Result<Stream, String> {
-        let addrs: Vec<_> = ep.to_socket_addrs().map_err(|e| format!("resolve: {e}"))?.collect();
+        let addrs: Vec<_> = ep
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve: {e}"))?
+            .collect();
         let mut tcp = None;
         let mut err = String::from("no address");
         for a in addrs {
@@ -108,30 +121,50 @@ impl Client {
         }
         let tcp = tcp.ok_or(err)?;
         let _ = tcp.set_nodelay(true);
-        tcp.set_read_timeout(Some(self.cfg.request_timeout())).map_err(|e| e.to_string())?;
-        tcp.set_write_timeout(Some(self.cfg.request_timeout())).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(self.cfg.request_timeout()))
+            .map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(self.cfg.request_timeout()))
+            .map_err(|e| e.to_string())?;
         let host = match &self.cfg.server_name {
             Some(n) => n.clone(),
-            None => ep.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(ep).to_string(),
+            None => ep
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']))
+                .unwrap_or(ep)
+                .to_string(),
         };
-        let name = ServerName::try_from(host.clone()).map_err(|_| format!("invalid server name {host:?}"))?;
-        let conn = rustls::ClientConnection::new(self.tls.clone(), name).map_err(|e| format!("TLS setup: {e}"))?;
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| format!("invalid server name {host:?}"))?;
+        let conn = rustls::ClientConnection::new(self.tls.clone(), name)
+            .map_err(|e| format!("TLS setup: {e}"))?;
         let mut s = rustls::StreamOwned::new(conn, tcp);
         // Handshake with the connect timeout, then requests with the request timeout.
-        s.sock.set_read_timeout(Some(self.cfg.connect_timeout())).map_err(|e| e.to_string())?;
+        s.sock
+            .set_read_timeout(Some(self.cfg.connect_timeout()))
+            .map_err(|e| e.to_string())?;
         while s.conn.is_handshaking() {
-            s.conn.complete_io(&mut s.sock).map_err(|e| format!("TLS handshake: {e}"))?;
+            s.conn
+                .complete_io(&mut s.sock)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
         }
-        s.sock.set_read_timeout(Some(self.cfg.request_timeout())).map_err(|e| e.to_string())?;
+        s.sock
+            .set_read_timeout(Some(self.cfg.request_timeout()))
+            .map_err(|e| e.to_string())?;
         let rejoin = self.context.lock().clone();
-        let hello = Request::Hello(Hello { protocol: PROTOCOL_VERSION, rejoin: rejoin.clone(), pid: std::process::id() });
+        let hello = Request::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            rejoin: rejoin.clone(),
+            pid: std::process::id(),
+        });
         let payload = kmsp11_proto::encode(&hello).map_err(|e| e.to_string())?;
         let bytes = frame::frame(&payload).map_err(|e| e.to_string())?;
         let resp = exchange(&mut s, &bytes).map_err(|f| format!("hello: {}", f.into_error()))?;
         match resp.body {
             Body::HelloOk(ok) => {
                 if rejoin.is_some() && !ok.rejoined {
-                    tracing::warn!("kmsd did not know our context (restarted?): earlier sessions are gone");
+                    tracing::warn!(
+                        "kmsd did not know our context (restarted?): earlier sessions are gone"
+                    );
                 }
                 *self.context.lock() = Some(ok.context);
                 Ok(s)
@@ -173,11 +206,15 @@ impl Failure {
 }
 
 fn exchange(s: &mut Stream, req: &[u8]) -> std::result::Result<Response, Failure> {
-    s.write_all(req).and_then(|_| s.flush()).map_err(|e| Failure::BeforeResponse(format!("send: {e}")))?;
+    s.write_all(req)
+        .and_then(|_| s.flush())
+        .map_err(|e| Failure::BeforeResponse(format!("send: {e}")))?;
     let mut h = [0u8; FRAME_HEADER_LEN];
-    s.read_exact(&mut h).map_err(|e| Failure::BeforeResponse(format!("receive: {e}")))?;
+    s.read_exact(&mut h)
+        .map_err(|e| Failure::BeforeResponse(format!("receive: {e}")))?;
     let header = FrameHeader::parse(&h).map_err(|e| Failure::During(e.to_string()))?;
     let mut payload = vec![0u8; header.len as usize];
-    s.read_exact(&mut payload).map_err(|e| Failure::During(format!("receive: {e}")))?;
+    s.read_exact(&mut payload)
+        .map_err(|e| Failure::During(format!("receive: {e}")))?;
     kmsp11_proto::decode(&payload).map_err(|e| Failure::During(e.to_string()))
 }

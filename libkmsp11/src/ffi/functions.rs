@@ -18,7 +18,10 @@ fn ok(r: Result<()>) -> Result<CK_RV> {
 }
 
 fn version(v: &Version) -> CK_VERSION {
-    CK_VERSION { major: v.major, minor: v.minor }
+    CK_VERSION {
+        major: v.major,
+        minor: v.minor,
+    }
 }
 
 // ---- general (§5.4) ----
@@ -32,9 +35,16 @@ pub unsafe extern "C" fn C_Initialize(pInitArgs: CK_VOID_PTR) -> CK_RV {
             if !a.pReserved.is_null() {
                 return Err(Error::ArgumentsBad("pReserved must be NULL"));
             }
-            let given = [a.CreateMutex.is_some(), a.DestroyMutex.is_some(), a.LockMutex.is_some(), a.UnlockMutex.is_some()];
+            let given = [
+                a.CreateMutex.is_some(),
+                a.DestroyMutex.is_some(),
+                a.LockMutex.is_some(),
+                a.UnlockMutex.is_some(),
+            ];
             if given.iter().any(|g| *g) && !given.iter().all(|g| *g) {
-                return Err(Error::ArgumentsBad("some but not all mutex callbacks given"));
+                return Err(Error::ArgumentsBad(
+                    "some but not all mutex callbacks given",
+                ));
             }
             if given[0] && a.flags & CKF_OS_LOCKING_OK == 0 {
                 return Err(Error::CantLock);
@@ -59,7 +69,12 @@ pub unsafe extern "C" fn C_Finalize(pReserved: CK_VOID_PTR) -> CK_RV {
 pub unsafe extern "C" fn C_GetInfo(pInfo: CK_INFO_PTR) -> CK_RV {
     guard("C_GetInfo", || {
         let i: Info = api::general::info()?;
-        let mut out = CK_INFO { cryptokiVersion: version(&i.cryptoki_version), flags: i.flags, libraryVersion: version(&i.library_version), ..Default::default() };
+        let mut out = CK_INFO {
+            cryptokiVersion: version(&i.cryptoki_version),
+            flags: i.flags,
+            libraryVersion: version(&i.library_version),
+            ..Default::default()
+        };
         fill(&mut out.manufacturerID, &i.manufacturer_id);
         fill(&mut out.libraryDescription, &i.library_description);
         // SAFETY: out-pointer per the spec.
@@ -72,14 +87,22 @@ pub unsafe extern "C" fn C_GetInfo(pInfo: CK_INFO_PTR) -> CK_RV {
 pub unsafe extern "C" fn C_GetFunctionList(ppFunctionList: CK_FUNCTION_LIST_PTR_PTR) -> CK_RV {
     guard("C_GetFunctionList", || {
         // SAFETY: out-pointer per the spec.
-        unsafe { put(ppFunctionList, &FUNCTION_LIST as *const _ as CK_FUNCTION_LIST_PTR) }?;
+        unsafe {
+            put(
+                ppFunctionList,
+                &FUNCTION_LIST as *const _ as CK_FUNCTION_LIST_PTR,
+            )
+        }?;
         Ok(CKR_OK)
     })
 }
 
 /// C_GetInterfaceList (PKCS#11 3.0 §5.4): one interface, "PKCS 11" 2.40.
 #[no_mangle]
-pub unsafe extern "C" fn C_GetInterfaceList(pInterfacesList: CK_INTERFACE_PTR, pulCount: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetInterfaceList(
+    pInterfacesList: CK_INTERFACE_PTR,
+    pulCount: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_GetInterfaceList", || {
         if pulCount.is_null() {
             return Err(Error::ArgumentsBad("NULL pulCount"));
@@ -107,14 +130,20 @@ pub unsafe extern "C" fn C_GetInterfaceList(pInterfacesList: CK_INTERFACE_PTR, p
 /// (`CKF_INTERFACE_FORK_SAFE`: a forked child must initialise again) is
 /// `CKR_ARGUMENTS_BAD`, which NSS takes as "not offered" and falls back.
 #[no_mangle]
-pub unsafe extern "C" fn C_GetInterface(pInterfaceName: CK_UTF8CHAR_PTR, pVersion: CK_VERSION_PTR, ppInterface: CK_INTERFACE_PTR_PTR, flags: CK_FLAGS) -> CK_RV {
+pub unsafe extern "C" fn C_GetInterface(
+    pInterfaceName: CK_UTF8CHAR_PTR,
+    pVersion: CK_VERSION_PTR,
+    ppInterface: CK_INTERFACE_PTR_PTR,
+    flags: CK_FLAGS,
+) -> CK_RV {
     guard("C_GetInterface", || {
         if ppInterface.is_null() {
             return Err(Error::ArgumentsBad("NULL ppInterface"));
         }
         if !pInterfaceName.is_null() {
             // SAFETY: a NUL-terminated string per the spec.
-            let name = unsafe { std::ffi::CStr::from_ptr(pInterfaceName as *const std::ffi::c_char) };
+            let name =
+                unsafe { std::ffi::CStr::from_ptr(pInterfaceName as *const std::ffi::c_char) };
             if name.to_bytes() != b"PKCS 11" {
                 return Err(Error::ArgumentsBad("unknown interface name"));
             }
@@ -138,7 +167,11 @@ pub unsafe extern "C" fn C_GetInterface(pInterfaceName: CK_UTF8CHAR_PTR, pVersio
 // ---- slot_token (§5.5) ----
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetSlotList(tokenPresent: CK_BBOOL, pSlotList: CK_SLOT_ID_PTR, pulCount: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetSlotList(
+    tokenPresent: CK_BBOOL,
+    pSlotList: CK_SLOT_ID_PTR,
+    pulCount: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_GetSlotList", || {
         let slots = api::slot_token::slot_list(tokenPresent != 0)?;
         // SAFETY: pointers per the spec.
@@ -154,7 +187,12 @@ pub unsafe extern "C" fn C_GetSlotInfo(slotID: CK_SLOT_ID, pInfo: CK_SLOT_INFO_P
             return Err(Error::ArgumentsBad("NULL pInfo"));
         }
         let s: SlotInfo = api::slot_token::slot_info(slotID)?;
-        let mut out = CK_SLOT_INFO { flags: s.flags, hardwareVersion: version(&s.hardware_version), firmwareVersion: version(&s.firmware_version), ..Default::default() };
+        let mut out = CK_SLOT_INFO {
+            flags: s.flags,
+            hardwareVersion: version(&s.hardware_version),
+            firmwareVersion: version(&s.firmware_version),
+            ..Default::default()
+        };
         fill(&mut out.slotDescription, &s.slot_description);
         fill(&mut out.manufacturerID, &s.manufacturer_id);
         // SAFETY: checked non-NULL.
@@ -199,7 +237,11 @@ pub unsafe extern "C" fn C_GetTokenInfo(slotID: CK_SLOT_ID, pInfo: CK_TOKEN_INFO
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_WaitForSlotEvent(flags: CK_FLAGS, pSlot: CK_SLOT_ID_PTR, pReserved: CK_VOID_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_WaitForSlotEvent(
+    flags: CK_FLAGS,
+    pSlot: CK_SLOT_ID_PTR,
+    pReserved: CK_VOID_PTR,
+) -> CK_RV {
     guard("C_WaitForSlotEvent", || {
         api::client()?;
         if pSlot.is_null() || !pReserved.is_null() {
@@ -213,7 +255,11 @@ pub unsafe extern "C" fn C_WaitForSlotEvent(flags: CK_FLAGS, pSlot: CK_SLOT_ID_P
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetMechanismList(slotID: CK_SLOT_ID, pMechanismList: CK_MECHANISM_TYPE_PTR, pulCount: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetMechanismList(
+    slotID: CK_SLOT_ID,
+    pMechanismList: CK_MECHANISM_TYPE_PTR,
+    pulCount: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_GetMechanismList", || {
         if pulCount.is_null() {
             api::client()?;
@@ -226,7 +272,11 @@ pub unsafe extern "C" fn C_GetMechanismList(slotID: CK_SLOT_ID, pMechanismList: 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetMechanismInfo(slotID: CK_SLOT_ID, type_: CK_MECHANISM_TYPE, pInfo: CK_MECHANISM_INFO_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetMechanismInfo(
+    slotID: CK_SLOT_ID,
+    type_: CK_MECHANISM_TYPE,
+    pInfo: CK_MECHANISM_INFO_PTR,
+) -> CK_RV {
     guard("C_GetMechanismInfo", || {
         if pInfo.is_null() {
             api::client()?;
@@ -234,26 +284,49 @@ pub unsafe extern "C" fn C_GetMechanismInfo(slotID: CK_SLOT_ID, type_: CK_MECHAN
         }
         let m: MechanismInfo = api::slot_token::mechanism_info(slotID, type_)?;
         // SAFETY: checked non-NULL.
-        unsafe { put(pInfo, CK_MECHANISM_INFO { ulMinKeySize: m.min_key_size, ulMaxKeySize: m.max_key_size, flags: m.flags }) }?;
+        unsafe {
+            put(
+                pInfo,
+                CK_MECHANISM_INFO {
+                    ulMinKeySize: m.min_key_size,
+                    ulMaxKeySize: m.max_key_size,
+                    flags: m.flags,
+                },
+            )
+        }?;
         Ok(CKR_OK)
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_InitToken(slotID: CK_SLOT_ID, pPin: CK_UTF8CHAR_PTR, ulPinLen: CK_ULONG, pLabel: CK_UTF8CHAR_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_InitToken(
+    slotID: CK_SLOT_ID,
+    pPin: CK_UTF8CHAR_PTR,
+    ulPinLen: CK_ULONG,
+    pLabel: CK_UTF8CHAR_PTR,
+) -> CK_RV {
     guard("C_InitToken", || {
         api::client()?;
         if pLabel.is_null() {
             return Err(Error::ArgumentsBad("NULL pLabel"));
         }
         // SAFETY: the PIN is `ulPinLen` bytes; the label is 32 bytes by the spec.
-        let (pin, label) = unsafe { (bytes_in(pPin, ulPinLen)?, bytes_in(pLabel, 32)?.unwrap_or_default()) };
+        let (pin, label) = unsafe {
+            (
+                bytes_in(pPin, ulPinLen)?,
+                bytes_in(pLabel, 32)?.unwrap_or_default(),
+            )
+        };
         ok(api::slot_token::init_token(slotID, pin, label))
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_InitPIN(hSession: CK_SESSION_HANDLE, pPin: CK_UTF8CHAR_PTR, ulPinLen: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_InitPIN(
+    hSession: CK_SESSION_HANDLE,
+    pPin: CK_UTF8CHAR_PTR,
+    ulPinLen: CK_ULONG,
+) -> CK_RV {
     guard("C_InitPIN", || {
         api::client()?;
         // SAFETY: `ulPinLen` bytes at `pPin`.
@@ -263,7 +336,13 @@ pub unsafe extern "C" fn C_InitPIN(hSession: CK_SESSION_HANDLE, pPin: CK_UTF8CHA
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SetPIN(hSession: CK_SESSION_HANDLE, pOldPin: CK_UTF8CHAR_PTR, ulOldLen: CK_ULONG, pNewPin: CK_UTF8CHAR_PTR, ulNewLen: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SetPIN(
+    hSession: CK_SESSION_HANDLE,
+    pOldPin: CK_UTF8CHAR_PTR,
+    ulOldLen: CK_ULONG,
+    pNewPin: CK_UTF8CHAR_PTR,
+    ulNewLen: CK_ULONG,
+) -> CK_RV {
     guard("C_SetPIN", || {
         api::client()?;
         // SAFETY: lengths per the spec.
@@ -275,7 +354,13 @@ pub unsafe extern "C" fn C_SetPIN(hSession: CK_SESSION_HANDLE, pOldPin: CK_UTF8C
 // ---- session (§5.6) ----
 
 #[no_mangle]
-pub unsafe extern "C" fn C_OpenSession(slotID: CK_SLOT_ID, flags: CK_FLAGS, _pApplication: CK_VOID_PTR, _Notify: CK_NOTIFY, phSession: CK_SESSION_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_OpenSession(
+    slotID: CK_SLOT_ID,
+    flags: CK_FLAGS,
+    _pApplication: CK_VOID_PTR,
+    _Notify: CK_NOTIFY,
+    phSession: CK_SESSION_HANDLE_PTR,
+) -> CK_RV {
     guard("C_OpenSession", || {
         api::client()?;
         if phSession.is_null() {
@@ -290,16 +375,23 @@ pub unsafe extern "C" fn C_OpenSession(slotID: CK_SLOT_ID, flags: CK_FLAGS, _pAp
 
 #[no_mangle]
 pub unsafe extern "C" fn C_CloseSession(hSession: CK_SESSION_HANDLE) -> CK_RV {
-    guard("C_CloseSession", || ok(api::session::close_session(hSession)))
+    guard("C_CloseSession", || {
+        ok(api::session::close_session(hSession))
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn C_CloseAllSessions(slotID: CK_SLOT_ID) -> CK_RV {
-    guard("C_CloseAllSessions", || ok(api::session::close_all_sessions(slotID)))
+    guard("C_CloseAllSessions", || {
+        ok(api::session::close_all_sessions(slotID))
+    })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetSessionInfo(hSession: CK_SESSION_HANDLE, pInfo: CK_SESSION_INFO_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetSessionInfo(
+    hSession: CK_SESSION_HANDLE,
+    pInfo: CK_SESSION_INFO_PTR,
+) -> CK_RV {
     guard("C_GetSessionInfo", || {
         api::client()?;
         if pInfo.is_null() {
@@ -307,13 +399,27 @@ pub unsafe extern "C" fn C_GetSessionInfo(hSession: CK_SESSION_HANDLE, pInfo: CK
         }
         let s: SessionInfo = api::session::session_info(hSession)?;
         // SAFETY: checked non-NULL.
-        unsafe { put(pInfo, CK_SESSION_INFO { slotID: s.slot, state: s.state, flags: s.flags, ulDeviceError: s.device_error }) }?;
+        unsafe {
+            put(
+                pInfo,
+                CK_SESSION_INFO {
+                    slotID: s.slot,
+                    state: s.state,
+                    flags: s.flags,
+                    ulDeviceError: s.device_error,
+                },
+            )
+        }?;
         Ok(CKR_OK)
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetOperationState(hSession: CK_SESSION_HANDLE, pOperationState: CK_BYTE_PTR, pulOperationStateLen: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetOperationState(
+    hSession: CK_SESSION_HANDLE,
+    pOperationState: CK_BYTE_PTR,
+    pulOperationStateLen: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_GetOperationState", || {
         api::client()?;
         // SAFETY: pointers per the spec.
@@ -325,22 +431,42 @@ pub unsafe extern "C" fn C_GetOperationState(hSession: CK_SESSION_HANDLE, pOpera
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SetOperationState(hSession: CK_SESSION_HANDLE, pOperationState: CK_BYTE_PTR, ulOperationStateLen: CK_ULONG, hEncryptionKey: CK_OBJECT_HANDLE, hAuthenticationKey: CK_OBJECT_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_SetOperationState(
+    hSession: CK_SESSION_HANDLE,
+    pOperationState: CK_BYTE_PTR,
+    ulOperationStateLen: CK_ULONG,
+    hEncryptionKey: CK_OBJECT_HANDLE,
+    hAuthenticationKey: CK_OBJECT_HANDLE,
+) -> CK_RV {
     guard("C_SetOperationState", || {
         api::client()?;
         // SAFETY: `ulOperationStateLen` bytes.
         let st = unsafe { bytes_in(pOperationState, ulOperationStateLen) }?;
-        ok(api::session::set_operation_state(hSession, st, hEncryptionKey, hAuthenticationKey))
+        ok(api::session::set_operation_state(
+            hSession,
+            st,
+            hEncryptionKey,
+            hAuthenticationKey,
+        ))
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: CK_UTF8CHAR_PTR, ulPinLen: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_Login(
+    hSession: CK_SESSION_HANDLE,
+    userType: CK_USER_TYPE,
+    pPin: CK_UTF8CHAR_PTR,
+    ulPinLen: CK_ULONG,
+) -> CK_RV {
     guard("C_Login", || {
         api::client()?;
         // SAFETY: `ulPinLen` bytes.
         let pin = unsafe { bytes_in(pPin, ulPinLen) }?.map(zeroize::Zeroizing::new);
-        ok(api::session::login(hSession, userType, pin.map(|p| p.to_vec())))
+        ok(api::session::login(
+            hSession,
+            userType,
+            pin.map(|p| p.to_vec()),
+        ))
     })
 }
 
@@ -352,7 +478,12 @@ pub unsafe extern "C" fn C_Logout(hSession: CK_SESSION_HANDLE) -> CK_RV {
 // ---- object (§5.7) ----
 
 #[no_mangle]
-pub unsafe extern "C" fn C_CreateObject(hSession: CK_SESSION_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG, phObject: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_CreateObject(
+    hSession: CK_SESSION_HANDLE,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulCount: CK_ULONG,
+    phObject: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     guard("C_CreateObject", || {
         api::client()?;
         if phObject.is_null() {
@@ -368,7 +499,13 @@ pub unsafe extern "C" fn C_CreateObject(hSession: CK_SESSION_HANDLE, pTemplate: 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_CopyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG, phNewObject: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_CopyObject(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulCount: CK_ULONG,
+    phNewObject: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     guard("C_CopyObject", || {
         api::client()?;
         if phNewObject.is_null() {
@@ -384,12 +521,21 @@ pub unsafe extern "C" fn C_CopyObject(hSession: CK_SESSION_HANDLE, hObject: CK_O
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DestroyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE) -> CK_RV {
-    guard("C_DestroyObject", || ok(api::object::destroy_object(hSession, hObject)))
+pub unsafe extern "C" fn C_DestroyObject(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard("C_DestroyObject", || {
+        ok(api::object::destroy_object(hSession, hObject))
+    })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetObjectSize(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pulSize: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GetObjectSize(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    pulSize: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_GetObjectSize", || {
         api::client()?;
         if pulSize.is_null() {
@@ -406,7 +552,12 @@ pub unsafe extern "C" fn C_GetObjectSize(hSession: CK_SESSION_HANDLE, hObject: C
 /// call as a whole returns `CKR_ATTRIBUTE_SENSITIVE`, `CKR_ATTRIBUTE_TYPE_INVALID`
 /// or `CKR_BUFFER_TOO_SMALL`.
 #[no_mangle]
-pub unsafe extern "C" fn C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_GetAttributeValue(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulCount: CK_ULONG,
+) -> CK_RV {
     guard("C_GetAttributeValue", || {
         api::client()?;
         // SAFETY: template per the spec.
@@ -419,7 +570,12 @@ pub unsafe extern "C" fn C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObjec
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SetAttributeValue(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulCount: CK_ULONG,
+) -> CK_RV {
     guard("C_SetAttributeValue", || {
         api::client()?;
         // SAFETY: template per the spec.
@@ -429,7 +585,11 @@ pub unsafe extern "C" fn C_SetAttributeValue(hSession: CK_SESSION_HANDLE, hObjec
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_FindObjectsInit(hSession: CK_SESSION_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_FindObjectsInit(
+    hSession: CK_SESSION_HANDLE,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulCount: CK_ULONG,
+) -> CK_RV {
     guard("C_FindObjectsInit", || {
         api::client()?;
         // SAFETY: template per the spec.
@@ -439,7 +599,12 @@ pub unsafe extern "C" fn C_FindObjectsInit(hSession: CK_SESSION_HANDLE, pTemplat
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_FindObjects(hSession: CK_SESSION_HANDLE, phObject: CK_OBJECT_HANDLE_PTR, ulMaxObjectCount: CK_ULONG, pulObjectCount: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_FindObjects(
+    hSession: CK_SESSION_HANDLE,
+    phObject: CK_OBJECT_HANDLE_PTR,
+    ulMaxObjectCount: CK_ULONG,
+    pulObjectCount: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_FindObjects", || {
         api::client()?;
         if pulObjectCount.is_null() || (phObject.is_null() && ulMaxObjectCount > 0) {
@@ -459,12 +624,20 @@ pub unsafe extern "C" fn C_FindObjects(hSession: CK_SESSION_HANDLE, phObject: CK
 
 #[no_mangle]
 pub unsafe extern "C" fn C_FindObjectsFinal(hSession: CK_SESSION_HANDLE) -> CK_RV {
-    guard("C_FindObjectsFinal", || ok(api::object::find_objects_final(hSession)))
+    guard("C_FindObjectsFinal", || {
+        ok(api::object::find_objects_final(hSession))
+    })
 }
 
 // ---- encrypt, decrypt, digest, sign, verify (§5.8-§5.13) ----
 
-unsafe fn init(name: &'static str, kind: ops::Init, s: CK_SESSION_HANDLE, m: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) -> CK_RV {
+unsafe fn init(
+    name: &'static str,
+    kind: ops::Init,
+    s: CK_SESSION_HANDLE,
+    m: CK_MECHANISM_PTR,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     guard(name, || {
         api::client()?;
         // SAFETY: mechanism per the spec.
@@ -473,7 +646,15 @@ unsafe fn init(name: &'static str, kind: ops::Init, s: CK_SESSION_HANDLE, m: CK_
     })
 }
 
-unsafe fn data_out(name: &'static str, kind: ops::DataCall, s: CK_SESSION_HANDLE, p: CK_BYTE_PTR, n: CK_ULONG, out: CK_BYTE_PTR, pn: CK_ULONG_PTR) -> CK_RV {
+unsafe fn data_out(
+    name: &'static str,
+    kind: ops::DataCall,
+    s: CK_SESSION_HANDLE,
+    p: CK_BYTE_PTR,
+    n: CK_ULONG,
+    out: CK_BYTE_PTR,
+    pn: CK_ULONG_PTR,
+) -> CK_RV {
     guard(name, || {
         api::client()?;
         // SAFETY: pointers per the spec.
@@ -484,7 +665,13 @@ unsafe fn data_out(name: &'static str, kind: ops::DataCall, s: CK_SESSION_HANDLE
     })
 }
 
-unsafe fn final_out(name: &'static str, kind: ops::FinalCall, s: CK_SESSION_HANDLE, out: CK_BYTE_PTR, pn: CK_ULONG_PTR) -> CK_RV {
+unsafe fn final_out(
+    name: &'static str,
+    kind: ops::FinalCall,
+    s: CK_SESSION_HANDLE,
+    out: CK_BYTE_PTR,
+    pn: CK_ULONG_PTR,
+) -> CK_RV {
     guard(name, || {
         api::client()?;
         // SAFETY: pointers per the spec.
@@ -495,7 +682,13 @@ unsafe fn final_out(name: &'static str, kind: ops::FinalCall, s: CK_SESSION_HAND
     })
 }
 
-unsafe fn data_in(name: &'static str, kind: ops::InCall, s: CK_SESSION_HANDLE, p: CK_BYTE_PTR, n: CK_ULONG) -> CK_RV {
+unsafe fn data_in(
+    name: &'static str,
+    kind: ops::InCall,
+    s: CK_SESSION_HANDLE,
+    p: CK_BYTE_PTR,
+    n: CK_ULONG,
+) -> CK_RV {
     guard(name, || {
         api::client()?;
         // SAFETY: `n` bytes at `p`.
@@ -507,36 +700,88 @@ unsafe fn data_in(name: &'static str, kind: ops::InCall, s: CK_SESSION_HANDLE, p
 macro_rules! init_fn {
     ($name:ident, $kind:ident) => {
         #[no_mangle]
-        pub unsafe extern "C" fn $name(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) -> CK_RV {
+        pub unsafe extern "C" fn $name(
+            hSession: CK_SESSION_HANDLE,
+            pMechanism: CK_MECHANISM_PTR,
+            hKey: CK_OBJECT_HANDLE,
+        ) -> CK_RV {
             // SAFETY: forwarded caller contract.
-            unsafe { init(stringify!($name), ops::Init::$kind, hSession, pMechanism, hKey) }
+            unsafe {
+                init(
+                    stringify!($name),
+                    ops::Init::$kind,
+                    hSession,
+                    pMechanism,
+                    hKey,
+                )
+            }
         }
     };
 }
 macro_rules! data_out_fn {
     ($name:ident, $kind:ident) => {
         #[no_mangle]
-        pub unsafe extern "C" fn $name(hSession: CK_SESSION_HANDLE, pIn: CK_BYTE_PTR, ulInLen: CK_ULONG, pOut: CK_BYTE_PTR, pulOutLen: CK_ULONG_PTR) -> CK_RV {
+        pub unsafe extern "C" fn $name(
+            hSession: CK_SESSION_HANDLE,
+            pIn: CK_BYTE_PTR,
+            ulInLen: CK_ULONG,
+            pOut: CK_BYTE_PTR,
+            pulOutLen: CK_ULONG_PTR,
+        ) -> CK_RV {
             // SAFETY: forwarded caller contract.
-            unsafe { data_out(stringify!($name), ops::DataCall::$kind, hSession, pIn, ulInLen, pOut, pulOutLen) }
+            unsafe {
+                data_out(
+                    stringify!($name),
+                    ops::DataCall::$kind,
+                    hSession,
+                    pIn,
+                    ulInLen,
+                    pOut,
+                    pulOutLen,
+                )
+            }
         }
     };
 }
 macro_rules! final_fn {
     ($name:ident, $kind:ident) => {
         #[no_mangle]
-        pub unsafe extern "C" fn $name(hSession: CK_SESSION_HANDLE, pOut: CK_BYTE_PTR, pulOutLen: CK_ULONG_PTR) -> CK_RV {
+        pub unsafe extern "C" fn $name(
+            hSession: CK_SESSION_HANDLE,
+            pOut: CK_BYTE_PTR,
+            pulOutLen: CK_ULONG_PTR,
+        ) -> CK_RV {
             // SAFETY: forwarded caller contract.
-            unsafe { final_out(stringify!($name), ops::FinalCall::$kind, hSession, pOut, pulOutLen) }
+            unsafe {
+                final_out(
+                    stringify!($name),
+                    ops::FinalCall::$kind,
+                    hSession,
+                    pOut,
+                    pulOutLen,
+                )
+            }
         }
     };
 }
 macro_rules! data_in_fn {
     ($name:ident, $kind:ident) => {
         #[no_mangle]
-        pub unsafe extern "C" fn $name(hSession: CK_SESSION_HANDLE, pIn: CK_BYTE_PTR, ulInLen: CK_ULONG) -> CK_RV {
+        pub unsafe extern "C" fn $name(
+            hSession: CK_SESSION_HANDLE,
+            pIn: CK_BYTE_PTR,
+            ulInLen: CK_ULONG,
+        ) -> CK_RV {
             // SAFETY: forwarded caller contract.
-            unsafe { data_in(stringify!($name), ops::InCall::$kind, hSession, pIn, ulInLen) }
+            unsafe {
+                data_in(
+                    stringify!($name),
+                    ops::InCall::$kind,
+                    hSession,
+                    pIn,
+                    ulInLen,
+                )
+            }
         }
     };
 }
@@ -569,7 +814,10 @@ data_in_fn!(C_DigestUpdate, DigestUpdate);
 data_in_fn!(C_SeedRandom, SeedRandom);
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_DigestInit(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: CK_MECHANISM_PTR,
+) -> CK_RV {
     guard("C_DigestInit", || {
         api::client()?;
         // SAFETY: mechanism per the spec.
@@ -584,17 +832,32 @@ pub unsafe extern "C" fn C_DigestKey(hSession: CK_SESSION_HANDLE, hKey: CK_OBJEC
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_Verify(hSession: CK_SESSION_HANDLE, pData: CK_BYTE_PTR, ulDataLen: CK_ULONG, pSignature: CK_BYTE_PTR, ulSignatureLen: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_Verify(
+    hSession: CK_SESSION_HANDLE,
+    pData: CK_BYTE_PTR,
+    ulDataLen: CK_ULONG,
+    pSignature: CK_BYTE_PTR,
+    ulSignatureLen: CK_ULONG,
+) -> CK_RV {
     guard("C_Verify", || {
         api::client()?;
         // SAFETY: lengths per the spec.
-        let (d, s) = unsafe { (bytes_in(pData, ulDataLen)?, bytes_in(pSignature, ulSignatureLen)?) };
+        let (d, s) = unsafe {
+            (
+                bytes_in(pData, ulDataLen)?,
+                bytes_in(pSignature, ulSignatureLen)?,
+            )
+        };
         ok(ops::verify(hSession, d, s))
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_VerifyFinal(hSession: CK_SESSION_HANDLE, pSignature: CK_BYTE_PTR, ulSignatureLen: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_VerifyFinal(
+    hSession: CK_SESSION_HANDLE,
+    pSignature: CK_BYTE_PTR,
+    ulSignatureLen: CK_ULONG,
+) -> CK_RV {
     guard("C_VerifyFinal", || {
         api::client()?;
         // SAFETY: `ulSignatureLen` bytes.
@@ -606,7 +869,13 @@ pub unsafe extern "C" fn C_VerifyFinal(hSession: CK_SESSION_HANDLE, pSignature: 
 // ---- keymgmt (§5.14) ----
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GenerateKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GenerateKey(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: CK_MECHANISM_PTR,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulCount: CK_ULONG,
+    phKey: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     guard("C_GenerateKey", || {
         api::client()?;
         if phKey.is_null() {
@@ -656,11 +925,23 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hWrappingKey: CK_OBJECT_HANDLE, hKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, pulWrappedKeyLen: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_WrapKey(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: CK_MECHANISM_PTR,
+    hWrappingKey: CK_OBJECT_HANDLE,
+    hKey: CK_OBJECT_HANDLE,
+    pWrappedKey: CK_BYTE_PTR,
+    pulWrappedKeyLen: CK_ULONG_PTR,
+) -> CK_RV {
     guard("C_WrapKey", || {
         api::client()?;
         // SAFETY: pointers per the spec.
-        let (m, cap) = unsafe { (mechanism(pMechanism)?, out_buf(pWrappedKey, pulWrappedKeyLen)?) };
+        let (m, cap) = unsafe {
+            (
+                mechanism(pMechanism)?,
+                out_buf(pWrappedKey, pulWrappedKeyLen)?,
+            )
+        };
         let r = api::keymgmt::wrap_key(hSession, m, hWrappingKey, hKey, cap)?;
         // SAFETY: the buffer described by `cap`.
         Ok(unsafe { write_out(pWrappedKey, pulWrappedKeyLen, cap, r) })
@@ -684,7 +965,13 @@ pub unsafe extern "C" fn C_UnwrapKey(
             return Err(Error::ArgumentsBad("NULL phKey"));
         }
         // SAFETY: pointers per the spec.
-        let (m, w, t) = unsafe { (mechanism(pMechanism)?, bytes_in(pWrappedKey, ulWrappedKeyLen)?, template(pTemplate, ulAttributeCount)?) };
+        let (m, w, t) = unsafe {
+            (
+                mechanism(pMechanism)?,
+                bytes_in(pWrappedKey, ulWrappedKeyLen)?,
+                template(pTemplate, ulAttributeCount)?,
+            )
+        };
         let h = api::keymgmt::unwrap_key(hSession, m, hUnwrappingKey, w, t)?;
         // SAFETY: checked non-NULL.
         unsafe { put(phKey, h as CK_OBJECT_HANDLE) }?;
@@ -693,14 +980,26 @@ pub unsafe extern "C" fn C_UnwrapKey(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hBaseKey: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_DeriveKey(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: CK_MECHANISM_PTR,
+    hBaseKey: CK_OBJECT_HANDLE,
+    pTemplate: CK_ATTRIBUTE_PTR,
+    ulAttributeCount: CK_ULONG,
+    phKey: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     guard("C_DeriveKey", || {
         api::client()?;
         if phKey.is_null() {
             return Err(Error::ArgumentsBad("NULL phKey"));
         }
         // SAFETY: pointers per the spec.
-        let (m, t) = unsafe { (mechanism(pMechanism)?, template(pTemplate, ulAttributeCount)?) };
+        let (m, t) = unsafe {
+            (
+                mechanism(pMechanism)?,
+                template(pTemplate, ulAttributeCount)?,
+            )
+        };
         let h = api::keymgmt::derive_key(hSession, m, hBaseKey, t)?;
         // SAFETY: checked non-NULL.
         unsafe { put(phKey, h as CK_OBJECT_HANDLE) }?;
@@ -711,7 +1010,11 @@ pub unsafe extern "C" fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK
 // ---- random (§5.15) and parallel (§5.16) ----
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: CK_BYTE_PTR, ulRandomLen: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_GenerateRandom(
+    hSession: CK_SESSION_HANDLE,
+    RandomData: CK_BYTE_PTR,
+    ulRandomLen: CK_ULONG,
+) -> CK_RV {
     guard("C_GenerateRandom", || {
         api::client()?;
         if RandomData.is_null() && ulRandomLen > 0 {
@@ -735,7 +1038,10 @@ pub unsafe extern "C" fn C_CancelFunction(hSession: CK_SESSION_HANDLE) -> CK_RV 
 }
 
 pub const LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
-    version: CK_VERSION { major: 2, minor: 40 },
+    version: CK_VERSION {
+        major: 2,
+        minor: 40,
+    },
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),
     C_GetInfo: Some(C_GetInfo),

@@ -3,6 +3,8 @@
 //! function is a thin shell around [`guard`], which catches panics so that
 //! none ever crosses into the host application.
 #![allow(unsafe_code)]
+// CK_ULONG is u64 on LP64 and u32 on LLP64: the casts are the portable form.
+#![allow(clippy::unnecessary_cast)]
 
 pub mod convert;
 pub mod functions;
@@ -20,7 +22,10 @@ pub fn guard(name: &'static str, f: impl FnOnce() -> Result<CK_RV>) -> CK_RV {
         Ok(Ok(rv)) => rv,
         Ok(Err(e)) => {
             tracing::debug!(call = name, "{e}");
-            if let crate::Error::Transport(_) | crate::Error::Unreachable(_) | crate::Error::Protocol(_) = e {
+            if let crate::Error::Transport(_)
+            | crate::Error::Unreachable(_)
+            | crate::Error::Protocol(_) = e
+            {
                 eprintln!("libkmsp11: {name}: {e}");
             }
             e.into()

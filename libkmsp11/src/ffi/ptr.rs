@@ -17,13 +17,19 @@ pub const MAX_INPUT: CK_ULONG = kmsp11_proto::MAX_PAYLOAD as CK_ULONG - 4096;
 /// A non-NULL `p` must point to `n` readable bytes.
 pub unsafe fn bytes_in(p: *const u8, n: CK_ULONG) -> Result<Option<Vec<u8>>> {
     if p.is_null() {
-        return if n == 0 { Ok(None) } else { Err(Error::ArgumentsBad("NULL buffer with non-zero length")) };
+        return if n == 0 {
+            Ok(None)
+        } else {
+            Err(Error::ArgumentsBad("NULL buffer with non-zero length"))
+        };
     }
     if n > MAX_INPUT {
         return Err(Error::ArgumentsBad("input longer than the frame limit"));
     }
     // SAFETY: the caller guarantees `n` readable bytes at `p`.
-    Ok(Some(unsafe { std::slice::from_raw_parts(p, n as usize) }.to_vec()))
+    Ok(Some(
+        unsafe { std::slice::from_raw_parts(p, n as usize) }.to_vec(),
+    ))
 }
 
 /// An output buffer's description: `None` for a `NULL` buffer (length query).
@@ -46,7 +52,12 @@ pub unsafe fn out_buf(p: *const u8, pn: *const CK_ULONG) -> Result<Option<u64>> 
 /// # Safety
 /// `pn` must be writable; a non-NULL `p` must have room for the `*pn` bytes
 /// the caller declared when the request was made.
-pub unsafe fn write_out(p: *mut u8, pn: *mut CK_ULONG, cap: Option<u64>, out: (CK_RV, u64, Option<Vec<u8>>)) -> CK_RV {
+pub unsafe fn write_out(
+    p: *mut u8,
+    pn: *mut CK_ULONG,
+    cap: Option<u64>,
+    out: (CK_RV, u64, Option<Vec<u8>>),
+) -> CK_RV {
     let (rv, len, data) = out;
     match (cap, data) {
         (Some(cap), Some(d)) if !p.is_null() && d.len() as u64 <= cap => {
