@@ -205,3 +205,29 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kmsd.example.toml");
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(cfg.tokens.len(), 2);
+        assert_eq!(cfg.listen.context_grace_secs, 120);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("kmsd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[listen]\naddress = \"x\"\nbogus = 1\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("line 3") && e.contains("bogus"), "{e}");
+        std::fs::write(&p, "[listen]\naddress = \"x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n[backend]\nmodule=\"m\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("needs at least one [[token]]"), "{e}");
+    }
+}
