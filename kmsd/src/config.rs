@@ -225,7 +225,10 @@ mod tests {
         let p = dir.join("bad.toml");
         std::fs::write(&p, "[listen]\naddress = \"x\"\nbogus = 1\n").unwrap();
         let e = Config::load(&p).unwrap_err().to_string();
-        assert!(e.contains("bad.toml") && e.contains("line 3") && e.contains("bogus"), "{e}");
+        assert!(
+            e.contains("bad.toml") && e.contains("line 3") && e.contains("bogus"),
+            "{e}"
+        );
         std::fs::write(&p, "[listen]\naddress = \"x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n[backend]\nmodule=\"m\"\n").unwrap();
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("needs at least one [[token]]"), "{e}");

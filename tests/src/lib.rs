@@ -81,6 +81,7 @@ pub struct Kmsd {
     pub dir: PathBuf,
     child: Option<Child>,
     pub addr: String,
+    custom: bool,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -92,8 +93,24 @@ impl Kmsd {
             dir,
             child: None,
             addr: String::new(),
+            custom: false,
             _tmp: Some(tmp),
         };
+        k.spawn("127.0.0.1:0");
+        k
+    }
+
+    /// kmsd with a configuration of the caller's, written next to a dev
+    /// setup (so its certificates and SoftHSM store exist). `cfg` gets the dev
+    /// folder's path for `{dir}` and the SoftHSM module for `{module}`.
+    pub fn start_with_config(cfg: &str) -> Kmsd {
+        let mut k = Kmsd::start();
+        k.stop();
+        let text = cfg
+            .replace("{dir}", &k.dir.display().to_string())
+            .replace("{module}", &softhsm_module().display().to_string());
+        std::fs::write(k.dir.join("custom.toml"), text).unwrap();
+        k.custom = true;
         k.spawn("127.0.0.1:0");
         k
     }
@@ -105,9 +122,13 @@ impl Kmsd {
             .append(true)
             .open(self.dir.parent().unwrap().join("kmsd.log"))
             .unwrap();
-        let child = Command::new(kmsd_bin())
-            .arg("--dev")
-            .arg(&self.dir)
+        let mut cmd = Command::new(kmsd_bin());
+        if self.custom {
+            cmd.arg("--config").arg(self.dir.join("custom.toml"));
+        } else {
+            cmd.arg("--dev").arg(&self.dir);
+        }
+        let child = cmd
             .arg("--address")
             .arg(addr)
             .stdout(Stdio::null())
@@ -118,7 +139,7 @@ impl Kmsd {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(a) = std::fs::read_to_string(self.dir.join("address")) {
-                if !a.is_empty() && self.dir.join("kmsp11.toml").exists() {
+                if !a.is_empty() && (self.custom || self.dir.join("kmsp11.toml").exists()) {
                     self.addr = a;
                     break;
                 }
