@@ -36,24 +36,7 @@ impl Raw {
         data: &[u8],
         cap: Option<usize>,
     ) -> (CK_RV, usize, Vec<u8>) {
-        let mut buf = vec![0u8; cap.unwrap_or(0)];
-        let mut n = buf.len() as CK_ULONG;
-        let out = if cap.is_some() {
-            buf.as_mut_ptr()
-        } else {
-            ptr::null_mut()
-        };
-        let rv = unsafe {
-            self.f.C_Digest.unwrap()(
-                s,
-                data.as_ptr() as *mut u8,
-                data.len() as CK_ULONG,
-                out,
-                &mut n,
-            )
-        };
-        buf.truncate((n as usize).min(buf.len()));
-        (rv, n as usize, buf)
+        Self::data_out(self.f.C_Digest.unwrap(), s, data, cap)
     }
 
     pub fn digest_init(&self, s: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE) -> CK_RV {
@@ -72,6 +55,22 @@ impl Raw {
         data: &[u8],
         cap: Option<usize>,
     ) -> (CK_RV, usize, Vec<u8>) {
+        Self::data_out(self.f.C_Sign.unwrap(), s, data, cap)
+    }
+
+    /// Any call of the `C_Sign` shape: `(rv, *pulLen, bytes written)`.
+    fn data_out(
+        f: unsafe extern "C" fn(
+            CK_SESSION_HANDLE,
+            CK_BYTE_PTR,
+            CK_ULONG,
+            CK_BYTE_PTR,
+            CK_ULONG_PTR,
+        ) -> CK_RV,
+        s: CK_SESSION_HANDLE,
+        data: &[u8],
+        cap: Option<usize>,
+    ) -> (CK_RV, usize, Vec<u8>) {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut n = buf.len() as CK_ULONG;
         let out = if cap.is_some() {
@@ -80,7 +79,7 @@ impl Raw {
             ptr::null_mut()
         };
         let rv = unsafe {
-            self.f.C_Sign.unwrap()(
+            f(
                 s,
                 data.as_ptr() as *mut u8,
                 data.len() as CK_ULONG,

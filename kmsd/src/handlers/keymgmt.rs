@@ -4,9 +4,7 @@ use kmsp11_proto::{Body, Mechanism, OutBuf, Response, Template};
 use pkcs11_sys::*;
 
 use super::operations::mechanism;
-use super::{
-    add, check_write, handle_body, object, register, session, template_private, template_token,
-};
+use super::{add, check_write, created, object, register, template_private, template_token};
 use crate::daemon::{Context, Daemon};
 use crate::hsm::CTemplate;
 
@@ -18,10 +16,7 @@ pub fn generate_key(
     m: Mechanism,
     template: Template,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     if let Err(r) = check_write(
         ctx,
         &s,
@@ -35,12 +30,7 @@ pub fn generate_key(
         &mut mechanism(ctx, &m),
         &mut CTemplate::from_opt(template.as_deref()),
     );
-    handle_body(
-        rv,
-        (rv == CKR_OK)
-            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
-            .flatten(),
-    )
+    created(d, ctx, &s, v, rv, h)
 }
 
 /// C_GenerateKeyPair (§5.14).
@@ -52,10 +42,7 @@ pub fn generate_key_pair(
     public: Template,
     private: Template,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let token = template_token(public.as_deref().unwrap_or_default())
         || template_token(private.as_deref().unwrap_or_default());
     let private_obj = template_private(private.as_deref().unwrap_or_default(), true)
@@ -90,10 +77,7 @@ pub fn wrap_key(
     key: u64,
     out: OutBuf,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let (rv, len, data) = d.backend.wrap_key(
         s.backend,
         &mut mechanism(ctx, &m),
@@ -117,10 +101,7 @@ pub fn unwrap_key(
     wrapped: Option<Vec<u8>>,
     template: Template,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     if let Err(r) = check_write(
         ctx,
         &s,
@@ -136,12 +117,7 @@ pub fn unwrap_key(
         wrapped.as_deref(),
         &mut CTemplate::from_opt(template.as_deref()),
     );
-    handle_body(
-        rv,
-        (rv == CKR_OK)
-            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
-            .flatten(),
-    )
+    created(d, ctx, &s, v, rv, h)
 }
 
 /// C_DeriveKey (§5.14).
@@ -153,10 +129,7 @@ pub fn derive_key(
     base: u64,
     template: Template,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     if let Err(r) = check_write(
         ctx,
         &s,
@@ -171,10 +144,5 @@ pub fn derive_key(
         object(ctx, base),
         &mut CTemplate::from_opt(template.as_deref()),
     );
-    handle_body(
-        rv,
-        (rv == CKR_OK)
-            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
-            .flatten(),
-    )
+    created(d, ctx, &s, v, rv, h)
 }

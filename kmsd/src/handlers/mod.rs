@@ -6,6 +6,17 @@
 // the natural shape, and the response is sent as it is, never propagated far.
 #![allow(clippy::result_large_err)]
 
+/// `let s = sess!(ctx, handle);` in a handler: this context's session, or
+/// an early `CKR_SESSION_HANDLE_INVALID` response.
+macro_rules! sess {
+    ($ctx:expr, $v:expr) => {
+        match $crate::handlers::lookup_session($ctx, $v) {
+            Ok(s) => s,
+            Err(r) => return r,
+        }
+    };
+}
+
 mod general;
 mod keymgmt;
 mod object;
@@ -203,7 +214,7 @@ pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
 }
 
 /// Looks up a session of this context; an unknown handle is `CKR_SESSION_HANDLE_INVALID`.
-fn session(ctx: &Context, v: u64) -> Result<Sess, Response> {
+fn lookup_session(ctx: &Context, v: u64) -> Result<Sess, Response> {
     ctx.state
         .lock()
         .sessions
@@ -213,7 +224,7 @@ fn session(ctx: &Context, v: u64) -> Result<Sess, Response> {
 }
 
 fn with_session(ctx: &Context, v: u64, f: impl FnOnce(Sess) -> Response) -> Response {
-    match session(ctx, v) {
+    match lookup_session(ctx, v) {
         Ok(s) => f(s),
         Err(r) => r,
     }
@@ -329,10 +340,21 @@ fn check_write(ctx: &Context, s: &Sess, token: bool, private: bool) -> Result<()
     Err(Response::rv(CKR_USER_NOT_LOGGED_IN))
 }
 
-fn handle_body(rv: CK_RV, h: Option<u64>) -> Response {
-    match (rv, h) {
-        (CKR_OK, Some(h)) => Response::ok(Body::Handle(h)),
-        (CKR_OK, None) => Response::rv(CKR_GENERAL_ERROR),
-        (rv, _) => Response::rv(rv),
+/// The answer to a call that created object `h` in session `v`: the
+/// object gets a handle in this context, or the backend's error goes back.
+fn created(
+    d: &Daemon,
+    ctx: &Context,
+    s: &Sess,
+    v: u64,
+    rv: CK_RV,
+    h: CK_OBJECT_HANDLE,
+) -> Response {
+    if rv != CKR_OK {
+        return Response::rv(rv);
+    }
+    match register(d, ctx, s, h, Some(v)) {
+        Some(o) => Response::ok(Body::Handle(add(ctx, o))),
+        None => Response::rv(CKR_GENERAL_ERROR),
     }
 }

@@ -3,18 +3,13 @@
 use kmsp11_proto::{AttrQuery, Body, Response, Template};
 use pkcs11_sys::*;
 
-use super::{
-    add, check_write, handle_body, object, register, session, template_private, template_token,
-};
+use super::{add, check_write, created, object, register, template_private, template_token};
 use crate::daemon::{Context, Daemon};
 use crate::hsm::CTemplate;
 
 /// C_CreateObject (§5.7).
 pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     if let Err(r) = check_write(
         ctx,
         &s,
@@ -26,20 +21,12 @@ pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response
     let (rv, h) = d
         .backend
         .create_object(s.backend, &mut CTemplate::from_opt(template.as_deref()));
-    handle_body(
-        rv,
-        (rv == CKR_OK)
-            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
-            .flatten(),
-    )
+    created(d, ctx, &s, v, rv, h)
 }
 
 /// C_CopyObject (§5.7).
 pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let src = object(ctx, obj);
     if let Err(r) = check_write(
         ctx,
@@ -54,20 +41,12 @@ pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> 
         src,
         &mut CTemplate::from_opt(template.as_deref()),
     );
-    handle_body(
-        rv,
-        (rv == CKR_OK)
-            .then(|| register(d, ctx, &s, h, Some(v)).map(|o| add(ctx, o)))
-            .flatten(),
-    )
+    created(d, ctx, &s, v, rv, h)
 }
 
 /// C_DestroyObject (§5.7).
 pub fn destroy(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let h = object(ctx, obj);
     let rv = d.backend.destroy_object(s.backend, h);
     if rv == CKR_OK {
@@ -79,10 +58,7 @@ pub fn destroy(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
 
 /// C_GetObjectSize (§5.7).
 pub fn size(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let (rv, n) = d.backend.object_size(s.backend, object(ctx, obj));
     if rv != CKR_OK {
         return Response::rv(rv);
@@ -94,10 +70,7 @@ pub fn size(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
 /// per-attribute lengths (`CK_UNAVAILABLE_INFORMATION` for invalid or
 /// sensitive ones) and its overall `CK_RV`.
 pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQuery]) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), q);
     Response {
         rv,
@@ -113,10 +86,7 @@ pub fn set_attribute_value(
     obj: u64,
     template: Template,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(d.backend.set_attribute_value(
         s.backend,
         object(ctx, obj),
@@ -126,10 +96,7 @@ pub fn set_attribute_value(
 
 /// C_FindObjectsInit (§5.7).
 pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(
         d.backend
             .find_objects_init(s.backend, &mut CTemplate::from_opt(template.as_deref())),
@@ -140,10 +107,7 @@ pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Respo
 /// session objects, private objects before login) are skipped, and the
 /// backend is asked again so that a short answer still means "no more".
 pub fn find(d: &Daemon, ctx: &Context, v: u64, max: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let mut out = Vec::new();
     loop {
         let want = max.saturating_sub(out.len() as u64);
@@ -170,9 +134,6 @@ pub fn find(d: &Daemon, ctx: &Context, v: u64, max: u64) -> Response {
 
 /// C_FindObjectsFinal (§5.7).
 pub fn find_final(d: &Daemon, ctx: &Context, v: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(d.backend.find_objects_final(s.backend))
 }

@@ -6,7 +6,7 @@
 use kmsp11_proto::{Body, DataOut, Mechanism, OpInit, OutOnly, Response};
 use pkcs11_sys::*;
 
-use super::{object, session};
+use super::object;
 use crate::daemon::{Context, Daemon};
 use crate::hsm::{CMechanism, DataInFn, DataOutFn, OpInitFn, OutOnlyFn};
 
@@ -16,10 +16,7 @@ pub fn mechanism(ctx: &Context, m: &Mechanism) -> CMechanism {
 
 /// C_EncryptInit, C_DecryptInit, C_SignInit, C_VerifyInit, C_SignRecoverInit, C_VerifyRecoverInit.
 pub fn init(d: &Daemon, ctx: &Context, f: OpInitFn, i: OpInit) -> Response {
-    let s = match session(ctx, i.session) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, i.session);
     let key = object(ctx, i.key);
     Response::rv(
         d.backend
@@ -29,29 +26,20 @@ pub fn init(d: &Daemon, ctx: &Context, f: OpInitFn, i: OpInit) -> Response {
 
 /// C_DigestInit (§5.10).
 pub fn digest_init(d: &Daemon, ctx: &Context, v: u64, m: Mechanism) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(d.backend.digest_init(s.backend, &mut mechanism(ctx, &m)))
 }
 
 /// C_DigestKey (§5.10).
 pub fn digest_key(d: &Daemon, ctx: &Context, v: u64, key: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(d.backend.digest_key(s.backend, object(ctx, key)))
 }
 
 /// Single-part and update calls that produce output, with the caller's
 /// buffer semantics (NULL length query, `CKR_BUFFER_TOO_SMALL`) left to the backend.
 pub fn data_out(d: &Daemon, ctx: &Context, f: DataOutFn, o: DataOut) -> Response {
-    let s = match session(ctx, o.session) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, o.session);
     let (rv, len, data) = d.backend.data_out(f, s.backend, o.data.as_deref(), o.out);
     Response {
         rv,
@@ -61,10 +49,7 @@ pub fn data_out(d: &Daemon, ctx: &Context, f: DataOutFn, o: DataOut) -> Response
 
 /// `C_*Final` and C_GetOperationState.
 pub fn out_only(d: &Daemon, ctx: &Context, f: OutOnlyFn, o: OutOnly) -> Response {
-    let s = match session(ctx, o.session) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, o.session);
     let (rv, len, data) = d.backend.out_only(f, s.backend, o.out);
     Response {
         rv,
@@ -74,10 +59,7 @@ pub fn out_only(d: &Daemon, ctx: &Context, f: OutOnlyFn, o: OutOnly) -> Response
 
 /// C_SignUpdate, C_VerifyUpdate, C_DigestUpdate, C_SeedRandom, C_VerifyFinal.
 pub fn data_in(d: &Daemon, ctx: &Context, f: DataInFn, v: u64, data: Option<Vec<u8>>) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(d.backend.data_in(f, s.backend, data.as_deref()))
 }
 
@@ -89,19 +71,13 @@ pub fn verify(
     data: Option<Vec<u8>>,
     sig: Option<Vec<u8>>,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     Response::rv(d.backend.verify(s.backend, data.as_deref(), sig.as_deref()))
 }
 
 /// C_GenerateRandom (§5.15).
 pub fn generate_random(d: &Daemon, ctx: &Context, v: u64, len: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     if len > crate::hsm::MAX_OUT {
         return Response::rv(CKR_DATA_LEN_RANGE);
     }

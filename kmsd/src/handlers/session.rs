@@ -5,7 +5,7 @@ use kmsp11_proto::{Body, Response, SessionInfo};
 use pkcs11_sys::*;
 use zeroize::Zeroizing;
 
-use super::{object, session};
+use super::object;
 use crate::daemon::{Context, Daemon, Sess};
 
 /// C_OpenSession (§5.6).
@@ -87,10 +87,7 @@ fn forget(d: &Daemon, ctx: &Context, sessions: &[u64], slot: u64) {
 
 /// C_GetSessionInfo (§5.6): the state reflects this context's login, not the backend's.
 pub fn info(d: &Daemon, ctx: &Context, v: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let (rv, si) = d.backend.session_info(s.backend);
     if rv != CKR_OK {
         return Response::rv(rv);
@@ -127,10 +124,7 @@ pub fn set_operation_state(
     enc: u64,
     auth: u64,
 ) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let enc = if enc == 0 { 0 } else { object(ctx, enc) };
     let auth = if auth == 0 { 0 } else { object(ctx, auth) };
     Response::rv(
@@ -143,10 +137,7 @@ pub fn set_operation_state(
 /// checked against the identity's PIN hash and never reaches the backend.
 pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>) -> Response {
     let pin = pin.map(Zeroizing::new);
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let Some(t) = d.token(ctx, s.slot) else {
         return Response::rv(CKR_SESSION_HANDLE_INVALID);
     };
@@ -206,10 +197,7 @@ pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>)
 
 /// C_Logout (§5.6).
 pub fn logout(d: &Daemon, ctx: &Context, v: u64) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     let anchored = d.token(ctx, s.slot).is_some_and(|t| t.anchored);
     let mut st = ctx.state.lock();
     if st.so.remove(&s.slot) {
@@ -228,10 +216,7 @@ pub fn logout(d: &Daemon, ctx: &Context, v: u64) -> Response {
 
 /// Runs an SO function where the configuration forwards them.
 pub fn with_so(d: &Daemon, ctx: &Context, v: u64, f: impl FnOnce(&Sess) -> CK_RV) -> Response {
-    let s = match session(ctx, v) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = sess!(ctx, v);
     match d.token(ctx, s.slot) {
         Some(t) if t.so_functions => Response::rv(f(&s)),
         _ => Response::rv(CKR_FUNCTION_NOT_SUPPORTED),
