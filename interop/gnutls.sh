@@ -9,7 +9,7 @@ U="pkcs11:token=$TOKEN"
 tokens() {
   "${P[@]}" --list-tokens | tee out
   grep -q "Label: $TOKEN" out
-  "${P[@]}" --list-token-urls | grep -q "token=$TOKEN"
+  contains "token=$TOKEN" "${P[@]}" --list-token-urls
 }
 list_all() {
   "${P[@]}" --list-all "$U" | tee out
@@ -46,8 +46,8 @@ test_sign() {
 }
 genkey() {
   "${P[@]}" --login --generate-privkey ecdsa --curve secp256r1 --label gnutls-ec "$U" --outfile gen.pub.pem
-  "${P[@]}" --login --list-all-privkeys "$U" | grep -q "object=gnutls-ec"
-  "${P[@]}" --login --test-sign "$U;object=gnutls-ec;type=private" 2>&1 | grep -q "public key in the token... ok"
+  contains "object=gnutls-ec" "${P[@]}" --login --list-all-privkeys "$U"
+  contains "public key in the token... ok" "${P[@]}" --login --test-sign "$U;object=gnutls-ec;type=private"
 }
 random() { "${P[@]}" --generate-random 32 "$U" > rnd && [ "$(stat -c %s rnd)" -ge 32 ]; }
 export_cert() {
@@ -70,10 +70,14 @@ as_user() {
     env HOME="$H" SOFTHSM2_CONF="${USER_SOFTHSM2_CONF:-}" KMSP11_CONFIG="${USER_KMSP11_CONFIG:-}" GNUTLS_PIN="$PIN" "$@"
   fi
 }
+# The user's home lives outside the checkout (nobody may not traverse it),
+# with its own copies of the module, its config and key, or the token store.
+H=$(mktemp -d /tmp/kmsp11-p11kit.XXXXXX)
+trap 'rm -rf "$H"' EXIT
 p11kit_setup() {
-  H=$W/p11kit-home
-  rm -rf "$H"; mkdir -p "$H/.config/pkcs11/modules"
-  printf 'module: %s\npriority: 100\n' "$MODULE" > "$H/.config/pkcs11/modules/kmsp11-interop.module"
+  mkdir -p "$H/.config/pkcs11/modules"
+  cp "$MODULE" "$H/module.so"
+  printf 'module: %s\npriority: 100\n' "$H/module.so" > "$H/.config/pkcs11/modules/kmsp11-interop.module"
   for m in /usr/share/p11-kit/modules/*.module; do
     [ -e "$m" ] && printf 'enable-in: kmsp11-interop-disabled\n' > "$H/.config/pkcs11/modules/$(basename "$m")"
   done
@@ -86,27 +90,27 @@ p11kit_setup() {
     sed "s|$d|$H|g" "$KMSP11_CONFIG" > "$H/kmsp11.toml"
   fi
   cp data.sha256 rsa.pub.pem ec.pub.pem "$H/"
-  [ "$(id -u)" -eq 0 ] && chown -R nobody:nogroup "$H"
-  chmod o+x "$W" "$(dirname "$W")" "$(dirname "$(dirname "$W")")" 2>/dev/null || true
+  chmod 755 "$H"
+  if [ "$(id -u)" -eq 0 ]; then chown -R nobody:nogroup "$H"; fi
 }
 p11kit_run() {
-  H=$W/p11kit-home
   USER_SOFTHSM2_CONF=$H/softhsm/softhsm2.conf USER_KMSP11_CONFIG=$H/kmsp11.toml as_user "$@"
 }
 p11kit_list_modules() { p11kit_setup; p11kit_run p11-kit list-modules | tee out; grep -q "kmsp11-interop" out && grep -q "token: $TOKEN" out; }
 p11kit_tokens() { p11kit_run p11tool --list-tokens | tee out; grep -q "Label: $TOKEN" out; }
 p11kit_list_all() { p11kit_run p11tool --login --list-all "$U" | tee out; grep -q "object=rsa2048;type=private" out; }
 p11kit_certtool() {
-  printf 'cn = "p11kit-self"\nexpiration_days = 30\nsigning_key\nca\ncert_signing_key\n' > "$W/p11kit-home/cert.tmpl"
+  printf 'cn = "p11kit-self"\nexpiration_days = 30\nsigning_key\nca\ncert_signing_key\n' > "$H/cert.tmpl"
+  [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$H/cert.tmpl"
   p11kit_run sh -c "cd \$HOME && certtool --generate-self-signed --load-privkey '$U;object=rsa2048;type=private' --template cert.tmpl --outfile self.pem"
-  openssl verify -CAfile "$W/p11kit-home/self.pem" "$W/p11kit-home/self.pem"
+  openssl verify -CAfile "$H/self.pem" "$H/self.pem"
 }
 p11kit_proxy() {
   local proxy=/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so
   p11kit_run pkcs11-tool --module "$proxy" -L | tee out
   grep -q "token label *: $TOKEN" out
   p11kit_run sh -c "cd \$HOME && pkcs11-tool --module $proxy --token-label $TOKEN -l -p $PIN --sign -m ECDSA --id 02 -i data.sha256 -o sig.bin --signature-format openssl"
-  openssl pkeyutl -verify -pubin -inkey ec.pub.pem -in data.sha256 -sigfile "$W/p11kit-home/sig.bin"
+  openssl pkeyutl -verify -pubin -inkey ec.pub.pem -in data.sha256 -sigfile "$H/sig.bin"
 }
 
 step "p11tool --list-tokens, --list-token-urls" tokens

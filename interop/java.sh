@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cat > "$W/java.cfg" <<CFG
 name = kmsp11
 library = $MODULE
-slotListIndex = 0
+slot = $(slot_id "$TOKEN")
 CFG
 KS=(-keystore NONE -storetype PKCS11 -providerClass sun.security.pkcs11.SunPKCS11 -providerArg "$W/java.cfg" -storepass "$PIN")
 

@@ -64,6 +64,27 @@ expect_refused_on_proxy() {
   fi
 }
 
+# contains PATTERN CMD...: CMD succeeds and its output (stdout and stderr)
+# matches the extended regex. lacks: CMD succeeds and its output does not.
+# (Not `cmd | grep -q`: under pipefail grep's early exit fails the writer.)
+contains() {
+  local p=$1 o; shift
+  o=$("$@" 2>&1) || { printf '%s\n' "$o"; return 1; }
+  grep -Eq -- "$p" <<<"$o" || { printf '%s\n' "$o"; echo "no match for: $p"; return 1; }
+}
+lacks() {
+  local p=$1 o; shift
+  o=$("$@" 2>&1) || { printf '%s\n' "$o"; return 1; }
+  ! grep -Eq -- "$p" <<<"$o" || { printf '%s\n' "$o"; echo "unexpected match for: $p"; return 1; }
+}
+
+# slot_id LABEL: the decimal slot id of the token with that label (as the module numbers it).
+slot_id() {
+  local hex
+  hex=$(pkcs11-tool --module "$MODULE" -L | awk -v l="$1" '/^Slot [0-9]+ \(0x/ {id=$3; gsub(/[():]/,"",id)} $0 ~ "token label *: "l"$" {print id; exit}')
+  [ -n "$hex" ] && printf '%d\n' "$hex"
+}
+
 # The same command against SoftHSM direct on the token this column's client sees.
 backend_tool() {
   SOFTHSM2_CONF=$BACKEND_CONF pkcs11-tool --module "$BACKEND_MODULE" --token-label "$BACKEND_TOKEN" "$@"

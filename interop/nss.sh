@@ -27,7 +27,7 @@ self_signed() {
   certutil -L "${C[@]}" -n "$TOKEN:nss-$1" -a -o "nss-$1.pem"
   openssl verify -CAfile "nss-$1.pem" "nss-$1.pem"
   # The key is on the token: pkcs11-tool sees it.
-  TL -O | grep -q "label: *nss-$1"
+  contains "label: *nss-$1" TL -O
 }
 csr() {
   certutil -R "${C[@]}" -z noise.bin -k nss-rsa -s "CN=nss-csr" -Z SHA256 -a -o nss-csr.pem
@@ -40,7 +40,7 @@ validate() {
 }
 delete_module() {
   modutil -dbdir "$DB" -delete kmsp11 -force
-  ! modutil -dbdir "$DB" -list | grep -q kmsp11
+  lacks kmsp11 modutil -dbdir "$DB" -list
 }
 
 step "modutil -add and -list" add_module

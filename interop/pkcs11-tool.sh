@@ -26,17 +26,17 @@ list_mechanisms() {
   diff mechs.txt backend-mechs.txt
   cp mechs.txt mech-listing.txt
 }
-keygen() { TL --keypairgen --key-type "$1" --id "$2" --label "$3" --usage-sign && T -O | grep -q "label: *$3"; }
-aes_keygen() { TL --keygen --key-type AES:32 --id 13 --label aes-gen && TL -O | grep -q "label: *aes-gen"; }
+keygen() { TL --keypairgen --key-type "$1" --id "$2" --label "$3" --usage-sign && contains "label: *$3" T -O; }
+aes_keygen() { TL --keygen --key-type AES:32 --id 13 --label aes-gen && contains "label: *aes-gen" TL -O; }
 sign_rsa_pkcs() {
   TL --sign -m RSA-PKCS --id 01 -i data.txt -o sig.rsapkcs
-  T --verify -m RSA-PKCS --id 01 -i data.txt --signature-file sig.rsapkcs | grep -q "Signature is valid"
+  contains "Signature is valid" T --verify -m RSA-PKCS --id 01 -i data.txt --signature-file sig.rsapkcs
   openssl pkeyutl -verifyrecover -pubin -inkey rsa.pub.pem -in sig.rsapkcs -out recovered
   cmp recovered data.txt
 }
 sign_sha256_pss() {
   TL --sign -m SHA256-RSA-PKCS-PSS --id 01 -i data.txt -o sig.pss
-  T --verify -m SHA256-RSA-PKCS-PSS --id 01 -i data.txt --signature-file sig.pss | grep -q "Signature is valid"
+  contains "Signature is valid" T --verify -m SHA256-RSA-PKCS-PSS --id 01 -i data.txt --signature-file sig.pss
   openssl dgst -sha256 -verify rsa.pub.pem -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 -signature sig.pss data.txt
 }
 sign_raw_pss() {
@@ -45,7 +45,7 @@ sign_raw_pss() {
 }
 sign_ecdsa() {
   TL --sign -m ECDSA --id 02 -i data.sha256 -o sig.ecdsa
-  T --verify -m ECDSA --id 02 -i data.sha256 --signature-file sig.ecdsa | grep -q "Signature is valid"
+  contains "Signature is valid" T --verify -m ECDSA --id 02 -i data.sha256 --signature-file sig.ecdsa
   TL --sign -m ECDSA --id 02 -i data.sha256 -o sig.ecdsa.der --signature-format openssl
   openssl dgst -sha256 -verify ec.pub.pem -signature sig.ecdsa.der data.txt
 }
@@ -108,7 +108,7 @@ selftest() {
   grep -q "RSA-X-509: OK" t.out && grep -q "RSA-PKCS: OK" t.out
   ! grep -E "^ *[A-Z0-9-]+: (ERR|FAIL)" t.out
 }
-locking() { pkcs11-tool --module "$MODULE" -L --use-locking | grep -q "token label *: $TOKEN"; }
+locking() { contains "token label *: $TOKEN" pkcs11-tool --module "$MODULE" -L --use-locking; }
 init_token() {
   if [ "$COLUMN" = proxy ]; then
     # No free slot on a virtual token set: initialising kms-b must be refused.
@@ -116,7 +116,7 @@ init_token() {
     cat o; grep -q CKR_FUNCTION_NOT_SUPPORTED o
   else
     pkcs11-tool --module "$MODULE" --slot-index 1 --init-token --label adm-token --so-pin "$SO_PIN"
-    pkcs11-tool --module "$MODULE" -L | grep -q "token label *: adm-token"
+    contains "token label *: adm-token" pkcs11-tool --module "$MODULE" -L
   fi
 }
 init_pin() {
@@ -139,7 +139,7 @@ change_pin() {
 }
 delete_object() {
   TL --delete-object --type secrkey --id 13
-  ! TL -O | grep -q "label: *aes-gen"
+  lacks "label: *aes-gen" TL -O
 }
 
 step "list slots (-L)" list_slots

@@ -37,8 +37,9 @@ if n_run == n_all:
                 "libkmsp11.so -> kmsd -> SoftHSM2, each column on a fresh token. A step passes only "
                 "if its output was checked (signatures verified by software OpenSSL, ciphertexts "
                 "decrypted, listings compared).\n\n")
-        f.write(f"Run {datetime.date.today()}: {version('openssl version')}; {version('pkcs11-tool --version 2>&1 || true')}; "
-                f"{version('java -version 2>&1')}; {version('certutil -V 2>&1 | tail -1')}; {version('p11tool --version')}.\n\n")
+        pkgs = version("dpkg-query -W -f='${Package} ${Version}, ' softhsm2 opensc libengine-pkcs11-openssl libnss3-tools gnutls-bin p11-kit openssh-client 2>/dev/null")
+        f.write(f"Run {datetime.date.today()} with {version('openssl version')}; {version('java -version 2>&1')}; "
+                f"{pkgs.rstrip(', ')}.\n\n")
         f.write(f"**{summary}.**\n\n")
         f.write("\n".join(table) + "\n\n")
         f.write(notes)

@@ -5,6 +5,14 @@ need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool  >/dev/null || need+=(opensc)
 command -v openssl      >/dev/null || need+=(openssl)
+# interop clients
+[ -e /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so ] || need+=(libengine-pkcs11-openssl)
+command -v certutil     >/dev/null || need+=(libnss3-tools)
+command -v p11tool      >/dev/null || need+=(gnutls-bin)
+command -v p11-kit      >/dev/null || need+=(p11-kit)
+command -v ssh-keygen   >/dev/null || need+=(openssh-client)
+command -v javac        >/dev/null || need+=(openjdk-17-jdk-headless)
+command -v python3      >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
