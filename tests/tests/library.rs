@@ -261,6 +261,30 @@ fn missing_config(raw: &Raw) {
         let rv = unsafe { raw.f.C_Initialize.unwrap()(ptr::null_mut()) };
         assert_eq!(rv, raw::CKR_FUNCTION_FAILED, "{}", p.display());
     }
+    // Without KMSP11_CONFIG: ~/.config/kmsp11/config.toml.
+    std::env::remove_var("KMSP11_CONFIG");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".config/kmsp11")).unwrap();
+    std::fs::copy(&good, home.join(".config/kmsp11/config.toml")).unwrap();
+    let old_home = std::env::var_os("HOME");
+    std::env::set_var("HOME", &home);
+    unsafe {
+        assert_eq!(
+            raw.f.C_Initialize.unwrap()(ptr::null_mut()),
+            raw::CKR_OK,
+            "config found in ~/.config/kmsp11"
+        );
+        let mut n: raw::CK_ULONG = 0;
+        assert_eq!(
+            raw.f.C_GetSlotList.unwrap()(0, ptr::null_mut(), &mut n),
+            raw::CKR_OK
+        );
+        assert_eq!(raw.f.C_Finalize.unwrap()(ptr::null_mut()), raw::CKR_OK);
+    }
+    match old_home {
+        Some(h) => std::env::set_var("HOME", h),
+        None => std::env::remove_var("HOME"),
+    }
     std::env::set_var("KMSP11_CONFIG", good);
 }
 
