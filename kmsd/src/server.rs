@@ -97,15 +97,18 @@ impl Server {
                 };
                 let Some(req) = req else { return Ok(()) };
                 let goodbye = matches!(req, Request::Goodbye);
-                let d = self.daemon.clone();
-                let c = ctx.clone();
-                let resp =
-                    tokio::task::spawn_blocking(move || crate::handlers::dispatch(&d, &c, req))
-                        .await
-                        .unwrap_or_else(|e| {
-                            tracing::error!(context = ctx.id, "request handler failed: {e}");
-                            Response::rv(pkcs11_sys::CKR_GENERAL_ERROR)
-                        });
+                // The HSM call blocks: block_in_place moves this worker's other
+                // tasks elsewhere first, so the runtime keeps serving, without
+                // the thread hop of spawn_blocking on every request.
+                let resp = tokio::task::block_in_place(|| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::handlers::dispatch(&self.daemon, &ctx, req)
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(context = ctx.id, "request handler panicked");
+                        Response::rv(pkcs11_sys::CKR_GENERAL_ERROR)
+                    })
+                });
                 write_response(&mut tls, &resp).await?;
                 if goodbye {
                     return Ok(());

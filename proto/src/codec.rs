@@ -100,6 +100,29 @@ mod tests {
         assert!(decode::<Request>(&bytes).is_err());
     }
 
+    /// Byte fields are encoded as slices for speed; the bytes on the wire must
+    /// be exactly those of a plain sequence of u8 (an encoding never changes).
+    #[test]
+    fn byte_fields_keep_the_sequence_encoding() {
+        #[derive(serde::Serialize)]
+        struct Plain {
+            session: u64,
+            data: Option<Vec<u8>>,
+        }
+        let fast = encode(&DataIn {
+            session: 5,
+            data: Some(vec![1, 2, 3]),
+        })
+        .unwrap();
+        let plain = encode(&Plain {
+            session: 5,
+            data: Some(vec![1, 2, 3]),
+        })
+        .unwrap();
+        assert_eq!(fast, plain);
+        assert_eq!(decode::<DataIn>(&plain).unwrap().data, Some(vec![1, 2, 3]));
+    }
+
     #[test]
     fn garbage_never_panics() {
         let mut x: u64 = 0x9e3779b97f4a7c15;

@@ -64,7 +64,7 @@ pub struct Attribute {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttrValue {
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A `CK_ULONG`-valued attribute (class, key type, lengths, ...).
     Ulong(u64),
     /// An array of `CK_ULONG` (`CKA_ALLOWED_MECHANISMS`).
@@ -105,7 +105,7 @@ pub enum MechParam {
     None,
     /// A pointer-free parameter as raw bytes: IVs, DH public values, CTR/CMAC
     /// parameters, `CK_MAC_GENERAL_PARAMS` (a `CK_ULONG`, see [`MechParam::Ulong`]), ...
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A single `CK_ULONG` parameter (`CK_MAC_GENERAL_PARAMS`, `CK_EXTRACT_PARAMS`).
     Ulong(u64),
     /// A single `CK_OBJECT_HANDLE` parameter (`CKM_CONCATENATE_BASE_AND_KEY`).
@@ -229,6 +229,7 @@ pub struct OpInit {
 pub struct DataOut {
     pub session: Handle,
     /// `None` for a `NULL` input pointer.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
     pub out: OutBuf,
 }
@@ -238,6 +239,7 @@ pub struct DataOut {
 pub struct DataIn {
     pub session: Handle,
     /// `None` for a `NULL` input pointer.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
 }
 
@@ -392,12 +394,15 @@ pub enum Request {
     VerifyInit(OpInit),
     Verify {
         session: Handle,
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
         signature: Option<Vec<u8>>,
     },
     VerifyUpdate(DataIn),
     VerifyFinal {
         session: Handle,
+        #[serde(with = "serde_bytes")]
         signature: Option<Vec<u8>>,
     },
     VerifyRecoverInit(OpInit),
@@ -430,6 +435,7 @@ pub enum Request {
         session: Handle,
         mechanism: Mechanism,
         unwrapping_key: Handle,
+        #[serde(with = "serde_bytes")]
         wrapped: Option<Vec<u8>>,
         template: Template,
     },
@@ -478,6 +484,7 @@ pub enum Body {
     /// caller gave a large enough buffer, the bytes.
     Output {
         len: u64,
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
     },
     Attributes(Vec<AttrAnswer>),

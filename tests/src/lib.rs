@@ -20,11 +20,19 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The build directory holding kmsd and libkmsp11.so (same profile as the tests).
+/// The build directory holding kmsd and libkmsp11.so: `KMSP11_BIN`, else
+/// next to this executable (a tool in target/<profile>/) or one level up (a
+/// test binary in target/<profile>/deps/).
 pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KMSP11_BIN") {
+        return PathBuf::from(d);
+    }
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test binary>
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let here = exe.parent().unwrap().to_path_buf();
+    if here.join("kmsd").exists() {
+        return here;
+    }
+    here.parent().unwrap().to_path_buf()
 }
 
 pub fn libkmsp11() -> PathBuf {

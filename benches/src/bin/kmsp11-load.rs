@@ -1,0 +1,173 @@
+//! Proxy vs SoftHSM direct, side by side in one run: the same operations
+//! through SoftHSM loaded directly and through libkmsp11 -> kmsd -> SoftHSM,
+//! per-operation latency medians (and p90) and the proxy/direct ratio.
+//!
+//!   cargo build --release --workspace
+//!   target/release/kmsp11-load --iterations 2000
+//!
+//! Machines are shared and noisy: compare the ratio within one run, and
+//! quote medians.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use kmsp11_tests::{Kmsd, PIN};
+
+/// Latency of PKCS#11 operations: SoftHSM direct vs through kmsp11.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Iterations per operation and column.
+    #[arg(long, default_value_t = 1000)]
+    iterations: usize,
+}
+
+const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+struct Keys {
+    ec: ObjectHandle,
+    rsa: ObjectHandle,
+    aes: ObjectHandle,
+}
+
+type Op = (&'static str, fn(&Session, &Keys));
+
+const OPS: &[Op] = &[
+    ("C_GenerateRandom 32 B", |s, _| {
+        let mut b = [0u8; 32];
+        s.generate_random_slice(&mut b).unwrap();
+    }),
+    ("C_Digest SHA-256 1 KiB", |s, _| {
+        s.digest(&Mechanism::Sha256, &[1u8; 1024]).unwrap();
+    }),
+    ("ECDSA P-256 sign (init+sign)", |s, k| {
+        s.sign(&Mechanism::Ecdsa, k.ec, &[2u8; 32]).unwrap();
+    }),
+    ("RSA-2048 PKCS#1 sign (init+sign)", |s, k| {
+        s.sign(&Mechanism::Sha256RsaPkcs, k.rsa, b"benchmark")
+            .unwrap();
+    }),
+    ("AES-256-CBC-PAD encrypt 1 KiB", |s, k| {
+        s.encrypt(&Mechanism::AesCbcPad([0u8; 16]), k.aes, &[3u8; 1024])
+            .unwrap();
+    }),
+    ("find by label + 1 attribute", |s, _| {
+        let h = s
+            .find_objects(&[Attribute::Label(b"bench-ec".to_vec())])
+            .unwrap();
+        s.get_attributes(h[0], &[AttributeType::KeyType]).unwrap();
+    }),
+];
+
+fn main() {
+    let args = Args::parse();
+    let tmp = tempfile_dir();
+    let conf = kmsp11_tests::softhsm_store(&tmp.join("direct"), &["dev-a"]);
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let direct = measure(&kmsp11_tests::softhsm_module(), "dev-a", args.iterations);
+    let kmsd = Kmsd::start();
+    std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
+    let proxy = measure(&kmsp11_tests::libkmsp11(), "kms-a", args.iterations);
+    println!(
+        "{:<36} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "operation", "direct p50", "direct p90", "proxy p50", "proxy p90", "ratio"
+    );
+    for ((name, d), (_, p)) in direct.iter().zip(&proxy) {
+        println!(
+            "{:<36} {:>12} {:>12} {:>12} {:>12} {:>7.1}x",
+            name,
+            fmt(pct(d, 50)),
+            fmt(pct(d, 90)),
+            fmt(pct(p, 50)),
+            fmt(pct(p, 90)),
+            pct(p, 50).as_secs_f64() / pct(d, 50).as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kmsp11-load-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn measure(module: &Path, label: &str, n: usize) -> Vec<(&'static str, Vec<Duration>)> {
+    let p = Pkcs11::new(module).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            p.get_token_info(*s)
+                .map(|t| t.label() == label)
+                .unwrap_or(false)
+        })
+        .unwrap();
+    let s = p.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let (_, ec) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::EcParams(P256.to_vec()),
+                Attribute::Label(b"bench-ec".to_vec()),
+            ],
+            &[
+                Attribute::Sign(true),
+                Attribute::Label(b"bench-ec".to_vec()),
+            ],
+        )
+        .unwrap();
+    let (_, rsa) = s
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+            ],
+            &[Attribute::Sign(true)],
+        )
+        .unwrap();
+    let aes = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::ValueLen(32.into()), Attribute::Encrypt(true)],
+        )
+        .unwrap();
+    let keys = Keys { ec, rsa, aes };
+    let mut out = Vec::new();
+    for (name, op) in OPS {
+        for _ in 0..n / 10 {
+            op(&s, &keys); // warm-up
+        }
+        let mut t = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            op(&s, &keys);
+            t.push(start.elapsed());
+        }
+        t.sort();
+        out.push((*name, t));
+    }
+    drop(s);
+    p.finalize().unwrap();
+    out
+}
+
+fn pct(v: &[Duration], p: usize) -> Duration {
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}

@@ -1,0 +1,1 @@
+//! See `src/bin/kmsp11-load.rs` and `benches/codec.rs`.
