@@ -60,6 +60,10 @@ fn softhsm_direct_and_proxy_give_the_same_answers() {
     std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
     let proxy = run(&kmsp11_tests::libkmsp11(), "kms-a");
 
+    if let Some(dir) = std::env::var_os("KMSP11_TRANSCRIPTS") {
+        std::fs::write(Path::new(&dir).join("direct.txt"), direct.0.join("\n")).unwrap();
+        std::fs::write(Path::new(&dir).join("proxy.txt"), proxy.0.join("\n")).unwrap();
+    }
     assert!(
         direct.0.len() > 100,
         "direct transcript too short: {}",
@@ -121,6 +125,7 @@ fn run(module: &Path, label: &str) -> Transcript {
     wrap(&mut t, &s, &keys);
     derive(&mut t, &s, &keys);
     random(&mut t, &s);
+    rarely_used(&mut t, &s, &raw, &keys);
     // Handles are the application's: a key found in one session works in another.
     let s2 = p.open_ro_session(slot).unwrap();
     let sig = s2.sign(&Mechanism::Ecdsa, keys.ec_priv, &[7u8; 32]);
@@ -866,4 +871,88 @@ fn random(t: &mut Transcript, s: &Session) {
     s.generate_random_slice(&mut b).unwrap();
     assert_ne!(a, b);
     t.rec("seed", rv(&s.seed_random(b"entropy")));
+}
+
+/// The functions no studied client calls: each must answer exactly what the
+/// backend answers (SoftHSM's CKR_FUNCTION_NOT_SUPPORTED included).
+fn rarely_used(t: &mut Transcript, s: &Session, raw: &Raw, k: &Keys) {
+    let f = raw.f;
+    let h = s.handle();
+    let mut buf = [0u8; 512];
+    let mut n: raw::CK_ULONG = buf.len() as raw::CK_ULONG;
+    let mut m = raw::CK_MECHANISM {
+        mechanism: raw::CKM_RSA_PKCS,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sha = raw::CK_MECHANISM {
+        mechanism: raw::CKM_SHA256,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    unsafe {
+        t.rec("C_GetFunctionStatus", f.C_GetFunctionStatus.unwrap()(h));
+        t.rec("C_CancelFunction", f.C_CancelFunction.unwrap()(h));
+        t.rec(
+            "C_GetOperationState",
+            f.C_GetOperationState.unwrap()(h, std::ptr::null_mut(), &mut n),
+        );
+        t.rec(
+            "C_SetOperationState",
+            f.C_SetOperationState.unwrap()(h, buf.as_mut_ptr(), 16, 0, 0),
+        );
+        let mut size: raw::CK_ULONG = 0;
+        t.rec(
+            "C_GetObjectSize",
+            f.C_GetObjectSize.unwrap()(h, k.rsa_pub.handle(), &mut size),
+        );
+        t.rec(
+            "C_SignRecoverInit",
+            f.C_SignRecoverInit.unwrap()(h, &mut m, k.rsa_priv.handle()),
+        );
+        n = buf.len() as raw::CK_ULONG;
+        t.rec(
+            "C_SignRecover",
+            f.C_SignRecover.unwrap()(h, buf.as_mut_ptr(), 4, buf.as_mut_ptr(), &mut n),
+        );
+        t.rec(
+            "C_VerifyRecoverInit",
+            f.C_VerifyRecoverInit.unwrap()(h, &mut m, k.rsa_pub.handle()),
+        );
+        n = buf.len() as raw::CK_ULONG;
+        t.rec(
+            "C_VerifyRecover",
+            f.C_VerifyRecover.unwrap()(h, buf.as_mut_ptr(), 256, buf.as_mut_ptr(), &mut n),
+        );
+        t.rec(
+            "C_DigestInit for C_DigestKey",
+            f.C_DigestInit.unwrap()(h, &mut sha),
+        );
+        t.rec(
+            "C_DigestKey (extractable AES key)",
+            f.C_DigestKey.unwrap()(h, k.aes_small.handle()),
+        );
+        n = 32;
+        t.rec(
+            "C_DigestFinal after C_DigestKey",
+            f.C_DigestFinal.unwrap()(h, buf.as_mut_ptr(), &mut n),
+        );
+        for (name, call) in [
+            ("C_DigestEncryptUpdate", f.C_DigestEncryptUpdate.unwrap()),
+            ("C_DecryptDigestUpdate", f.C_DecryptDigestUpdate.unwrap()),
+            ("C_SignEncryptUpdate", f.C_SignEncryptUpdate.unwrap()),
+            ("C_DecryptVerifyUpdate", f.C_DecryptVerifyUpdate.unwrap()),
+        ] {
+            n = 16;
+            t.rec(
+                name,
+                call(h, buf.as_mut_ptr(), 16, buf.as_mut_ptr().add(256), &mut n),
+            );
+        }
+        let mut slot: raw::CK_SLOT_ID = 0;
+        t.rec(
+            "C_WaitForSlotEvent(CKF_DONT_BLOCK)",
+            f.C_WaitForSlotEvent.unwrap()(raw::CKF_DONT_BLOCK, &mut slot, std::ptr::null_mut()),
+        );
+    }
 }
