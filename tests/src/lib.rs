@@ -200,6 +200,19 @@ impl Drop for Kmsd {
     }
 }
 
+/// The slot whose token carries this label.
+pub fn slot_by_label(p: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::slot::Slot {
+    p.get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            p.get_token_info(*s)
+                .map(|t| t.label() == label)
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("no token labelled {label}"))
+}
+
 /// Runs a command, returning (success, stdout+stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("run command");

@@ -22,7 +22,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use kmsp11_tests::raw::{self, Raw};
-use kmsp11_tests::{Kmsd, PIN};
+use kmsp11_tests::{slot_by_label, Kmsd, PIN};
 
 const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
@@ -83,18 +83,6 @@ fn softhsm_direct_and_proxy_give_the_same_answers() {
         ["UserNotLoggedIn"],
         "proxy follows the spec where SoftHSM is lax"
     );
-}
-
-fn slot_by_label(p: &Pkcs11, label: &str) -> Slot {
-    p.get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            p.get_token_info(*s)
-                .map(|t| t.label() == label)
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| panic!("no token {label}"))
 }
 
 fn run(module: &Path, label: &str) -> Transcript {

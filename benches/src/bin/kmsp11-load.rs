@@ -102,16 +102,7 @@ fn measure(module: &Path, label: &str, n: usize) -> Vec<(&'static str, Vec<Durat
     let p = Pkcs11::new(module).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
-    let slot = p
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            p.get_token_info(*s)
-                .map(|t| t.label() == label)
-                .unwrap_or(false)
-        })
-        .unwrap();
+    let slot = kmsp11_tests::slot_by_label(&p, label);
     let s = p.open_rw_session(slot).unwrap();
     s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
