@@ -194,6 +194,7 @@ impl Daemon {
         &self,
         identity: &Arc<Identity>,
         rejoin: Option<&[u8]>,
+        pid: u32,
     ) -> (Arc<Context>, bool) {
         let mut contexts = self.contexts.lock();
         if let Some(token) = rejoin {
@@ -211,14 +212,16 @@ impl Daemon {
             self.next_context.fetch_add(1, Ordering::Relaxed),
             token.clone(),
             identity.clone(),
+            pid,
         ));
         ctx.attach();
         contexts.insert(token, ctx.clone());
         (ctx, false)
     }
 
-    /// Ends a context: its backend sessions are closed, its session objects go with them.
-    pub fn end_context(&self, ctx: &Context) {
+    /// Ends a context: its backend sessions are closed, its session objects
+    /// go with them. Returns how many sessions were closed.
+    pub fn end_context(&self, ctx: &Context) -> usize {
         self.contexts.lock().remove(&ctx.token);
         let sessions: Vec<CK_SESSION_HANDLE> = {
             let mut st = ctx.state.lock();
@@ -227,12 +230,14 @@ impl Daemon {
             st.by_backend.clear();
             s
         };
+        let n = sessions.len();
         for s in sessions {
             self.backend.close_session(s);
         }
         self.session_objects
             .lock()
             .retain(|_, owner| *owner != ctx.id);
+        n
     }
 
     /// Ends contexts with no connection for longer than the grace period.
@@ -245,8 +250,8 @@ impl Daemon {
             .cloned()
             .collect();
         for c in expired {
-            tracing::info!(context = c.id, identity = %c.identity.name, "context expired after grace period");
-            self.end_context(&c);
+            let sessions = self.end_context(&c);
+            tracing::info!(context = c.id, identity = %c.identity.name, pid = c.pid, sessions, "context expired after grace period; its sessions are closed");
         }
     }
 
@@ -276,6 +281,8 @@ impl Daemon {
 /// survive reconnection within the grace period.
 pub struct Context {
     pub id: u64,
+    /// The client's process id as it said in Hello (for logs only).
+    pub pid: u32,
     pub token: Vec<u8>,
     pub identity: Arc<Identity>,
     pub state: Mutex<CtxState>,
@@ -312,7 +319,7 @@ pub struct Obj {
 }
 
 impl Context {
-    fn new(id: u64, token: Vec<u8>, identity: Arc<Identity>) -> Context {
+    fn new(id: u64, token: Vec<u8>, identity: Arc<Identity>, pid: u32) -> Context {
         // Handles start at a random base so that a handle from before a
         // daemon restart does not name something in the new context.
         let mut r = rand::thread_rng();
@@ -323,6 +330,7 @@ impl Context {
         };
         Context {
             id,
+            pid,
             token,
             identity,
             state: Mutex::new(state),

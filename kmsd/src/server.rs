@@ -77,7 +77,9 @@ impl Server {
         if hello.protocol >> 8 != PROTOCOL_VERSION >> 8 {
             return Err(format!("protocol {:#x} not supported", hello.protocol));
         }
-        let (ctx, rejoined) = self.daemon.open_context(&identity, hello.rejoin.as_deref());
+        let (ctx, rejoined) =
+            self.daemon
+                .open_context(&identity, hello.rejoin.as_deref(), hello.pid);
         tracing::debug!(%peer, identity = %identity.name, context = ctx.id, rejoined, pid = hello.pid, "client connected");
         let result = async {
             write_response(

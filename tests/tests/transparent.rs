@@ -14,6 +14,7 @@ const CONFIG: &str = r#"
 address = "127.0.0.1:0"
 address_file = "address"
 idle_timeout_secs = 1
+context_grace_secs = 4
 
 [tls]
 cert = "server.pem"
@@ -143,6 +144,42 @@ fn transparent_mode_and_rejoin() {
         .contains(&o));
     drop(s);
 
+    // An application that exits without C_Finalize (libp11 and Java never
+    // call it): after the grace period kmsd closes its sessions.
+    let raw = kmsp11_tests::raw::Raw::open(&kmsp11_tests::libkmsp11());
+    let child = unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let f = raw.f;
+            let mut ok = f.C_Initialize.unwrap()(std::ptr::null_mut()) == 0;
+            for _ in 0..3 {
+                let mut h = 0;
+                ok &= f.C_OpenSession.unwrap()(a.id() as _, 4, std::ptr::null_mut(), None, &mut h)
+                    == 0;
+            }
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        pid
+    };
+    let expected = format!("pid={child} sessions=3");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !kmsd
+        .log()
+        .lines()
+        .any(|l| l.contains("context expired") && strip_ansi(l).contains(&expected))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions of a vanished client were never closed:\n{}",
+            kmsd.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
     // SO functions are forwarded: initialise the free slot, set its user PIN, use it.
     let free = p
         .get_all_slots()
@@ -167,4 +204,22 @@ fn transparent_mode_and_rejoin() {
     assert_eq!(s.digest(&Mechanism::Sha256, b"abc").unwrap().len(), 32);
     drop(s);
     p.finalize().unwrap();
+}
+
+/// kmsd's log lines carry terminal colour codes around field names.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -35,7 +35,13 @@ pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
     match req {
         R::Hello(_) => Response::rv(CKR_GENERAL_ERROR),
         R::Goodbye => {
-            d.end_context(ctx);
+            let sessions = d.end_context(ctx);
+            tracing::debug!(
+                context = ctx.id,
+                pid = ctx.pid,
+                sessions,
+                "client finalized"
+            );
             Response::rv(CKR_OK)
         }
         R::GetInfo => general::info(d),
