@@ -17,6 +17,19 @@ fn ok(r: Result<()>) -> Result<CK_RV> {
     r.map(|_| CKR_OK)
 }
 
+/// The body of a call that creates one object: initialised library, a
+/// non-NULL handle pointer, then the call, then the handle written back.
+fn creates(ph: CK_OBJECT_HANDLE_PTR, f: impl FnOnce() -> Result<u64>) -> Result<CK_RV> {
+    api::client()?;
+    if ph.is_null() {
+        return Err(Error::ArgumentsBad("NULL object handle pointer"));
+    }
+    let h = f()?;
+    // SAFETY: checked non-NULL; writable by the caller's contract.
+    unsafe { put(ph, h as CK_OBJECT_HANDLE) }?;
+    Ok(CKR_OK)
+}
+
 fn version(v: &Version) -> CK_VERSION {
     CK_VERSION {
         major: v.major,
@@ -485,16 +498,11 @@ pub unsafe extern "C" fn C_CreateObject(
     phObject: CK_OBJECT_HANDLE_PTR,
 ) -> CK_RV {
     guard("C_CreateObject", || {
-        api::client()?;
-        if phObject.is_null() {
-            return Err(Error::ArgumentsBad("NULL phObject"));
-        }
-        // SAFETY: template per the spec.
-        let t = unsafe { template(pTemplate, ulCount) }?;
-        let h = api::object::create_object(hSession, t)?;
-        // SAFETY: checked non-NULL.
-        unsafe { put(phObject, h as CK_OBJECT_HANDLE) }?;
-        Ok(CKR_OK)
+        creates(phObject, || {
+            // SAFETY: template per the spec.
+            let t = unsafe { template(pTemplate, ulCount) }?;
+            api::object::create_object(hSession, t)
+        })
     })
 }
 
@@ -507,16 +515,11 @@ pub unsafe extern "C" fn C_CopyObject(
     phNewObject: CK_OBJECT_HANDLE_PTR,
 ) -> CK_RV {
     guard("C_CopyObject", || {
-        api::client()?;
-        if phNewObject.is_null() {
-            return Err(Error::ArgumentsBad("NULL phNewObject"));
-        }
-        // SAFETY: template per the spec.
-        let t = unsafe { template(pTemplate, ulCount) }?;
-        let h = api::object::copy_object(hSession, hObject, t)?;
-        // SAFETY: checked non-NULL.
-        unsafe { put(phNewObject, h as CK_OBJECT_HANDLE) }?;
-        Ok(CKR_OK)
+        creates(phNewObject, || {
+            // SAFETY: template per the spec.
+            let t = unsafe { template(pTemplate, ulCount) }?;
+            api::object::copy_object(hSession, hObject, t)
+        })
     })
 }
 
@@ -877,16 +880,11 @@ pub unsafe extern "C" fn C_GenerateKey(
     phKey: CK_OBJECT_HANDLE_PTR,
 ) -> CK_RV {
     guard("C_GenerateKey", || {
-        api::client()?;
-        if phKey.is_null() {
-            return Err(Error::ArgumentsBad("NULL phKey"));
-        }
-        // SAFETY: mechanism and template per the spec.
-        let (m, t) = unsafe { (mechanism(pMechanism)?, template(pTemplate, ulCount)?) };
-        let h = api::keymgmt::generate_key(hSession, m, t)?;
-        // SAFETY: checked non-NULL.
-        unsafe { put(phKey, h as CK_OBJECT_HANDLE) }?;
-        Ok(CKR_OK)
+        creates(phKey, || {
+            // SAFETY: mechanism and template per the spec.
+            let (m, t) = unsafe { (mechanism(pMechanism)?, template(pTemplate, ulCount)?) };
+            api::keymgmt::generate_key(hSession, m, t)
+        })
     })
 }
 
@@ -960,22 +958,17 @@ pub unsafe extern "C" fn C_UnwrapKey(
     phKey: CK_OBJECT_HANDLE_PTR,
 ) -> CK_RV {
     guard("C_UnwrapKey", || {
-        api::client()?;
-        if phKey.is_null() {
-            return Err(Error::ArgumentsBad("NULL phKey"));
-        }
-        // SAFETY: pointers per the spec.
-        let (m, w, t) = unsafe {
-            (
-                mechanism(pMechanism)?,
-                bytes_in(pWrappedKey, ulWrappedKeyLen)?,
-                template(pTemplate, ulAttributeCount)?,
-            )
-        };
-        let h = api::keymgmt::unwrap_key(hSession, m, hUnwrappingKey, w, t)?;
-        // SAFETY: checked non-NULL.
-        unsafe { put(phKey, h as CK_OBJECT_HANDLE) }?;
-        Ok(CKR_OK)
+        creates(phKey, || {
+            // SAFETY: pointers per the spec.
+            let (m, w, t) = unsafe {
+                (
+                    mechanism(pMechanism)?,
+                    bytes_in(pWrappedKey, ulWrappedKeyLen)?,
+                    template(pTemplate, ulAttributeCount)?,
+                )
+            };
+            api::keymgmt::unwrap_key(hSession, m, hUnwrappingKey, w, t)
+        })
     })
 }
 
@@ -989,21 +982,16 @@ pub unsafe extern "C" fn C_DeriveKey(
     phKey: CK_OBJECT_HANDLE_PTR,
 ) -> CK_RV {
     guard("C_DeriveKey", || {
-        api::client()?;
-        if phKey.is_null() {
-            return Err(Error::ArgumentsBad("NULL phKey"));
-        }
-        // SAFETY: pointers per the spec.
-        let (m, t) = unsafe {
-            (
-                mechanism(pMechanism)?,
-                template(pTemplate, ulAttributeCount)?,
-            )
-        };
-        let h = api::keymgmt::derive_key(hSession, m, hBaseKey, t)?;
-        // SAFETY: checked non-NULL.
-        unsafe { put(phKey, h as CK_OBJECT_HANDLE) }?;
-        Ok(CKR_OK)
+        creates(phKey, || {
+            // SAFETY: pointers per the spec.
+            let (m, t) = unsafe {
+                (
+                    mechanism(pMechanism)?,
+                    template(pTemplate, ulAttributeCount)?,
+                )
+            };
+            api::keymgmt::derive_key(hSession, m, hBaseKey, t)
+        })
     })
 }
 
