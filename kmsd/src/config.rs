@@ -17,6 +17,10 @@ pub struct Config {
     pub tokens: Vec<TokenCfg>,
     #[serde(default, rename = "identity")]
     pub identities: Vec<IdentityCfg>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub login: LoginCfg,
 }
 
 #[derive(Debug, Deserialize)]
@@ -24,10 +28,21 @@ pub struct Config {
 pub struct Listen {
     /// PKCS#11 endpoint, e.g. "127.0.0.1:5696". Port 0 picks a free port.
     pub address: String,
+    /// TCP accept to the end of the TLS handshake.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
+    /// End of the handshake to the whole `Hello` frame.
+    #[serde(default = "default_first_frame_timeout")]
+    pub first_frame_timeout_secs: u64,
+    /// Between requests.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// First byte of a request to its last.
+    #[serde(default = "default_request_read_timeout")]
+    pub request_read_timeout_secs: u64,
+    /// Writing one response.
+    #[serde(default = "default_response_write_timeout")]
+    pub response_write_timeout_secs: u64,
     #[serde(default = "default_grace")]
     pub context_grace_secs: u64,
     /// Written with the bound address once listening (useful with port 0).
@@ -36,21 +51,100 @@ pub struct Listen {
 }
 
 fn default_handshake_timeout() -> u64 {
+    5
+}
+fn default_first_frame_timeout() -> u64 {
     10
 }
 fn default_idle_timeout() -> u64 {
     3600
 }
+fn default_request_read_timeout() -> u64 {
+    30
+}
+fn default_response_write_timeout() -> u64 {
+    30
+}
 fn default_grace() -> u64 {
     120
 }
 
-#[derive(Debug, Deserialize)]
+/// Resource limits, per identity and in total. Each per-identity limit is
+/// below its total, so that one identity can never take all of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// TLS handshakes in progress (clients not yet authenticated).
+    pub max_pending_handshakes: usize,
+    /// Authenticated connections, in total and per identity.
+    pub max_connections: usize,
+    pub max_connections_per_identity: usize,
+    /// Client contexts (library instances) per identity.
+    pub max_contexts_per_identity: usize,
+    /// Open sessions per identity.
+    pub max_sessions_per_identity: usize,
+    /// Session objects per identity (created and not yet destroyed).
+    pub max_objects_per_identity: usize,
+    /// Requests being executed at once, in total and per identity; the rest wait.
+    pub max_in_flight: usize,
+    pub max_in_flight_per_identity: usize,
+    /// How long a request may wait for an execution slot before it is refused.
+    pub queue_timeout_secs: u64,
+    /// MiB that large requests (over 64 KiB in or out) may hold at once, in
+    /// total and per identity; a large request waits for its share.
+    pub max_large_request_mib: usize,
+    pub max_large_request_mib_per_identity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_pending_handshakes: 256,
+            max_connections: 4096,
+            max_connections_per_identity: 256,
+            max_contexts_per_identity: 64,
+            max_sessions_per_identity: 1024,
+            max_objects_per_identity: 10_000,
+            max_in_flight: 64,
+            max_in_flight_per_identity: 16,
+            queue_timeout_secs: 30,
+            max_large_request_mib: 128,
+            max_large_request_mib_per_identity: 32,
+        }
+    }
+}
+
+/// `C_Login` checks made by kmsd (the identities' PINs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginCfg {
+    /// Wrong PINs in a row before the identity is locked out.
+    pub max_failures: u32,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
+    /// PIN hashes computed at once (each Argon2 check holds its memory).
+    pub max_concurrent_checks: usize,
+}
+
+impl Default for LoginCfg {
+    fn default() -> LoginCfg {
+        LoginCfg {
+            max_failures: 5,
+            lockout_secs: 300,
+            max_concurrent_checks: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Certificate revocation list(s) of the client CA (PEM or DER); re-read on SIGHUP.
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -74,13 +168,17 @@ pub struct BackendCfg {
     /// Environment set before the module is loaded (e.g. SOFTHSM2_CONF).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Vendor mechanisms whose parameter holds no pointer and no handle:
+    /// forwarded as raw bytes. Any other vendor parameter is refused.
+    #[serde(default)]
+    pub raw_vendor_mechanisms: Vec<u64>,
 }
 
 fn default_mode() -> Mode {
     Mode::Virtual
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCfg {
     /// The label clients see (virtual mode); ignored in transparent mode.
@@ -99,7 +197,8 @@ pub struct TokenCfg {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityCfg {
-    /// Matched against the client certificate's DNS SAN or subject CN.
+    /// Matched against the client certificate's DNS or URI SANs, or its
+    /// subject CN when it has no such SAN. Exactly one identity must match.
     pub name: String,
     /// Token labels this identity sees ("*" for all).
     pub tokens: Vec<String>,
@@ -141,6 +240,30 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Files whose contents are secrets: the server key and the backend PIN files.
+    pub fn secret_files(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = vec![&self.tls.key];
+        v.extend(self.tokens.iter().filter_map(|t| t.pin_file.as_deref()));
+        v
+    }
+
+    /// Refuses secret files that group or others may read or write: a
+    /// deployment mistake that must stop the start, naming the file.
+    pub fn check_secret_files(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for p in self.secret_files() {
+            let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "{}: holds a secret but has mode {mode:04o}; allow the owner only (chmod 600)",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Relative paths are relative to the config file, not the working directory.
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
@@ -151,6 +274,9 @@ impl Config {
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         fix(&mut self.tls.client_ca);
+        for p in &mut self.tls.crl {
+            fix(p);
+        }
         if let Some(p) = self.listen.address_file.as_mut() {
             fix(p);
         }
@@ -188,6 +314,44 @@ impl Config {
                     t.backend_label
                 ));
             }
+        }
+        for m in &self.backend.raw_vendor_mechanisms {
+            if !kmsp11_proto::mechanism::is_vendor(*m) {
+                return Err(format!(
+                    "backend.raw_vendor_mechanisms: {m:#x} is not a vendor mechanism (>= 0x80000000)"
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_large_request_mib_per_identity < 16 {
+            return Err(
+                "limits.max_large_request_mib_per_identity must be at least 16 (one full frame)"
+                    .into(),
+            );
+        }
+        for (what, per, total) in [
+            (
+                "connections",
+                l.max_connections_per_identity,
+                l.max_connections,
+            ),
+            ("in_flight", l.max_in_flight_per_identity, l.max_in_flight),
+            (
+                "large_request_mib",
+                l.max_large_request_mib_per_identity,
+                l.max_large_request_mib,
+            ),
+        ] {
+            if per == 0 || per > total {
+                return Err(format!(
+                    "limits.max_{what}_per_identity ({per}) must be between 1 and limits.max_{what} ({total})"
+                ));
+            }
+        }
+        if self.login.max_failures == 0 || self.login.max_concurrent_checks == 0 {
+            return Err(
+                "login.max_failures and login.max_concurrent_checks must be at least 1".into(),
+            );
         }
         if self.identities.is_empty() {
             return Err("no [[identity]]: no client could ever connect".into());

@@ -1,18 +1,21 @@
 //! The daemon's state: the backend, the virtual tokens, the identities and
-//! the client contexts (DESIGN.md decisions 2 and 6).
+//! the client contexts (DESIGN.md decisions 2 and 6), with the per-identity
+//! usage that the limits in `[limits]` bound.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use kmsp11_proto::Response;
+use parking_lot::{Condvar, Mutex, RwLock};
 use pkcs11_sys::*;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Limits, Mode, TokenCfg};
 use crate::hsm::Backend;
+use crate::pin::PinChecker;
 
 /// A token as clients see it.
 #[derive(Debug)]
@@ -26,28 +29,98 @@ pub struct VToken {
     pub serial: Option<[u8; 16]>,
     /// The label identities name in their `tokens` list.
     pub name: String,
-    /// The backend stays logged in as user through this session (kmsd holds the PIN).
-    pub anchored: bool,
+    /// kmsd holds the backend user PIN and keeps the backend logged in;
+    /// clients log in with their identity's PIN.
+    pub backend_pin: Option<Zeroizing<Vec<u8>>>,
     pub so_functions: bool,
+    /// The backend's mechanism list for this token.
+    pub mechanisms: Vec<CK_MECHANISM_TYPE>,
 }
 
+impl VToken {
+    pub fn anchored(&self) -> bool {
+        self.backend_pin.is_some()
+    }
+}
+
+/// A configured identity and what it currently uses.
 #[derive(Debug)]
 pub struct Identity {
     pub name: String,
     pub tokens: Vec<String>,
     pub pin_hash: Option<String>,
+    pub usage: Usage,
+    /// Execution slots for this identity's requests.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// MiB its large requests may hold at once.
+    pub large_mib: Arc<tokio::sync::Semaphore>,
+}
+
+/// Counts of what an identity holds, bounded by `[limits]`.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub connections: AtomicUsize,
+    pub contexts: AtomicUsize,
+    pub sessions: AtomicUsize,
+    pub objects: AtomicUsize,
+}
+
+/// Takes one unit of `counter` if it is below `max`.
+pub fn take(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+pub fn give(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+        Some(c.saturating_sub(n))
+    });
 }
 
 impl Identity {
+    pub fn new(name: &str, tokens: Vec<String>, pin_hash: Option<String>, limits: &Limits) -> Self {
+        Identity {
+            name: name.to_string(),
+            tokens,
+            pin_hash,
+            usage: Usage::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                limits.max_in_flight_per_identity,
+            )),
+            large_mib: Arc::new(tokio::sync::Semaphore::new(
+                limits.max_large_request_mib_per_identity,
+            )),
+        }
+    }
+
+    /// An identity with default limits and no tokens (tests).
+    pub fn named(name: &str) -> Self {
+        Identity::new(name, vec![], None, &Limits::default())
+    }
+
     pub fn sees(&self, token: &VToken) -> bool {
         self.tokens.iter().any(|t| t == "*" || *t == token.name)
     }
 }
 
+/// The backend's login on one slot in transparent mode, shared by the
+/// contexts that logged in: the backend knows one application (kmsd), its
+/// clients each keep their own login state over it.
+struct BackendLogin {
+    user_type: CK_USER_TYPE,
+    holders: HashSet<u64>,
+    /// Keyed hash of the PIN that logged the backend in: a later client's
+    /// PIN is compared with it without disturbing the backend.
+    pin_mac: [u8; 32],
+}
+
 pub struct Daemon {
     pub backend: Backend,
     pub mode: Mode,
-    pub tokens: Vec<VToken>,
+    tokens: RwLock<Vec<Arc<VToken>>>,
     pub identities: Vec<Arc<Identity>>,
     contexts: Mutex<HashMap<Vec<u8>, Arc<Context>>>,
     /// Backend session objects and the context that owns them: other
@@ -55,8 +128,17 @@ pub struct Daemon {
     session_objects: Mutex<HashMap<CK_OBJECT_HANDLE, u64>>,
     next_context: AtomicU64,
     pub grace: Duration,
+    pub limits: Limits,
+    pub pins: PinChecker,
+    /// Vendor mechanisms whose parameter is forwarded as raw bytes.
+    pub raw_vendor: Vec<u64>,
+    backend_logins: Mutex<HashMap<CK_SLOT_ID, BackendLogin>>,
+    /// Transparent mode: the `[[token]]` entries by backend label, for
+    /// tokens that appear after start.
+    token_cfgs: HashMap<String, TokenCfg>,
+    so_functions: bool,
     /// Anchor sessions that keep each anchored backend token logged in.
-    _anchors: Vec<CK_SESSION_HANDLE>,
+    anchors: Mutex<Vec<CK_SESSION_HANDLE>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,137 +159,200 @@ impl Daemon {
             std::env::set_var(k, v);
         }
         let backend = Backend::load(&cfg.backend.module)?;
-        let (_, slots) = backend.slot_list(false);
-        let mut by_label: HashMap<String, CK_SLOT_ID> = HashMap::new();
-        let mut backend_labels: Vec<(CK_SLOT_ID, Option<String>)> = Vec::new();
-        for s in &slots {
-            let (rv, ti) = backend.token_info(*s);
-            let label = (rv == CKR_OK && ti.flags & CKF_TOKEN_INITIALIZED != 0)
-                .then(|| String::from_utf8_lossy(&ti.label).trim_end().to_string());
-            if let Some(l) = &label {
-                by_label.entry(l.clone()).or_insert(*s);
-            }
-            backend_labels.push((*s, label));
-        }
-        let pins: HashMap<&str, &crate::config::TokenCfg> = cfg
-            .tokens
-            .iter()
-            .map(|t| (t.backend_label.as_str(), t))
-            .collect();
-
-        let mut tokens = Vec::new();
-        let mut anchors = Vec::new();
-        let mut anchor =
-            |backend_slot: CK_SLOT_ID, t: &crate::config::TokenCfg| -> Result<(), StartError> {
-                let pin = read_pin(t).map_err(|message| StartError::Pin {
-                    label: t.backend_label.clone(),
-                    message,
-                })?;
-                let (rv, s) = backend.open_session(backend_slot, CKF_SERIAL_SESSION);
-                if rv != CKR_OK {
-                    return Err(StartError::Login {
-                        label: t.backend_label.clone(),
-                        rv,
-                    });
-                }
-                let rv = backend.login(s, CKU_USER, Some(&pin));
-                if rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN {
-                    return Err(StartError::Login {
-                        label: t.backend_label.clone(),
-                        rv,
-                    });
-                }
-                anchors.push(s);
-                Ok(())
-            };
-        match cfg.backend.mode {
-            Mode::Virtual => {
-                for (i, t) in cfg.tokens.iter().enumerate() {
-                    let backend_slot = *by_label
-                        .get(&t.backend_label)
-                        .ok_or_else(|| StartError::TokenNotFound(t.backend_label.clone()))?;
-                    anchor(backend_slot, t)?;
-                    let name = t.label.clone().unwrap_or_default();
-                    let (_, ti) = backend.token_info(backend_slot);
-                    tokens.push(VToken {
-                        slot: i as u64,
-                        backend_slot,
-                        label: pad::<32>(&name),
-                        serial: Some(serial_for(&name, &ti.serialNumber)),
-                        name,
-                        anchored: true,
-                        so_functions: false,
-                    });
-                }
-            }
-            Mode::Transparent => {
-                for (s, label) in backend_labels {
-                    let cfg_tok = label.as_deref().and_then(|l| pins.get(l));
-                    if let Some(t) = cfg_tok {
-                        anchor(s, t)?;
-                    }
-                    tokens.push(VToken {
-                        slot: s,
-                        backend_slot: s,
-                        label: pad::<32>(label.as_deref().unwrap_or("")),
-                        serial: None,
-                        name: label.unwrap_or_default(),
-                        anchored: cfg_tok.is_some(),
-                        so_functions: cfg.backend.allow_so_functions,
-                    });
-                }
-            }
-        }
         let identities = cfg
             .identities
             .iter()
             .map(|i| {
-                Arc::new(Identity {
-                    name: i.name.clone(),
-                    tokens: i.tokens.clone(),
-                    pin_hash: i.pin_hash.clone(),
-                })
+                Arc::new(Identity::new(
+                    &i.name,
+                    i.tokens.clone(),
+                    i.pin_hash.clone(),
+                    &cfg.limits,
+                ))
             })
             .collect();
-        Ok(Daemon {
+        let d = Daemon {
             backend,
             mode: cfg.backend.mode,
-            tokens,
+            tokens: RwLock::new(Vec::new()),
             identities,
             contexts: Mutex::new(HashMap::new()),
             session_objects: Mutex::new(HashMap::new()),
             next_context: AtomicU64::new(1),
             grace: Duration::from_secs(cfg.listen.context_grace_secs),
-            _anchors: anchors,
-        })
+            limits: cfg.limits.clone(),
+            pins: PinChecker::new(&cfg.login),
+            raw_vendor: cfg.backend.raw_vendor_mechanisms.clone(),
+            backend_logins: Mutex::new(HashMap::new()),
+            token_cfgs: cfg
+                .tokens
+                .iter()
+                .map(|t| (t.backend_label.clone(), t.clone()))
+                .collect(),
+            so_functions: cfg.backend.allow_so_functions,
+            anchors: Mutex::new(Vec::new()),
+        };
+        match cfg.backend.mode {
+            Mode::Virtual => {
+                let by_label: HashMap<String, CK_SLOT_ID> = d
+                    .backend_tokens()
+                    .into_iter()
+                    .filter_map(|(s, l)| l.map(|l| (l, s)))
+                    .collect();
+                let mut tokens = Vec::new();
+                for (i, t) in cfg.tokens.iter().enumerate() {
+                    let backend_slot = *by_label
+                        .get(&t.backend_label)
+                        .ok_or_else(|| StartError::TokenNotFound(t.backend_label.clone()))?;
+                    let pin = d.anchor(backend_slot, t)?;
+                    let name = t.label.clone().unwrap_or_default();
+                    let (_, ti) = d.backend.token_info(backend_slot);
+                    tokens.push(Arc::new(VToken {
+                        slot: i as u64,
+                        backend_slot,
+                        label: pad::<32>(&name),
+                        serial: Some(serial_for(&name, &ti.serialNumber)),
+                        name,
+                        backend_pin: Some(pin),
+                        so_functions: false,
+                        mechanisms: d.backend.mechanism_list(backend_slot).1,
+                    }));
+                }
+                *d.tokens.write() = tokens;
+            }
+            Mode::Transparent => d.refresh_slots()?,
+        }
+        Ok(d)
     }
 
-    pub fn identity(&self, names: &[String]) -> Option<Arc<Identity>> {
-        self.identities
+    /// The backend's slots with the labels of their initialised tokens.
+    fn backend_tokens(&self) -> Vec<(CK_SLOT_ID, Option<String>)> {
+        let (_, slots) = self.backend.slot_list(false);
+        slots
+            .into_iter()
+            .map(|s| {
+                let (rv, ti) = self.backend.token_info(s);
+                let label = (rv == CKR_OK && ti.flags & CKF_TOKEN_INITIALIZED != 0)
+                    .then(|| String::from_utf8_lossy(&ti.label).trim_end().to_string());
+                (s, label)
+            })
+            .collect()
+    }
+
+    /// Logs the backend token in with the PIN kmsd holds, on a session kept
+    /// open for that purpose, and returns the PIN (kept for re-authentication).
+    fn anchor(&self, slot: CK_SLOT_ID, t: &TokenCfg) -> Result<Zeroizing<Vec<u8>>, StartError> {
+        let pin = read_pin(t).map_err(|message| StartError::Pin {
+            label: t.backend_label.clone(),
+            message,
+        })?;
+        let (rv, s) = self.backend.open_session(slot, CKF_SERIAL_SESSION);
+        if rv != CKR_OK {
+            return Err(StartError::Login {
+                label: t.backend_label.clone(),
+                rv,
+            });
+        }
+        let rv = self.backend.login(s, CKU_USER, Some(&pin));
+        if rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN {
+            self.backend.close_session(s);
+            return Err(StartError::Login {
+                label: t.backend_label.clone(),
+                rv,
+            });
+        }
+        self.anchors.lock().push(s);
+        Ok(pin)
+    }
+
+    /// Transparent mode: re-reads the backend's slot list, so that a token
+    /// initialised after start (by kmsd's own `C_InitToken`, or by another
+    /// program where the backend reports it) appears, and a relabelled one
+    /// shows its new label. Slots never disappear while kmsd runs.
+    pub fn refresh_slots(&self) -> Result<(), StartError> {
+        if self.mode != Mode::Transparent {
+            return Ok(());
+        }
+        let found = self.backend_tokens();
+        let mut tokens = self.tokens.write();
+        for (s, label) in found {
+            let name = label.clone().unwrap_or_default();
+            if let Some(t) = tokens.iter().find(|t| t.backend_slot == s) {
+                if t.name == name {
+                    continue;
+                }
+            }
+            let cfg = label.as_deref().and_then(|l| self.token_cfgs.get(l));
+            let backend_pin = match cfg {
+                Some(t) => Some(self.anchor(s, t)?),
+                None => None,
+            };
+            let vt = Arc::new(VToken {
+                slot: s,
+                backend_slot: s,
+                label: pad::<32>(&name),
+                serial: None,
+                name,
+                backend_pin,
+                so_functions: self.so_functions,
+                mechanisms: self.backend.mechanism_list(s).1,
+            });
+            match tokens.iter_mut().find(|t| t.backend_slot == s) {
+                Some(t) => *t = vt,
+                None => tokens.push(vt),
+            }
+        }
+        Ok(())
+    }
+
+    /// The tokens this identity may see, in slot order.
+    pub fn tokens_for(&self, identity: &Identity) -> Vec<Arc<VToken>> {
+        self.tokens
+            .read()
             .iter()
-            .find(|i| names.iter().any(|n| *n == i.name))
+            .filter(|t| identity.sees(t))
+            .cloned()
+            .collect()
+    }
+
+    pub fn token(&self, ctx: &Context, slot: u64) -> Option<Arc<VToken>> {
+        self.tokens
+            .read()
+            .iter()
+            .find(|t| t.slot == slot && ctx.identity.sees(t))
             .cloned()
     }
 
+    pub fn token_count(&self) -> usize {
+        self.tokens.read().len()
+    }
+
     /// Opens a context, or rejoins one that belongs to the same identity.
+    /// `None` when the identity already holds as many contexts as allowed.
     pub fn open_context(
         &self,
         identity: &Arc<Identity>,
         rejoin: Option<&[u8]>,
         pid: u32,
-    ) -> (Arc<Context>, bool) {
+    ) -> Option<(Arc<Context>, bool)> {
         let mut contexts = self.contexts.lock();
         if let Some(token) = rejoin {
             if let Some(c) = contexts.get(token) {
                 if Arc::ptr_eq(&c.identity, identity) {
                     c.attach();
-                    return (c.clone(), true);
+                    return Some((c.clone(), true));
                 }
                 tracing::warn!(identity = %identity.name, "context rejoin refused: token belongs to another identity");
             }
         }
+        if !take(
+            &identity.usage.contexts,
+            self.limits.max_contexts_per_identity,
+        ) {
+            return None;
+        }
         let mut token = vec![0u8; kmsp11_proto::CONTEXT_TOKEN_LEN];
-        rand::thread_rng().fill_bytes(&mut token);
+        rand::rngs::OsRng.fill_bytes(&mut token);
         let ctx = Arc::new(Context::new(
             self.next_context.fetch_add(1, Ordering::Relaxed),
             token.clone(),
@@ -216,23 +361,39 @@ impl Daemon {
         ));
         ctx.attach();
         contexts.insert(token, ctx.clone());
-        (ctx, false)
+        Some((ctx, false))
     }
 
-    /// Ends a context: its backend sessions are closed, its session objects
-    /// go with them. Returns how many sessions were closed.
+    /// Ends a context for all its connections: its backend sessions are
+    /// closed, its session objects go with them, its logins end. Returns
+    /// how many sessions were closed.
     pub fn end_context(&self, ctx: &Context) -> usize {
         self.contexts.lock().remove(&ctx.token);
-        let sessions: Vec<CK_SESSION_HANDLE> = {
+        let (sessions, slots) = {
             let mut st = ctx.state.lock();
-            let s = st.sessions.drain().map(|(_, s)| s.backend).collect();
+            if st.ended {
+                return 0;
+            }
+            st.ended = true;
+            let s: Vec<Sess> = st.sessions.drain().map(|(_, s)| s).collect();
             st.objects.clear();
             st.by_backend.clear();
-            s
+            give(&ctx.identity.usage.objects, st.owned_objects);
+            st.owned_objects = 0;
+            let mut slots: Vec<u64> = st.user.drain().collect();
+            slots.extend(st.so.drain());
+            (s, slots)
         };
         let n = sessions.len();
+        give(&ctx.identity.usage.sessions, n);
+        give(&ctx.identity.usage.contexts, 1);
+        for slot in slots {
+            if let Some(t) = self.tokens.read().iter().find(|t| t.slot == slot).cloned() {
+                self.leave_backend_login(ctx, &t);
+            }
+        }
         for s in sessions {
-            self.backend.close_session(s);
+            self.backend.close_session(s.backend);
         }
         self.session_objects
             .lock()
@@ -255,12 +416,6 @@ impl Daemon {
         }
     }
 
-    pub fn token(&self, ctx: &Context, slot: u64) -> Option<&VToken> {
-        self.tokens
-            .iter()
-            .find(|t| t.slot == slot && ctx.identity.sees(t))
-    }
-
     pub fn own_session_object(&self, ctx: &Context, h: CK_OBJECT_HANDLE) {
         self.session_objects.lock().insert(h, ctx.id);
     }
@@ -275,6 +430,78 @@ impl Daemon {
             m.remove(h);
         }
     }
+
+    /// Transparent mode, a token whose PIN kmsd does not hold: logs this
+    /// context in over the backend's one login. The first context logs the
+    /// backend in through its own session; later ones have their PIN
+    /// compared with the one that did.
+    pub fn join_backend_login(
+        &self,
+        ctx: &Context,
+        t: &VToken,
+        session: CK_SESSION_HANDLE,
+        user_type: CK_USER_TYPE,
+        pin: Option<&[u8]>,
+    ) -> CK_RV {
+        let mac = self.pins.mac(b"backend login", pin.unwrap_or_default());
+        let mut logins = self.backend_logins.lock();
+        match logins.get_mut(&t.backend_slot) {
+            Some(l) if l.user_type != user_type => CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+            Some(l) => {
+                if bool::from(subtle::ConstantTimeEq::ct_eq(&l.pin_mac[..], &mac[..])) {
+                    l.holders.insert(ctx.id);
+                    CKR_OK
+                } else {
+                    CKR_PIN_INCORRECT
+                }
+            }
+            None => {
+                let rv = self.backend.login(session, user_type, pin);
+                if rv == CKR_OK {
+                    logins.insert(
+                        t.backend_slot,
+                        BackendLogin {
+                            user_type,
+                            holders: HashSet::from([ctx.id]),
+                            pin_mac: mac,
+                        },
+                    );
+                }
+                rv
+            }
+        }
+    }
+
+    /// This context's login on a transparent token ends; the backend is
+    /// logged out when no context is logged in any more.
+    pub fn leave_backend_login(&self, ctx: &Context, t: &VToken) {
+        let mut logins = self.backend_logins.lock();
+        let Some(l) = logins.get_mut(&t.backend_slot) else {
+            return;
+        };
+        l.holders.remove(&ctx.id);
+        if !l.holders.is_empty() {
+            return;
+        }
+        logins.remove(&t.backend_slot);
+        drop(logins);
+        // Any session of the application logs it out; use one of our own,
+        // read-write because an SO login refuses new read-only sessions.
+        let (rv, s) = self
+            .backend
+            .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
+        if rv == CKR_OK {
+            self.backend.logout(s);
+            self.backend.close_session(s);
+        }
+    }
+
+    /// After `C_SetPIN` succeeded on a transparent token: later logins compare against the new PIN.
+    pub fn backend_pin_changed(&self, t: &VToken, new: Option<&[u8]>) {
+        if let Some(l) = self.backend_logins.lock().get_mut(&t.backend_slot) {
+            l.pin_mac = self.pins.mac(b"backend login", new.unwrap_or_default());
+        }
+    }
 }
 
 /// One application's view: sessions, object handles and login state
@@ -287,10 +514,15 @@ pub struct Context {
     pub identity: Arc<Identity>,
     pub state: Mutex<CtxState>,
     conns: Mutex<(usize, Option<Instant>)>,
+    replay: Mutex<Replay>,
+    replay_done: Condvar,
 }
 
 #[derive(Default)]
 pub struct CtxState {
+    /// Set by `C_Finalize` (Goodbye) or expiry: every connection of the
+    /// context is closed at its next request and nothing new is added.
+    pub ended: bool,
     /// Virtual slots where this context is logged in as user.
     pub user: HashSet<u64>,
     /// Virtual slots where this context's SO login was forwarded to the backend.
@@ -298,6 +530,8 @@ pub struct CtxState {
     pub sessions: HashMap<u64, Sess>,
     pub objects: HashMap<u64, Obj>,
     pub by_backend: HashMap<CK_OBJECT_HANDLE, u64>,
+    /// Session objects this context created that still exist.
+    owned_objects: usize,
     next_session: u64,
     next_object: u64,
 }
@@ -335,6 +569,8 @@ impl Context {
             identity,
             state: Mutex::new(state),
             conns: Mutex::new((0, None)),
+            replay: Mutex::new(Replay::default()),
+            replay_done: Condvar::new(),
         }
     }
 
@@ -352,6 +588,10 @@ impl Context {
         }
     }
 
+    pub fn ended(&self) -> bool {
+        self.state.lock().ended
+    }
+
     fn idle_for(&self) -> Option<Duration> {
         let c = self.conns.lock();
         if c.0 == 0 {
@@ -360,37 +600,201 @@ impl Context {
             None
         }
     }
+
+    /// Records a new session; `None` if the context ended meanwhile (the
+    /// caller closes the backend session).
+    pub fn add_session(&self, s: Sess) -> Option<u64> {
+        let mut st = self.state.lock();
+        if st.ended {
+            return None;
+        }
+        st.next_session += 1;
+        let v = st.next_session;
+        st.sessions.insert(v, s);
+        Some(v)
+    }
+
+    /// Gives a backend object a handle in this context (the same handle if it has one).
+    pub fn add_object(&self, o: Obj) -> u64 {
+        let mut st = self.state.lock();
+        if let Some(v) = st.by_backend.get(&o.backend) {
+            return *v;
+        }
+        st.next_object += 1;
+        let v = st.next_object;
+        st.objects.insert(v, o);
+        st.by_backend.insert(o.backend, v);
+        if o.session.is_some() {
+            st.owned_objects += 1;
+            self.identity.usage.objects.fetch_add(1, Ordering::AcqRel);
+        }
+        v
+    }
+
+    pub fn remove_object(&self, v: u64) {
+        let mut st = self.state.lock();
+        if let Some(o) = st.objects.remove(&v) {
+            st.by_backend.remove(&o.backend);
+            if o.session.is_some() {
+                st.owned_objects -= 1;
+                give(&self.identity.usage.objects, 1);
+            }
+        }
+    }
+
+    /// Removes closed sessions and their session objects; returns the
+    /// backend handles of those objects and whether the token's last session
+    /// of this context closed (its login ends).
+    pub fn forget_sessions(&self, closed: &[u64], slot: u64) -> (Vec<CK_OBJECT_HANDLE>, bool) {
+        let mut st = self.state.lock();
+        let gone: Vec<(u64, CK_OBJECT_HANDLE)> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| o.session.is_some_and(|s| closed.contains(&s)))
+            .map(|(v, o)| (*v, o.backend))
+            .collect();
+        for (v, h) in &gone {
+            st.objects.remove(v);
+            st.by_backend.remove(h);
+        }
+        st.owned_objects -= gone.len();
+        give(&self.identity.usage.objects, gone.len());
+        give(&self.identity.usage.sessions, closed.len());
+        let last = !st.sessions.values().any(|s| s.slot == slot);
+        let was_logged_in = last && (st.user.remove(&slot) | st.so.remove(&slot));
+        (gone.into_iter().map(|(_, h)| h).collect(), was_logged_in)
+    }
 }
 
 impl CtxState {
-    pub fn add_session(&mut self, s: Sess) -> u64 {
-        self.next_session += 1;
-        self.sessions.insert(self.next_session, s);
-        self.next_session
-    }
-
-    pub fn add_object(&mut self, o: Obj) -> u64 {
-        if let Some(v) = self.by_backend.get(&o.backend) {
-            return *v;
-        }
-        self.next_object += 1;
-        self.objects.insert(self.next_object, o);
-        self.by_backend.insert(o.backend, self.next_object);
-        self.next_object
-    }
-
-    pub fn remove_object(&mut self, v: u64) {
-        if let Some(o) = self.objects.remove(&v) {
-            self.by_backend.remove(&o.backend);
-        }
-    }
-
     pub fn logged_in(&self, slot: u64) -> bool {
         self.user.contains(&slot) || self.so.contains(&slot)
     }
 }
 
-fn read_pin(t: &crate::config::TokenCfg) -> Result<Zeroizing<Vec<u8>>, String> {
+/// The answers a context kept, by request id, so that a request the
+/// library sent again after a lost connection is answered, not run twice.
+#[derive(Default)]
+struct Replay {
+    entries: VecDeque<(u64, Kept)>,
+    /// Bytes of the kept answers.
+    bytes: usize,
+    /// The highest id evicted: a resend at or below it has an unknown outcome.
+    evicted: u64,
+}
+
+enum Kept {
+    Running,
+    /// `None`: done, but the answer was too large to keep.
+    Done(Option<Box<Response>>),
+}
+
+/// Requests remembered per context.
+const REPLAY_ENTRIES: usize = 256;
+/// Bytes of answers kept per context, and the largest single answer kept.
+const REPLAY_BYTES: usize = 1 << 20;
+const REPLAY_ANSWER: usize = 64 << 10;
+
+/// What to do with a request, given its id.
+pub enum Admit {
+    /// Run it (it was recorded as running).
+    Run,
+    /// It ran already: send this answer.
+    Answer(Box<Response>),
+}
+
+impl Context {
+    /// Looks a request up by id before it runs. A request whose id is
+    /// already known is answered from what was kept (waiting, within
+    /// `wait`, for a run still under way); a resend whose outcome is no
+    /// longer known is refused with `CKR_DEVICE_ERROR` rather than run twice.
+    pub fn admit(&self, id: u64, resend: bool, wait: Duration) -> Admit {
+        let deadline = Instant::now() + wait;
+        let mut r = self.replay.lock();
+        loop {
+            match r.entries.iter().find(|(i, _)| *i == id).map(|(_, k)| k) {
+                Some(Kept::Done(Some(resp))) => return Admit::Answer(resp.clone()),
+                Some(Kept::Done(None)) => return Admit::Answer(unknown_outcome()),
+                Some(Kept::Running) => {
+                    if self.replay_done.wait_until(&mut r, deadline).timed_out() {
+                        return Admit::Answer(unknown_outcome());
+                    }
+                }
+                None if resend && id <= r.evicted => return Admit::Answer(unknown_outcome()),
+                None => break,
+            }
+        }
+        if r.entries.len() >= REPLAY_ENTRIES {
+            r.evict_one();
+        }
+        r.entries.push_back((id, Kept::Running));
+        Admit::Run
+    }
+
+    /// Keeps the answer of a request that ran.
+    pub fn kept(&self, id: u64, resp: &Response) {
+        let mut r = self.replay.lock();
+        let size = answer_size(resp);
+        let keep = size <= REPLAY_ANSWER;
+        if keep {
+            while r.bytes + size > REPLAY_BYTES && r.entries.len() > 1 {
+                r.evict_one();
+            }
+        }
+        if let Some((_, k)) = r.entries.iter_mut().find(|(i, _)| *i == id) {
+            *k = Kept::Done(keep.then(|| Box::new(resp.clone())));
+            if keep {
+                r.bytes += size;
+            }
+        }
+        drop(r);
+        self.replay_done.notify_all();
+    }
+}
+
+/// The answer to a resend whose first run's outcome is not known any more.
+fn unknown_outcome() -> Box<Response> {
+    Box::new(Response::rv(CKR_DEVICE_ERROR))
+}
+
+impl Replay {
+    /// Evicts the oldest finished entry.
+    fn evict_one(&mut self) {
+        let Some(pos) = self
+            .entries
+            .iter()
+            .position(|(_, k)| matches!(k, Kept::Done(_)))
+        else {
+            return;
+        };
+        if let Some((id, k)) = self.entries.remove(pos) {
+            self.evicted = self.evicted.max(id);
+            if let Kept::Done(Some(resp)) = k {
+                self.bytes -= answer_size(&resp);
+            }
+        }
+    }
+}
+
+/// About how many bytes an answer holds (its byte payloads).
+fn answer_size(r: &Response) -> usize {
+    use kmsp11_proto::{AttrValue, Body};
+    64 + match &r.body {
+        Body::Output { data, .. } => data.as_ref().map_or(0, |d| d.len()),
+        Body::Attributes(a) => a
+            .iter()
+            .map(|x| match &x.value {
+                Some(AttrValue::Bytes(b)) => b.len(),
+                Some(AttrValue::Ulongs(v)) => v.len() * 8,
+                _ => 8,
+            })
+            .sum(),
+        Body::Handles(h) | Body::Mechanisms(h) | Body::Slots(h) => h.len() * 8,
+        _ => 0,
+    }
+}
+
+fn read_pin(t: &TokenCfg) -> Result<Zeroizing<Vec<u8>>, String> {
     if let Some(p) = &t.pin_file {
         let s = Zeroizing::new(
             std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
@@ -426,4 +830,57 @@ fn serial_for(label: &str, backend_serial: &[u8]) -> [u8; 16] {
     h.update(backend_serial);
     let hex = hex::encode(&h.finalize()[..8]);
     pad::<16>(&hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context::new(1, vec![0; 32], Arc::new(Identity::named("a")), 1)
+    }
+
+    #[test]
+    fn a_resent_request_gets_the_kept_answer() {
+        let c = ctx();
+        assert!(matches!(c.admit(7, false, Duration::ZERO), Admit::Run));
+        c.kept(7, &Response::ok(kmsp11_proto::Body::Handle(42)));
+        match c.admit(7, true, Duration::ZERO) {
+            Admit::Answer(r) => assert_eq!(r.body, kmsp11_proto::Body::Handle(42)),
+            Admit::Run => panic!("ran twice"),
+        }
+    }
+
+    #[test]
+    fn a_resend_that_never_arrived_runs() {
+        let c = ctx();
+        assert!(matches!(c.admit(9, true, Duration::ZERO), Admit::Run));
+    }
+
+    #[test]
+    fn a_resend_of_a_forgotten_request_is_refused() {
+        let c = ctx();
+        for id in 1..=(REPLAY_ENTRIES as u64 + 10) {
+            assert!(matches!(c.admit(id, false, Duration::ZERO), Admit::Run));
+            c.kept(id, &Response::rv(CKR_OK));
+        }
+        match c.admit(3, true, Duration::ZERO) {
+            Admit::Answer(r) => assert_eq!(r.rv, CKR_DEVICE_ERROR),
+            Admit::Run => panic!("an old resend ran"),
+        }
+    }
+
+    #[test]
+    fn kept_answers_are_bounded_in_bytes() {
+        let c = ctx();
+        let big = Response::ok(kmsp11_proto::Body::Output {
+            len: 60_000,
+            data: Some(vec![0; 60_000]),
+        });
+        for id in 1..=100 {
+            c.admit(id, false, Duration::ZERO);
+            c.kept(id, &big);
+        }
+        assert!(c.replay.lock().bytes <= REPLAY_BYTES);
+    }
 }

@@ -48,7 +48,7 @@ pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
         .iter()
         .find(|p| Path::new(p).exists())
         .ok_or("libsofthsm2.so not found: apt-get install -y softhsm2")?;
-    let pin_hash = crate::authz::hash_pin(DEV_PIN.as_bytes());
+    let pin_hash = crate::pin::hash_pin(DEV_PIN.as_bytes())?;
     let mut t = String::new();
     let _ = write!(
         t,
@@ -87,6 +87,25 @@ pin_hash = "{pin_hash}"
     );
     std::fs::write(&cfg, t).map_err(|e| format!("{}: {e}", cfg.display()))?;
     Ok(cfg)
+}
+
+/// Writes the client config for the bound address and prints how to use it.
+pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
+    let client = client_config(dir, address)?;
+    let lib = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("libkmsp11.so")))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "target/release/libkmsp11.so".into());
+    println!(
+        "kmsd dev mode: serving virtual tokens kms-a and kms-b on {address} (user PIN {DEV_PIN})"
+    );
+    println!("Point a PKCS#11 client at it:");
+    println!("  export KMSP11_CONFIG={}", client.display());
+    println!("  pkcs11-tool --module {lib} -L");
+    println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keypairgen --key-type EC:prime256v1 --label demo");
+    Ok(())
 }
 
 /// Writes the client config once the bound address is known.
@@ -142,6 +161,7 @@ fn certificates(dir: &Path) -> Result<(), String> {
     let (other, other_key) = issue("stranger", vec!["stranger".into()], false)?;
     for (name, body, secret) in [
         ("ca.pem", ca_cert.pem(), false),
+        ("ca.key", ca_key.serialize_pem(), true),
         ("server.pem", server, false),
         ("server.key", server_key, true),
         ("client.pem", client, false),
@@ -149,12 +169,22 @@ fn certificates(dir: &Path) -> Result<(), String> {
         ("stranger.pem", other, false),
         ("stranger.key", other_key, true),
     ] {
-        let p = dir.join(name);
-        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
-        if secret {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
-        }
+        write_file(&dir.join(name), body.as_bytes(), secret)?;
     }
     Ok(())
+}
+
+/// Writes a file; a secret one is created with mode 0600, never readable by others.
+fn write_file(p: &Path, body: &[u8], secret: bool) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    f.write_all(body)
+        .map_err(|e| format!("{}: {e}", p.display()))
 }

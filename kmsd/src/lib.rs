@@ -3,10 +3,11 @@
 
 #![deny(unsafe_code)]
 
-pub mod authz;
 pub mod config;
 pub mod daemon;
 pub mod dev;
+pub mod front;
 pub mod handlers;
 pub mod hsm;
-pub mod server;
+pub mod identity;
+pub mod pin;

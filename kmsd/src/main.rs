@@ -1,14 +1,18 @@
 //! kmsd: the kmsp11 key management daemon.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 
-use kmsd::{config::Config, daemon::Daemon, dev, server};
+use kmsd::config::Config;
+use kmsd::daemon::Daemon;
+use kmsd::dev;
+use kmsd::front::pkcs11::{Server, Timeouts};
+use kmsd::front::tls::Tls;
 
 /// kmsp11 key management daemon: PKCS#11 over mutually authenticated TLS,
 /// in front of a real HSM.
@@ -25,7 +29,7 @@ struct Args {
     /// Override the listen address (e.g. 127.0.0.1:0 for any free port).
     #[arg(long, value_name = "ADDR")]
     address: Option<String>,
-    /// Check the configuration and exit.
+    /// Check the configuration (and the files it names) and exit.
     #[arg(long)]
     check: bool,
     /// Read a PIN from standard input and print its Argon2 hash for [[identity]] pin_hash.
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -53,13 +58,13 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     if args.hash_pin {
-        let mut pin = String::new();
+        let mut pin = zeroize::Zeroizing::new(String::new());
         std::io::stdin()
             .read_line(&mut pin)
             .map_err(|e| e.to_string())?;
         println!(
             "{}",
-            kmsd::authz::hash_pin(pin.trim_end_matches(['\n', '\r']).as_bytes())
+            kmsd::pin::hash_pin(pin.trim_end_matches(['\n', '\r']).as_bytes())?
         );
         return Ok(());
     }
@@ -81,12 +86,16 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(a) = &args.address {
         cfg.listen.address = a.clone();
     }
-    let acceptor = server::acceptor(&cfg.tls).map_err(|e| format!("{}: {e}", path.display()))?;
+    cfg.check_secret_files()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let tls = Tls::load(&cfg.tls).map_err(|e| format!("{}: {e}", path.display()))?;
     if args.check {
         println!("{}: OK", path.display());
         return Ok(());
     }
-    let daemon = Daemon::start(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
+    descriptors(&cfg);
+    let daemon = Arc::new(Daemon::start(&cfg).map_err(|e| format!("{}: {e}", path.display()))?);
+    let tls = Arc::new(tls);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&cfg.listen.address)
@@ -96,31 +105,53 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(f) = &cfg.listen.address_file {
             std::fs::write(f, bound.to_string()).map_err(|e| format!("{}: {e}", f.display()))?;
         }
-        tracing::info!(%bound, tokens = daemon.tokens.len(), "kmsd serving");
+        tracing::info!(%bound, tokens = daemon.token_count(), "kmsd serving");
         if let Some(dir) = dev_dir {
-            let client = dev::client_config(&dir, &bound.to_string())?;
-            let lib = std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("libkmsp11.so")))
-                .filter(|p| p.exists())
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "target/release/libkmsp11.so".into());
-            println!("kmsd dev mode: serving virtual tokens kms-a and kms-b on {bound} (user PIN {})", dev::DEV_PIN);
-            println!("Point a PKCS#11 client at it:");
-            println!("  export KMSP11_CONFIG={}", client.display());
-            println!("  pkcs11-tool --module {lib} -L");
-            println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {} --keypairgen --key-type EC:prime256v1 --label demo", dev::DEV_PIN);
+            dev::announce(&dir, &bound.to_string())?;
         }
-        let server = Arc::new(server::Server {
-            daemon: Arc::new(daemon),
-            acceptor,
-            handshake_timeout: Duration::from_secs(cfg.listen.handshake_timeout_secs),
-            idle_timeout: Duration::from_secs(cfg.listen.idle_timeout_secs),
-        });
-        tokio::select! {
-            _ = server.run(listener) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        let server = Arc::new(Server::new(
+            daemon,
+            tls.clone(),
+            Timeouts::new(&cfg.listen, cfg.limits.queue_timeout_secs),
+        ));
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let serving = server.run(listener);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                _ = &mut serving => break,
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("interrupted; shutting down");
+                    break;
+                }
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM; shutting down");
+                    break;
+                }
+                _ = hup.recv() => match tls.reload() {
+                    Ok(revoked) => tracing::info!(revoked, "SIGHUP: TLS certificates and CRLs reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: reload failed, the previous TLS configuration stays: {e}"),
+                },
+            }
         }
         Ok::<(), String>(())
     })
+}
+
+/// Raises the descriptor limit to what the connection limits need (up to
+/// the hard limit) and warns when it stays too low.
+fn descriptors(cfg: &Config) {
+    let l = &cfg.limits;
+    let need = (l.max_connections + l.max_pending_handshakes + 256) as u64;
+    match rlimit::increase_nofile_limit(need) {
+        Ok(n) if n < need => tracing::warn!(
+            limit = n,
+            need,
+            "the descriptor limit is below limits.max_connections + limits.max_pending_handshakes: raise it (ulimit -n, LimitNOFILE) or lower those limits"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the descriptor limit: {e}"),
+    }
 }

@@ -5,6 +5,10 @@
 //! `[magic "KP11"][version u16][reserved u16][payload length u32]` followed by
 //! the payload encoded by [`codec`]; the payload is bounded by [`MAX_PAYLOAD`].
 //!
+//! Every request travels in an [`Envelope`] with a request id: a request the
+//! library sends again after a lost connection carries the same id and is
+//! answered from kmsd's kept answer instead of running twice.
+//!
 //! An existing variant's encoding never changes: a new call is a new variant at
 //! the end of the enum and a bump of [`PROTOCOL_VERSION`]'s minor part.
 #![forbid(unsafe_code)]
@@ -12,11 +16,16 @@
 pub mod attrs;
 pub mod codec;
 pub mod frame;
+pub mod hostile;
+pub mod mechanism;
+pub mod secret;
 
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, encode, CodecError};
 pub use frame::{FrameHeader, FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, PROTOCOL_VERSION};
+pub use mechanism::{MechParam, Mechanism, OaepParams};
+pub use secret::{Pin, Secret};
 
 /// A PKCS#11 `CK_RV`, `CK_ULONG` and handle as they travel.
 pub type Rv = u64;
@@ -52,6 +61,22 @@ pub struct HelloOk {
     /// `false` when a fresh context was opened (first contact, or the daemon
     /// no longer knows the old one).
     pub rejoined: bool,
+    /// Vendor mechanisms whose parameter kmsd forwards as raw bytes (its
+    /// configuration lists them as pointer-free). The library sends any
+    /// other vendor parameter as [`MechParam::Undescribed`].
+    pub raw_mechanisms: Vec<u64>,
+}
+
+/// What the library sends: one request with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique per library instance (client context), never 0 except for
+    /// `Hello`, which is not kept.
+    pub id: u64,
+    /// `true` when this request was sent before on a connection that failed
+    /// before its answer arrived: kmsd answers from the kept answer if it ran.
+    pub resend: bool,
+    pub request: Request,
 }
 
 /// A template attribute (`CK_ATTRIBUTE`) with its value typed so that
@@ -69,8 +94,9 @@ pub enum AttrValue {
     Ulong(u64),
     /// An array of `CK_ULONG` (`CKA_ALLOWED_MECHANISMS`).
     Ulongs(Vec<u64>),
-    /// An attribute array (`CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`).
-    Template(Vec<Attribute>),
+    /// An attribute array (`CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`,
+    /// `CKA_DERIVE_TEMPLATE`), decoded at most [`attrs::MAX_TEMPLATE_DEPTH`] deep.
+    Template(#[serde(deserialize_with = "attrs::nested")] Vec<Attribute>),
 }
 
 /// One attribute asked for by `C_GetAttributeValue`.
@@ -88,71 +114,6 @@ pub struct AttrAnswer {
     pub len: u64,
     /// Present when the caller gave a buffer and the backend filled it.
     pub value: Option<AttrValue>,
-}
-
-/// A `CK_MECHANISM` with its parameter decoded into a typed form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mechanism {
-    pub mechanism: u64,
-    pub param: MechParam,
-}
-
-/// Mechanism parameters. Pointer-free parameters travel as their bytes; every
-/// structure with embedded pointers has its own variant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MechParam {
-    /// `pParameter = NULL`, `ulParameterLen = 0`.
-    None,
-    /// A pointer-free parameter as raw bytes: IVs, DH public values, CTR/CMAC
-    /// parameters, `CK_MAC_GENERAL_PARAMS` (a `CK_ULONG`, see [`MechParam::Ulong`]), ...
-    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// A single `CK_ULONG` parameter (`CK_MAC_GENERAL_PARAMS`, `CK_EXTRACT_PARAMS`).
-    Ulong(u64),
-    /// A single `CK_OBJECT_HANDLE` parameter (`CKM_CONCATENATE_BASE_AND_KEY`).
-    Key(Handle),
-    /// A structure of the right mechanism but of a length that fits no known
-    /// layout: forwarded as that many zero bytes so that the backend gives its
-    /// own verdict without ever seeing a foreign pointer.
-    BadLength(u64),
-    RsaPkcsPss {
-        hash_alg: u64,
-        mgf: u64,
-        salt_len: u64,
-    },
-    RsaPkcsOaep {
-        hash_alg: u64,
-        mgf: u64,
-        source: u64,
-        source_data: Option<Vec<u8>>,
-    },
-    /// `CK_GCM_PARAMS`. `iv_bits` is `Some` for the 2.40-errata layout with
-    /// `ulIvBits` (48 bytes on LP64) and `None` for the layout without it
-    /// (40 bytes), which Java 17 tries first.
-    Gcm {
-        iv: Option<Vec<u8>>,
-        iv_bits: Option<u64>,
-        aad: Option<Vec<u8>>,
-        tag_bits: u64,
-    },
-    Ccm {
-        data_len: u64,
-        nonce: Option<Vec<u8>>,
-        aad: Option<Vec<u8>>,
-        mac_len: u64,
-    },
-    Ecdh1Derive {
-        kdf: u64,
-        shared_data: Option<Vec<u8>>,
-        public_data: Option<Vec<u8>>,
-    },
-    Eddsa {
-        ph_flag: bool,
-        context: Option<Vec<u8>>,
-    },
-    /// `CK_KEY_DERIVATION_STRING_DATA` (ECB_ENCRYPT_DATA, CONCATENATE_*_DATA, XOR_BASE_AND_DATA).
-    DerivationString(Option<Vec<u8>>),
-    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS` (16-byte IV) and `CK_DES_CBC_ENCRYPT_DATA_PARAMS` (8-byte IV).
-    CbcEncryptData { iv: Vec<u8>, data: Option<Vec<u8>> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,17 +242,17 @@ pub enum Request {
     },
     InitToken {
         slot: u64,
-        pin: Option<Vec<u8>>,
+        pin: Option<Pin>,
         label: Vec<u8>,
     },
     InitPin {
         session: Handle,
-        pin: Option<Vec<u8>>,
+        pin: Option<Pin>,
     },
     SetPin {
         session: Handle,
-        old: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
+        old: Option<Pin>,
+        new: Option<Pin>,
     },
     // session (§5.6)
     OpenSession {
@@ -317,7 +278,7 @@ pub enum Request {
     Login {
         session: Handle,
         user_type: u64,
-        pin: Option<Vec<u8>>,
+        pin: Option<Pin>,
     },
     Logout {
         session: Handle,
@@ -325,11 +286,13 @@ pub enum Request {
     // object (§5.7)
     CreateObject {
         session: Handle,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     CopyObject {
         session: Handle,
         object: Handle,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     DestroyObject {
@@ -343,15 +306,18 @@ pub enum Request {
     GetAttributeValue {
         session: Handle,
         object: Handle,
+        #[serde(deserialize_with = "attrs::queries")]
         template: Vec<AttrQuery>,
     },
     SetAttributeValue {
         session: Handle,
         object: Handle,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     FindObjectsInit {
         session: Handle,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     FindObjects {
@@ -416,12 +382,15 @@ pub enum Request {
     GenerateKey {
         session: Handle,
         mechanism: Mechanism,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     GenerateKeyPair {
         session: Handle,
         mechanism: Mechanism,
+        #[serde(deserialize_with = "attrs::template")]
         public: Template,
+        #[serde(deserialize_with = "attrs::template")]
         private: Template,
     },
     WrapKey {
@@ -437,12 +406,14 @@ pub enum Request {
         unwrapping_key: Handle,
         #[serde(with = "serde_bytes")]
         wrapped: Option<Vec<u8>>,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     DeriveKey {
         session: Handle,
         mechanism: Mechanism,
         base_key: Handle,
+        #[serde(deserialize_with = "attrs::template")]
         template: Template,
     },
     // random (§5.15)
@@ -506,5 +477,63 @@ impl Response {
 
     pub fn ok(body: Body) -> Self {
         Response { rv: 0, body }
+    }
+}
+
+impl Request {
+    /// Whether this request carries a PIN or password, so that every buffer
+    /// that held its encoding is wiped after use.
+    pub fn carries_secret(&self) -> bool {
+        match self {
+            Request::Login { pin, .. } | Request::InitPin { pin, .. } => pin.is_some(),
+            Request::InitToken { pin, .. } => pin.is_some(),
+            Request::SetPin { old, new, .. } => old.is_some() || new.is_some(),
+            Request::GenerateKey { mechanism, .. } | Request::DeriveKey { mechanism, .. } => {
+                mechanism.param.carries_secret()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Request {
+    /// The most output bytes this request can make kmsd produce: the
+    /// client's claims (random length, buffer capacities), as far as kmsd
+    /// honours them. kmsd charges large requests to a memory budget first.
+    pub fn output_claim(&self) -> u64 {
+        /// Beyond its input plus this, kmsd asks the module for a data
+        /// call's output length before allocating.
+        const SLACK: u64 = 64 << 10;
+        let data = |d: &DataOut| {
+            let input = d.data.as_ref().map_or(0, |b| b.len() as u64);
+            d.out.unwrap_or(0).min(input.saturating_add(SLACK))
+        };
+        let claim = match self {
+            Request::GenerateRandom { len, .. } => *len,
+            Request::GetAttributeValue { template, .. } => template
+                .iter()
+                .filter_map(|q| q.buf)
+                .fold(0u64, |a, n| a.saturating_add(n)),
+            Request::FindObjects { max, .. } => max.saturating_mul(8),
+            Request::WrapKey { out, .. } => out.unwrap_or(0).min(SLACK),
+            Request::Encrypt(d)
+            | Request::EncryptUpdate(d)
+            | Request::Decrypt(d)
+            | Request::DecryptUpdate(d)
+            | Request::Digest(d)
+            | Request::Sign(d)
+            | Request::SignRecover(d)
+            | Request::VerifyRecover(d)
+            | Request::DigestEncryptUpdate(d)
+            | Request::DecryptDigestUpdate(d)
+            | Request::SignEncryptUpdate(d)
+            | Request::DecryptVerifyUpdate(d) => data(d),
+            Request::EncryptFinal(o)
+            | Request::DecryptFinal(o)
+            | Request::DigestFinal(o)
+            | Request::SignFinal(o) => o.out.unwrap_or(0).min(SLACK),
+            _ => 0,
+        };
+        claim.min(MAX_PAYLOAD as u64)
     }
 }

@@ -1,39 +1,32 @@
-//! Key management (PKCS#11 2.40 §5.14).
+//! Key management (PKCS#11 3.0 §5.18).
 
 use kmsp11_proto::{Body, Mechanism, OutBuf, Response, Template};
 use pkcs11_sys::*;
 
-use super::operations::mechanism;
-use super::{add, check_write, created, object, register, template_private, template_token};
+use super::{
+    add, check_write, created, mechanism, object, register, template, template_private,
+    template_token, try_resp,
+};
 use crate::daemon::{Context, Daemon};
-use crate::hsm::CTemplate;
 
-/// C_GenerateKey (§5.14).
-pub fn generate_key(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    m: Mechanism,
-    template: Template,
-) -> Response {
+/// The object a template would create: (token object, private object).
+fn kind(t: &Template, private_default: bool) -> (bool, bool) {
+    let t = t.as_deref().unwrap_or_default();
+    (template_token(t), template_private(t, private_default))
+}
+
+/// C_GenerateKey (§5.18).
+pub fn generate_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, t: Template) -> Response {
     let s = sess!(ctx, v);
-    if let Err(r) = check_write(
-        ctx,
-        &s,
-        template_token(template.as_deref().unwrap_or_default()),
-        template_private(template.as_deref().unwrap_or_default(), true),
-    ) {
-        return r;
-    }
-    let (rv, h) = d.backend.generate_key(
-        s.backend,
-        &mut mechanism(ctx, &m),
-        &mut CTemplate::from_opt(template.as_deref()),
-    );
+    let (token, private) = kind(&t, true);
+    try_resp!(check_write(d, ctx, &s, token, private));
+    let mut m = try_resp!(mechanism(d, ctx, &s, &m));
+    let mut t = try_resp!(template(&t));
+    let (rv, h) = d.backend.generate_key(s.backend, &mut m, &mut t);
     created(d, ctx, &s, v, rv, h)
 }
 
-/// C_GenerateKeyPair (§5.14).
+/// C_GenerateKeyPair (§5.18).
 pub fn generate_key_pair(
     d: &Daemon,
     ctx: &Context,
@@ -43,19 +36,21 @@ pub fn generate_key_pair(
     private: Template,
 ) -> Response {
     let s = sess!(ctx, v);
-    let token = template_token(public.as_deref().unwrap_or_default())
-        || template_token(private.as_deref().unwrap_or_default());
-    let private_obj = template_private(private.as_deref().unwrap_or_default(), true)
-        || template_private(public.as_deref().unwrap_or_default(), false);
-    if let Err(r) = check_write(ctx, &s, token, private_obj) {
-        return r;
-    }
-    let (rv, hp, hq) = d.backend.generate_key_pair(
-        s.backend,
-        &mut mechanism(ctx, &m),
-        &mut CTemplate::from_opt(public.as_deref()),
-        &mut CTemplate::from_opt(private.as_deref()),
-    );
+    let (pub_token, pub_private) = kind(&public, false);
+    let (priv_token, priv_private) = kind(&private, true);
+    try_resp!(check_write(
+        d,
+        ctx,
+        &s,
+        pub_token || priv_token,
+        pub_private || priv_private
+    ));
+    let mut m = try_resp!(mechanism(d, ctx, &s, &m));
+    let mut pu = try_resp!(template(&public));
+    let mut pr = try_resp!(template(&private));
+    let (rv, hp, hq) = d
+        .backend
+        .generate_key_pair(s.backend, &mut m, &mut pu, &mut pr);
     if rv != CKR_OK {
         return Response::rv(rv);
     }
@@ -67,7 +62,7 @@ pub fn generate_key_pair(
     }
 }
 
-/// C_WrapKey (§5.14).
+/// C_WrapKey (§5.18).
 pub fn wrap_key(
     d: &Daemon,
     ctx: &Context,
@@ -78,9 +73,10 @@ pub fn wrap_key(
     out: OutBuf,
 ) -> Response {
     let s = sess!(ctx, v);
+    let mut m = try_resp!(mechanism(d, ctx, &s, &m));
     let (rv, len, data) = d.backend.wrap_key(
         s.backend,
-        &mut mechanism(ctx, &m),
+        &mut m,
         object(ctx, wrapping),
         object(ctx, key),
         out,
@@ -91,7 +87,7 @@ pub fn wrap_key(
     }
 }
 
-/// C_UnwrapKey (§5.14).
+/// C_UnwrapKey (§5.18).
 pub fn unwrap_key(
     d: &Daemon,
     ctx: &Context,
@@ -99,50 +95,39 @@ pub fn unwrap_key(
     m: Mechanism,
     unwrapping: u64,
     wrapped: Option<Vec<u8>>,
-    template: Template,
+    t: Template,
 ) -> Response {
     let s = sess!(ctx, v);
-    if let Err(r) = check_write(
-        ctx,
-        &s,
-        template_token(template.as_deref().unwrap_or_default()),
-        template_private(template.as_deref().unwrap_or_default(), true),
-    ) {
-        return r;
-    }
+    let (token, private) = kind(&t, true);
+    try_resp!(check_write(d, ctx, &s, token, private));
+    let mut m = try_resp!(mechanism(d, ctx, &s, &m));
+    let mut t = try_resp!(template(&t));
     let (rv, h) = d.backend.unwrap_key(
         s.backend,
-        &mut mechanism(ctx, &m),
+        &mut m,
         object(ctx, unwrapping),
         wrapped.as_deref(),
-        &mut CTemplate::from_opt(template.as_deref()),
+        &mut t,
     );
     created(d, ctx, &s, v, rv, h)
 }
 
-/// C_DeriveKey (§5.14).
+/// C_DeriveKey (§5.18).
 pub fn derive_key(
     d: &Daemon,
     ctx: &Context,
     v: u64,
     m: Mechanism,
     base: u64,
-    template: Template,
+    t: Template,
 ) -> Response {
     let s = sess!(ctx, v);
-    if let Err(r) = check_write(
-        ctx,
-        &s,
-        template_token(template.as_deref().unwrap_or_default()),
-        template_private(template.as_deref().unwrap_or_default(), true),
-    ) {
-        return r;
-    }
-    let (rv, h) = d.backend.derive_key(
-        s.backend,
-        &mut mechanism(ctx, &m),
-        object(ctx, base),
-        &mut CTemplate::from_opt(template.as_deref()),
-    );
+    let (token, private) = kind(&t, true);
+    try_resp!(check_write(d, ctx, &s, token, private));
+    let mut m = try_resp!(mechanism(d, ctx, &s, &m));
+    let mut t = try_resp!(template(&t));
+    let (rv, h) = d
+        .backend
+        .derive_key(s.backend, &mut m, object(ctx, base), &mut t);
     created(d, ctx, &s, v, rv, h)
 }

@@ -24,10 +24,11 @@ mod operations;
 mod session;
 mod slot_token;
 
-use kmsp11_proto::{AttrValue, Attribute, Body, Request, Response};
+use kmsp11_proto::{attrs, AttrValue, Attribute, Body, Mechanism, Request, Response, Template};
 use pkcs11_sys::*;
 
 use crate::daemon::{Context, Daemon, Obj, Sess};
+use crate::hsm::{CMechanism, CTemplate};
 
 /// Runs one request on the backend. Called on a blocking thread.
 pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
@@ -60,16 +61,11 @@ pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
         R::CloseSession { session } => session::close(d, ctx, session),
         R::CloseAllSessions { slot } => session::close_all(d, ctx, slot),
         R::GetSessionInfo { session } => session::info(d, ctx, session),
-        R::GetOperationState(o) => {
-            operations::out_only(d, ctx, crate::hsm::OutOnlyFn::GetOperationState, o)
-        }
-        R::SetOperationState {
-            session,
-            state,
-            encryption_key,
-            authentication_key,
-        } => {
-            session::set_operation_state(d, ctx, session, state, encryption_key, authentication_key)
+        // An operation state is the module's own memory, serialised: kmsd
+        // never hands the module a blob a client made (SoftHSM does not
+        // implement them either).
+        R::GetOperationState(_) | R::SetOperationState { .. } => {
+            Response::rv(CKR_FUNCTION_NOT_SUPPORTED)
         }
         R::Login {
             session,
@@ -306,8 +302,52 @@ fn register(
 }
 
 fn add(ctx: &Context, o: Obj) -> u64 {
-    ctx.state.lock().add_object(o)
+    ctx.add_object(o)
 }
+
+/// The C mechanism for a client's mechanism, or the refusal. A parameter
+/// not in the form its mechanism takes (DESIGN.md decision 3) never reaches
+/// the HSM: `CKR_MECHANISM_PARAM_INVALID`, or `CKR_MECHANISM_INVALID` as
+/// the backend itself answers for a mechanism it does not have. Handles
+/// inside the parameter are translated like any other handle.
+fn mechanism(d: &Daemon, ctx: &Context, s: &Sess, m: &Mechanism) -> Result<CMechanism, Response> {
+    if let Err(e) = kmsp11_proto::mechanism::check(m, |v| d.raw_vendor.contains(&v)) {
+        let known = d
+            .token(ctx, s.slot)
+            .is_some_and(|t| t.mechanisms.contains(&m.mechanism));
+        tracing::debug!(identity = %ctx.identity.name, "mechanism parameter refused: {e}");
+        return Err(Response::rv(if known {
+            CKR_MECHANISM_PARAM_INVALID
+        } else {
+            CKR_MECHANISM_INVALID
+        }));
+    }
+    Ok(CMechanism::new(m, d.backend.v3(), |h| object(ctx, h)))
+}
+
+/// The C template for a client's template, or `CKR_ATTRIBUTE_VALUE_INVALID`
+/// when a value's form contradicts its type (an attribute array where bytes
+/// belong, raw bytes where an attribute array belongs).
+fn template(t: &Template) -> Result<CTemplate, Response> {
+    if let Some(t) = t {
+        attrs::check_template(t).map_err(|e| {
+            tracing::debug!("template refused: {e}");
+            Response::rv(CKR_ATTRIBUTE_VALUE_INVALID)
+        })?;
+    }
+    Ok(CTemplate::from_opt(t.as_deref()))
+}
+
+/// `let x = try_resp!(f());` in a handler: the value, or an early return of the refusal.
+macro_rules! try_resp {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+pub(crate) use try_resp;
 
 /// Whether an object made from this template would be private, with the
 /// spec's defaults (keys private, everything else public).
@@ -335,8 +375,27 @@ fn template_token(t: &[Attribute]) -> bool {
 /// `CKR_USER_NOT_LOGGED_IN` where the backend (logged in on kmsd's behalf)
 /// would allow what the client's own login state forbids. The order follows
 /// the spec's session-state table: a token object in a read-only session is
-/// `CKR_SESSION_READ_ONLY`, which the backend reports itself.
-fn check_write(ctx: &Context, s: &Sess, token: bool, private: bool) -> Result<(), Response> {
+/// `CKR_SESSION_READ_ONLY`, which the backend reports itself. A session
+/// object beyond the identity's `limits.max_objects_per_identity` is
+/// `CKR_DEVICE_MEMORY`.
+fn check_write(
+    d: &Daemon,
+    ctx: &Context,
+    s: &Sess,
+    token: bool,
+    private: bool,
+) -> Result<(), Response> {
+    if !token
+        && ctx
+            .identity
+            .usage
+            .objects
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= d.limits.max_objects_per_identity
+    {
+        tracing::warn!(identity = %ctx.identity.name, "session object refused: limits.max_objects_per_identity reached");
+        return Err(Response::rv(CKR_DEVICE_MEMORY));
+    }
     if !private || ctx.state.lock().logged_in(s.slot) {
         return Ok(());
     }

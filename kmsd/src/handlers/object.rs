@@ -1,46 +1,44 @@
-//! Object management (PKCS#11 2.40 §5.7).
+//! Object management (PKCS#11 3.0 §5.7).
 
 use kmsp11_proto::{AttrQuery, Body, Response, Template};
 use pkcs11_sys::*;
 
-use super::{add, check_write, created, object, register, template_private, template_token};
+use super::{
+    add, check_write, created, object, register, template, template_private, template_token,
+    try_resp,
+};
 use crate::daemon::{Context, Daemon};
-use crate::hsm::CTemplate;
 
 /// C_CreateObject (§5.7).
-pub fn create(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response {
+pub fn create(d: &Daemon, ctx: &Context, v: u64, t: Template) -> Response {
     let s = sess!(ctx, v);
-    if let Err(r) = check_write(
+    let raw = t.as_deref().unwrap_or_default();
+    try_resp!(check_write(
+        d,
         ctx,
         &s,
-        template_token(template.as_deref().unwrap_or_default()),
-        template_private(template.as_deref().unwrap_or_default(), false),
-    ) {
-        return r;
-    }
-    let (rv, h) = d
-        .backend
-        .create_object(s.backend, &mut CTemplate::from_opt(template.as_deref()));
+        template_token(raw),
+        template_private(raw, false)
+    ));
+    let mut ct = try_resp!(template(&t));
+    let (rv, h) = d.backend.create_object(s.backend, &mut ct);
     created(d, ctx, &s, v, rv, h)
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, template: Template) -> Response {
+pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, t: Template) -> Response {
     let s = sess!(ctx, v);
     let src = object(ctx, obj);
-    if let Err(r) = check_write(
+    let raw = t.as_deref().unwrap_or_default();
+    try_resp!(check_write(
+        d,
         ctx,
         &s,
-        template_token(template.as_deref().unwrap_or_default()),
-        template_private(template.as_deref().unwrap_or_default(), false),
-    ) {
-        return r;
-    }
-    let (rv, h) = d.backend.copy_object(
-        s.backend,
-        src,
-        &mut CTemplate::from_opt(template.as_deref()),
-    );
+        template_token(raw),
+        template_private(raw, false)
+    ));
+    let mut ct = try_resp!(template(&t));
+    let (rv, h) = d.backend.copy_object(s.backend, src, &mut ct);
     created(d, ctx, &s, v, rv, h)
 }
 
@@ -50,7 +48,7 @@ pub fn destroy(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
     let h = object(ctx, obj);
     let rv = d.backend.destroy_object(s.backend, h);
     if rv == CKR_OK {
-        ctx.state.lock().remove_object(obj);
+        ctx.remove_object(obj);
         d.forget_session_objects(&[h]);
     }
     Response::rv(rv)
@@ -68,7 +66,8 @@ pub fn size(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
 
 /// C_GetAttributeValue (§5.7): every attribute answered, with the backend's
 /// per-attribute lengths (`CK_UNAVAILABLE_INFORMATION` for invalid or
-/// sensitive ones) and its overall `CK_RV`.
+/// sensitive ones) and its overall `CK_RV`. Memory follows what the object
+/// holds, not what the client claims (see `Backend::attribute_value`).
 pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQuery]) -> Response {
     let s = sess!(ctx, v);
     let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), q);
@@ -79,28 +78,20 @@ pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQue
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    obj: u64,
-    template: Template,
-) -> Response {
+pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, t: Template) -> Response {
     let s = sess!(ctx, v);
-    Response::rv(d.backend.set_attribute_value(
-        s.backend,
-        object(ctx, obj),
-        &mut CTemplate::from_opt(template.as_deref()),
-    ))
+    let mut ct = try_resp!(template(&t));
+    Response::rv(
+        d.backend
+            .set_attribute_value(s.backend, object(ctx, obj), &mut ct),
+    )
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_init(d: &Daemon, ctx: &Context, v: u64, template: Template) -> Response {
+pub fn find_init(d: &Daemon, ctx: &Context, v: u64, t: Template) -> Response {
     let s = sess!(ctx, v);
-    Response::rv(
-        d.backend
-            .find_objects_init(s.backend, &mut CTemplate::from_opt(template.as_deref())),
-    )
+    let mut ct = try_resp!(template(&t));
+    Response::rv(d.backend.find_objects_init(s.backend, &mut ct))
 }
 
 /// C_FindObjects (§5.7). Objects this context may not see (other clients'

@@ -6,28 +6,23 @@
 use kmsp11_proto::{Body, DataOut, Mechanism, OpInit, OutOnly, Response};
 use pkcs11_sys::*;
 
-use super::object;
+use super::{mechanism, object, try_resp};
 use crate::daemon::{Context, Daemon};
-use crate::hsm::{CMechanism, DataInFn, DataOutFn, OpInitFn, OutOnlyFn};
-
-pub fn mechanism(ctx: &Context, m: &Mechanism) -> CMechanism {
-    CMechanism::new(m, |h| object(ctx, h))
-}
+use crate::hsm::{DataInFn, DataOutFn, OpInitFn, OutOnlyFn};
 
 /// C_EncryptInit, C_DecryptInit, C_SignInit, C_VerifyInit, C_SignRecoverInit, C_VerifyRecoverInit.
 pub fn init(d: &Daemon, ctx: &Context, f: OpInitFn, i: OpInit) -> Response {
     let s = sess!(ctx, i.session);
     let key = object(ctx, i.key);
-    Response::rv(
-        d.backend
-            .op_init(f, s.backend, &mut mechanism(ctx, &i.mechanism), key),
-    )
+    let mut m = try_resp!(mechanism(d, ctx, &s, &i.mechanism));
+    Response::rv(d.backend.op_init(f, s.backend, &mut m, key))
 }
 
 /// C_DigestInit (§5.10).
 pub fn digest_init(d: &Daemon, ctx: &Context, v: u64, m: Mechanism) -> Response {
     let s = sess!(ctx, v);
-    Response::rv(d.backend.digest_init(s.backend, &mut mechanism(ctx, &m)))
+    let mut m = try_resp!(mechanism(d, ctx, &s, &m));
+    Response::rv(d.backend.digest_init(s.backend, &mut m))
 }
 
 /// C_DigestKey (§5.10).

@@ -1,28 +1,41 @@
-//! Session management (PKCS#11 2.40 §5.6). Login state is the context's own:
-//! the backend stays logged in with the PIN kmsd holds.
+//! Session management (PKCS#11 3.0 §5.6). Login state is the context's own:
+//! on a token whose PIN kmsd holds, the backend stays logged in with that
+//! PIN and a client's `C_Login` is checked against its identity's PIN hash.
 
-use kmsp11_proto::{Body, Response, SessionInfo};
+use kmsp11_proto::{Body, Pin, Response, SessionInfo};
 use pkcs11_sys::*;
-use zeroize::Zeroizing;
 
-use super::object;
-use crate::daemon::{Context, Daemon, Sess};
+use crate::daemon::{give, take, Context, Daemon, Sess, VToken};
+use crate::pin::Refused;
 
-/// C_OpenSession (§5.6).
+/// C_OpenSession (§5.6). Beyond `limits.max_sessions_per_identity`: `CKR_SESSION_COUNT`.
 pub fn open(d: &Daemon, ctx: &Context, slot: u64, flags: u64) -> Response {
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
+    let usage = &ctx.identity.usage;
+    if !take(&usage.sessions, d.limits.max_sessions_per_identity) {
+        tracing::warn!(identity = %ctx.identity.name, "C_OpenSession refused: limits.max_sessions_per_identity reached");
+        return Response::rv(CKR_SESSION_COUNT);
+    }
     let (rv, h) = d.backend.open_session(t.backend_slot, flags);
     if rv != CKR_OK {
+        give(&usage.sessions, 1);
         return Response::rv(rv);
     }
-    let v = ctx.state.lock().add_session(Sess {
+    match ctx.add_session(Sess {
         backend: h,
         slot,
         flags,
-    });
-    Response::ok(Body::Handle(v))
+    }) {
+        Some(v) => Response::ok(Body::Handle(v)),
+        None => {
+            // The context ended while the backend opened the session.
+            d.backend.close_session(h);
+            give(&usage.sessions, 1);
+            Response::rv(CKR_DEVICE_REMOVED)
+        }
+    }
 }
 
 /// C_CloseSession (§5.6): session objects go with the session; closing the
@@ -64,25 +77,13 @@ pub fn close_all(d: &Daemon, ctx: &Context, slot: u64) -> Response {
 }
 
 fn forget(d: &Daemon, ctx: &Context, sessions: &[u64], slot: u64) {
-    let mut st = ctx.state.lock();
-    let gone: Vec<(u64, CK_OBJECT_HANDLE)> = st
-        .objects
-        .iter()
-        .filter(|(_, o)| o.session.is_some_and(|s| sessions.contains(&s)))
-        .map(|(v, o)| (*v, o.backend))
-        .collect();
-    for (v, _) in &gone {
-        st.remove_object(*v);
+    let (objects, logged_out) = ctx.forget_sessions(sessions, slot);
+    d.forget_session_objects(&objects);
+    if logged_out {
+        if let Some(t) = d.token(ctx, slot).filter(|t| !t.anchored()) {
+            d.leave_backend_login(ctx, &t);
+        }
     }
-    let last = !st.sessions.values().any(|s| s.slot == slot);
-    let so = last && st.so.remove(&slot);
-    if last {
-        st.user.remove(&slot);
-    }
-    drop(st);
-    let handles: Vec<CK_OBJECT_HANDLE> = gone.into_iter().map(|(_, h)| h).collect();
-    d.forget_session_objects(&handles);
-    let _ = so; // the backend ends a forwarded SO login itself with its last session
 }
 
 /// C_GetSessionInfo (§5.6): the state reflects this context's login, not the backend's.
@@ -115,110 +116,137 @@ pub fn info(d: &Daemon, ctx: &Context, v: u64) -> Response {
     }))
 }
 
-/// C_SetOperationState (§5.6).
-pub fn set_operation_state(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    state: Option<Vec<u8>>,
-    enc: u64,
-    auth: u64,
-) -> Response {
-    let s = sess!(ctx, v);
-    let enc = if enc == 0 { 0 } else { object(ctx, enc) };
-    let auth = if auth == 0 { 0 } else { object(ctx, auth) };
-    Response::rv(
-        d.backend
-            .set_operation_state(s.backend, state.as_deref(), enc, auth),
-    )
-}
-
-/// C_Login (§5.6). A user login on a token whose backend PIN kmsd holds is
-/// checked against the identity's PIN hash and never reaches the backend.
-pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Vec<u8>>) -> Response {
-    let pin = pin.map(Zeroizing::new);
+/// C_Login (§5.6). Every PIN check counts against the identity's
+/// failed-login budget (`[login]`); a locked-out identity gets
+/// `CKR_PIN_LOCKED` whatever PIN it gives.
+pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Pin>) -> Response {
     let s = sess!(ctx, v);
     let Some(t) = d.token(ctx, s.slot) else {
         return Response::rv(CKR_SESSION_HANDLE_INVALID);
     };
-    match user {
-        CKU_USER if t.anchored => {
-            {
-                let st = ctx.state.lock();
-                if st.user.contains(&s.slot) {
-                    return Response::rv(CKR_USER_ALREADY_LOGGED_IN);
-                }
-                if st.so.contains(&s.slot) {
-                    return Response::rv(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
-                }
-            }
-            let Some(pin) = pin else {
-                return Response::rv(CKR_ARGUMENTS_BAD);
-            };
-            if !crate::authz::verify_pin(ctx.identity.pin_hash.as_deref(), &pin) {
-                tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login: PIN incorrect");
-                return Response::rv(CKR_PIN_INCORRECT);
-            }
-            ctx.state.lock().user.insert(s.slot);
-            Response::rv(CKR_OK)
+    let pin = pin.as_ref().map(|p| p.expose());
+    if user != CKU_CONTEXT_SPECIFIC {
+        let st = ctx.state.lock();
+        if st.user.contains(&s.slot) {
+            return Response::rv(if user == CKU_USER {
+                CKR_USER_ALREADY_LOGGED_IN
+            } else {
+                CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+            });
         }
-        CKU_SO if !t.so_functions => Response::rv(CKR_USER_TYPE_INVALID),
-        CKU_CONTEXT_SPECIFIC if t.anchored => {
-            // The backend is logged in with kmsd's PIN; re-authentication of an
-            // always-authenticate key is the identity's PIN checked here.
-            let Some(pin) = pin else {
-                return Response::rv(CKR_ARGUMENTS_BAD);
-            };
-            if !ctx.state.lock().user.contains(&s.slot) {
-                return Response::rv(CKR_USER_NOT_LOGGED_IN);
-            }
-            if !crate::authz::verify_pin(ctx.identity.pin_hash.as_deref(), &pin) {
-                return Response::rv(CKR_PIN_INCORRECT);
-            }
-            Response::rv(CKR_OK)
+        if st.so.contains(&s.slot) {
+            return Response::rv(if user == CKU_SO {
+                CKR_USER_ALREADY_LOGGED_IN
+            } else {
+                CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+            });
         }
-        _ => {
-            // Transparent tokens without a kmsd-held PIN: the login is the backend's.
-            let rv = d
-                .backend
-                .login(s.backend, user, pin.as_deref().map(|p| p.as_slice()));
-            if rv == CKR_OK {
-                let mut st = ctx.state.lock();
-                if user == CKU_SO {
-                    st.so.insert(s.slot);
-                } else {
-                    st.user.insert(s.slot);
+    }
+    let rv = match user {
+        CKU_USER | CKU_CONTEXT_SPECIFIC if t.anchored() => {
+            identity_login(d, ctx, &t, &s, user, pin)
+        }
+        CKU_SO if !t.so_functions => CKR_USER_TYPE_INVALID,
+        CKU_CONTEXT_SPECIFIC => d.backend.login(s.backend, user, pin),
+        CKU_USER | CKU_SO => {
+            // A token whose PIN kmsd does not hold (transparent mode): the
+            // backend checks the PIN, once for all the contexts logged in.
+            let mut rv = CKR_GENERAL_ERROR;
+            let checked = d.pins.check_with(&ctx.identity.name, || {
+                rv = d.join_backend_login(ctx, &t, s.backend, user, pin);
+                match rv {
+                    CKR_OK => Some(true),
+                    CKR_PIN_INCORRECT => Some(false),
+                    // Not a verdict on the PIN.
+                    _ => None,
                 }
+            });
+            match checked {
+                Err(Refused::Locked) => CKR_PIN_LOCKED,
+                Ok(_) => rv,
             }
-            Response::rv(rv)
         }
+        _ => CKR_USER_TYPE_INVALID,
+    };
+    if rv == CKR_OK && user != CKU_CONTEXT_SPECIFIC {
+        let mut st = ctx.state.lock();
+        if user == CKU_SO {
+            st.so.insert(s.slot);
+        } else {
+            st.user.insert(s.slot);
+        }
+    }
+    Response::rv(rv)
+}
+
+/// A login on a token whose PIN kmsd holds: the identity's PIN, checked
+/// here. For `CKU_CONTEXT_SPECIFIC` (a key with `CKA_ALWAYS_AUTHENTICATE`)
+/// the backend session is then re-authenticated with the PIN kmsd holds,
+/// as the backend requires before the key's next use.
+fn identity_login(
+    d: &Daemon,
+    ctx: &Context,
+    t: &VToken,
+    s: &Sess,
+    user: u64,
+    pin: Option<&[u8]>,
+) -> CK_RV {
+    let Some(pin) = pin else {
+        return CKR_ARGUMENTS_BAD;
+    };
+    if user == CKU_CONTEXT_SPECIFIC && !ctx.state.lock().user.contains(&s.slot) {
+        return CKR_USER_NOT_LOGGED_IN;
+    }
+    match d
+        .pins
+        .check(&ctx.identity.name, ctx.identity.pin_hash.as_deref(), pin)
+    {
+        Err(Refused::Locked) => {
+            tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login refused: identity locked out");
+            CKR_PIN_LOCKED
+        }
+        Ok(false) => {
+            tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login: PIN incorrect");
+            CKR_PIN_INCORRECT
+        }
+        Ok(true) if user == CKU_CONTEXT_SPECIFIC => {
+            let backend_pin = t.backend_pin.as_deref().map(|p| p.as_slice());
+            d.backend
+                .login(s.backend, CKU_CONTEXT_SPECIFIC, backend_pin)
+        }
+        Ok(true) => CKR_OK,
     }
 }
 
 /// C_Logout (§5.6).
 pub fn logout(d: &Daemon, ctx: &Context, v: u64) -> Response {
     let s = sess!(ctx, v);
-    let anchored = d.token(ctx, s.slot).is_some_and(|t| t.anchored);
-    let mut st = ctx.state.lock();
-    if st.so.remove(&s.slot) {
-        drop(st);
-        return Response::rv(d.backend.logout(s.backend));
+    let Some(t) = d.token(ctx, s.slot) else {
+        return Response::rv(CKR_SESSION_HANDLE_INVALID);
+    };
+    let was = {
+        let mut st = ctx.state.lock();
+        st.so.remove(&s.slot) | st.user.remove(&s.slot)
+    };
+    if !was {
+        return Response::rv(CKR_USER_NOT_LOGGED_IN);
     }
-    if st.user.remove(&s.slot) {
-        drop(st);
-        if !anchored {
-            return Response::rv(d.backend.logout(s.backend));
-        }
-        return Response::rv(CKR_OK);
+    if !t.anchored() {
+        d.leave_backend_login(ctx, &t);
     }
-    Response::rv(CKR_USER_NOT_LOGGED_IN)
+    Response::rv(CKR_OK)
 }
 
 /// Runs an SO function where the configuration forwards them.
-pub fn with_so(d: &Daemon, ctx: &Context, v: u64, f: impl FnOnce(&Sess) -> CK_RV) -> Response {
+pub fn with_so(
+    d: &Daemon,
+    ctx: &Context,
+    v: u64,
+    f: impl FnOnce(&Sess, &VToken) -> CK_RV,
+) -> Response {
     let s = sess!(ctx, v);
     match d.token(ctx, s.slot) {
-        Some(t) if t.so_functions => Response::rv(f(&s)),
+        Some(t) if t.so_functions => Response::rv(f(&s, &t)),
         _ => Response::rv(CKR_FUNCTION_NOT_SUPPORTED),
     }
 }

@@ -1,6 +1,6 @@
 //! Slot and token management (PKCS#11 2.40 §5.5).
 
-use kmsp11_proto::{Body, MechanismInfo, Response, SlotInfo, TokenInfo, Version};
+use kmsp11_proto::{Body, MechanismInfo, Pin, Response, SlotInfo, TokenInfo, Version};
 use pkcs11_sys::*;
 
 use super::session as sess;
@@ -13,12 +13,16 @@ fn v(x: CK_VERSION) -> Version {
     }
 }
 
-/// C_GetSlotList (§5.5): the tokens this identity may see.
+/// C_GetSlotList (§5.5): the tokens this identity may see. In transparent
+/// mode the backend's slot list is read again first, so that a token
+/// initialised meanwhile appears.
 pub fn slot_list(d: &Daemon, ctx: &Context, token_present: bool) -> Response {
+    if let Err(e) = d.refresh_slots() {
+        tracing::warn!("re-reading the backend's slots: {e}");
+    }
     let slots = d
-        .tokens
+        .tokens_for(&ctx.identity)
         .iter()
-        .filter(|t| ctx.identity.sees(t))
         .filter(|t| {
             !token_present || {
                 let (rv, si) = d.backend.slot_info(t.backend_slot);
@@ -52,7 +56,9 @@ pub fn slot_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
     }))
 }
 
-/// C_GetTokenInfo (§5.5): the backend's token with the virtual label and serial.
+/// C_GetTokenInfo (§5.5): the backend's token with the virtual label and
+/// serial. On a token whose PIN kmsd holds, the user PIN flags are the
+/// identity's own (its failed-login budget), not the backend's.
 pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
@@ -70,12 +76,21 @@ pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
         .serial
         .map(|s| s.to_vec())
         .unwrap_or_else(|| ti.serialNumber.to_vec());
+    const USER_PIN_FLAGS: u64 = CKF_USER_PIN_COUNT_LOW
+        | CKF_USER_PIN_FINAL_TRY
+        | CKF_USER_PIN_LOCKED
+        | CKF_USER_PIN_TO_BE_CHANGED;
+    let flags = if t.anchored() {
+        (ti.flags & !USER_PIN_FLAGS) | d.pins.flags(&ctx.identity.name)
+    } else {
+        ti.flags
+    };
     Response::ok(Body::TokenInfo(TokenInfo {
         label,
         manufacturer_id: ti.manufacturerID.to_vec(),
         model: ti.model.to_vec(),
         serial_number: serial,
-        flags: ti.flags,
+        flags,
         max_session_count: ti.ulMaxSessionCount,
         session_count: ti.ulSessionCount,
         max_rw_session_count: ti.ulMaxRwSessionCount,
@@ -111,9 +126,9 @@ pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, flags: u64) -> Response {
         return Response::rv(rv);
     }
     match d
-        .tokens
+        .tokens_for(&ctx.identity)
         .iter()
-        .find(|t| t.backend_slot == backend_slot && ctx.identity.sees(t))
+        .find(|t| t.backend_slot == backend_slot)
     {
         Some(t) => Response::ok(Body::Slot(t.slot)),
         None => Response::rv(CKR_NO_EVENT),
@@ -153,7 +168,7 @@ pub fn init_token(
     d: &Daemon,
     ctx: &Context,
     slot: u64,
-    pin: Option<Vec<u8>>,
+    pin: Option<Pin>,
     label: &[u8],
 ) -> Response {
     let Some(t) = d.token(ctx, slot) else {
@@ -168,13 +183,17 @@ pub fn init_token(
     let mut l = [b' '; 32];
     let n = label.len().min(32);
     l[..n].copy_from_slice(&label[..n]);
-    Response::rv(d.backend.init_token(t.backend_slot, pin.as_deref(), &l))
+    Response::rv(
+        d.backend
+            .init_token(t.backend_slot, pin.as_ref().map(|p| p.expose()), &l),
+    )
 }
 
 /// C_InitPIN (§5.5): an SO function.
-pub fn init_pin(d: &Daemon, ctx: &Context, session: u64, pin: Option<Vec<u8>>) -> Response {
-    sess::with_so(d, ctx, session, |s| {
-        d.backend.init_pin(s.backend, pin.as_deref())
+pub fn init_pin(d: &Daemon, ctx: &Context, session: u64, pin: Option<Pin>) -> Response {
+    sess::with_so(d, ctx, session, |s, _| {
+        d.backend
+            .init_pin(s.backend, pin.as_ref().map(|p| p.expose()))
     })
 }
 
@@ -184,10 +203,17 @@ pub fn set_pin(
     d: &Daemon,
     ctx: &Context,
     session: u64,
-    old: Option<Vec<u8>>,
-    new: Option<Vec<u8>>,
+    old: Option<Pin>,
+    new: Option<Pin>,
 ) -> Response {
-    sess::with_so(d, ctx, session, |s| {
-        d.backend.set_pin(s.backend, old.as_deref(), new.as_deref())
+    let new = new.as_ref().map(|p| p.expose());
+    sess::with_so(d, ctx, session, |s, t| {
+        let rv = d
+            .backend
+            .set_pin(s.backend, old.as_ref().map(|p| p.expose()), new);
+        if rv == CKR_OK {
+            d.backend_pin_changed(t, new);
+        }
+        rv
     })
 }

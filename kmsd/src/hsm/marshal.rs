@@ -2,10 +2,13 @@
 //! buffer its pointers refer to, so the pointers stay valid for as long as
 //! the value lives and the module never sees a pointer from the network.
 
+use std::any::Any;
 use std::ptr;
 
-use kmsp11_proto::{attrs, AttrValue, Attribute, MechParam, Mechanism};
+use kmsp11_proto::mechanism::{CounterFormat, PrfData, MAX_BAD_LENGTH};
+use kmsp11_proto::{attrs, AttrValue, Attribute, MechParam, Mechanism, OaepParams, Secret};
 use pkcs11_sys::*;
+use zeroize::Zeroizing;
 
 /// A `CK_ATTRIBUTE` array and the storage it points into.
 #[derive(Default)]
@@ -121,29 +124,78 @@ pub fn attr_value_out(kind: CK_ATTRIBUTE_TYPE, bytes: Vec<u8>) -> AttrValue {
     AttrValue::Bytes(bytes)
 }
 
-/// A `CK_MECHANISM` and the parameter storage it points into.
+/// A `CK_MECHANISM` and all the storage its parameter points into. Every
+/// structure is built here from typed values; object handles inside a
+/// parameter are translated by the caller's map, so the module never sees a
+/// pointer or a handle that came off the network.
 pub struct CMechanism {
     mech: CK_MECHANISM,
-    _param: Param,
-    _bufs: Vec<Vec<u8>>,
+    _store: Store,
 }
 
-/// The parameter structures, kept in a box so the address stays put.
-#[allow(dead_code)]
-enum Param {
-    None,
-    Bytes(Vec<u8>),
-    Ulong(Box<CK_ULONG>),
-    Pss(Box<CK_RSA_PKCS_PSS_PARAMS>),
-    Oaep(Box<CK_RSA_PKCS_OAEP_PARAMS>),
-    Gcm(Box<CK_GCM_PARAMS>),
-    Gcm40(Box<GcmParamsNoIvBits>),
-    Ccm(Box<CK_CCM_PARAMS>),
-    Ecdh(Box<CK_ECDH1_DERIVE_PARAMS>),
-    Eddsa(Box<CK_EDDSA_PARAMS>),
-    DerivString(Box<CK_KEY_DERIVATION_STRING_DATA>),
-    AesCbcData(Box<CK_AES_CBC_ENCRYPT_DATA_PARAMS>),
-    DesCbcData(Box<CK_DES_CBC_ENCRYPT_DATA_PARAMS>),
+/// Owned storage behind the pointers of one parameter. Boxed and vector
+/// contents stay put while the store lives, whatever happens to the store.
+#[derive(Default)]
+struct Store {
+    bytes: Vec<Vec<u8>>,
+    secrets: Vec<Zeroizing<Vec<u8>>>,
+    boxes: Vec<Box<dyn Any>>,
+}
+
+impl Store {
+    /// Keeps `v` and returns a pointer to it and its size.
+    fn boxed<T: 'static>(&mut self, v: T) -> (*mut T, usize) {
+        let mut b = Box::new(v);
+        let p: *mut T = &mut *b;
+        self.boxes.push(b);
+        (p, std::mem::size_of::<T>())
+    }
+
+    /// An optional byte string as a pointer and length (`None` and empty are `NULL, 0`).
+    fn bytes(&mut self, b: &Option<Vec<u8>>) -> (CK_BYTE_PTR, CK_ULONG) {
+        match b {
+            Some(b) if !b.is_empty() => {
+                let mut b = b.clone();
+                let p = b.as_mut_ptr();
+                let n = b.len() as CK_ULONG;
+                self.bytes.push(b);
+                (p, n)
+            }
+            _ => (ptr::null_mut(), 0),
+        }
+    }
+
+    fn secret(&mut self, s: &Option<Secret>) -> (CK_BYTE_PTR, CK_ULONG) {
+        match s {
+            Some(s) if !s.expose().is_empty() => {
+                let mut b = Zeroizing::new(s.expose().to_vec());
+                let p = b.as_mut_ptr();
+                let n = b.len() as CK_ULONG;
+                self.secrets.push(b);
+                (p, n)
+            }
+            _ => (ptr::null_mut(), 0),
+        }
+    }
+
+    fn oaep(&mut self, o: &OaepParams) -> CK_RSA_PKCS_OAEP_PARAMS {
+        let (p, n) = self.bytes(&o.source_data);
+        CK_RSA_PKCS_OAEP_PARAMS {
+            hashAlg: o.hash_alg as CK_ULONG,
+            mgf: o.mgf as CK_ULONG,
+            source: o.source as CK_ULONG,
+            pSourceData: p.cast(),
+            ulSourceDataLen: n,
+        }
+    }
+}
+
+fn bbool(b: bool) -> CK_BBOOL {
+    if b {
+        CK_TRUE
+    } else {
+        CK_FALSE
+    }
 }
 
 /// `CK_GCM_PARAMS` as PKCS#11 2.40 first published it (no `ulIvBits`), the
@@ -158,51 +210,40 @@ pub struct GcmParamsNoIvBits {
 }
 
 impl CMechanism {
-    /// Builds the C mechanism. `key` maps a handle inside the parameter
-    /// (`MechParam::Key`) to the backend's handle.
-    pub fn new(m: &Mechanism, key: impl Fn(u64) -> u64) -> CMechanism {
-        let mut bufs: Vec<Vec<u8>> = Vec::new();
-        let mut keep = |b: &Option<Vec<u8>>| -> (CK_BYTE_PTR, CK_ULONG) {
-            match b {
-                Some(b) if !b.is_empty() => {
-                    let mut b = b.clone();
-                    let p = b.as_mut_ptr();
-                    let n = b.len() as CK_ULONG;
-                    bufs.push(b);
-                    (p, n)
-                }
-                _ => (ptr::null_mut(), 0),
+    /// Builds the C mechanism from a parameter that passed
+    /// [`kmsp11_proto::mechanism::check`]. `key` maps a handle inside the
+    /// parameter to the backend's handle; `v3` says the backend speaks
+    /// Cryptoki 3.x (the PBKD2 structure changed layout).
+    pub fn new(m: &Mechanism, v3: bool, key: impl Fn(u64) -> u64) -> CMechanism {
+        let mut st = Store::default();
+        let key = |h: u64| key(h) as CK_OBJECT_HANDLE;
+        let (p, n): (*mut u8, usize) = match &m.param {
+            // Refused by `check` before we get here; nothing is forwarded.
+            MechParam::None | MechParam::Undescribed(_) => (ptr::null_mut(), 0),
+            MechParam::Bytes(b) if b.is_empty() => (ptr::null_mut(), 0),
+            MechParam::Bytes(b) => {
+                let (p, n) = st.bytes(&Some(b.clone()));
+                (p, n as usize)
             }
-        };
-        let param = match &m.param {
-            MechParam::None => Param::None,
-            MechParam::Bytes(b) => Param::Bytes(b.clone()),
-            MechParam::BadLength(n) => Param::Bytes(vec![0; (*n).min(1 << 16) as usize]),
-            MechParam::Ulong(v) => Param::Ulong(Box::new(*v as CK_ULONG)),
-            MechParam::Key(h) => Param::Ulong(Box::new(key(*h) as CK_ULONG)),
+            MechParam::BadLength(n) => {
+                let n = (*n).min(MAX_BAD_LENGTH) as usize;
+                let (p, _) = st.bytes(&Some(vec![0; n]));
+                (p, n)
+            }
+            MechParam::Ulong(v) => cast(st.boxed(*v as CK_ULONG)),
+            MechParam::Key(h) => cast(st.boxed(key(*h))),
             MechParam::RsaPkcsPss {
                 hash_alg,
                 mgf,
                 salt_len,
-            } => Param::Pss(Box::new(CK_RSA_PKCS_PSS_PARAMS {
+            } => cast(st.boxed(CK_RSA_PKCS_PSS_PARAMS {
                 hashAlg: *hash_alg as CK_ULONG,
                 mgf: *mgf as CK_ULONG,
                 sLen: *salt_len as CK_ULONG,
             })),
-            MechParam::RsaPkcsOaep {
-                hash_alg,
-                mgf,
-                source,
-                source_data,
-            } => {
-                let (p, n) = keep(source_data);
-                Param::Oaep(Box::new(CK_RSA_PKCS_OAEP_PARAMS {
-                    hashAlg: *hash_alg as CK_ULONG,
-                    mgf: *mgf as CK_ULONG,
-                    source: *source as CK_ULONG,
-                    pSourceData: p.cast(),
-                    ulSourceDataLen: n,
-                }))
+            MechParam::RsaPkcsOaep(o) => {
+                let s = st.oaep(o);
+                cast(st.boxed(s))
             }
             MechParam::Gcm {
                 iv,
@@ -210,10 +251,10 @@ impl CMechanism {
                 aad,
                 tag_bits,
             } => {
-                let (pi, ni) = keep(iv);
-                let (pa, na) = keep(aad);
+                let (pi, ni) = st.bytes(iv);
+                let (pa, na) = st.bytes(aad);
                 match iv_bits {
-                    Some(bits) => Param::Gcm(Box::new(CK_GCM_PARAMS {
+                    Some(bits) => cast(st.boxed(CK_GCM_PARAMS {
                         pIv: pi,
                         ulIvLen: ni,
                         ulIvBits: *bits as CK_ULONG,
@@ -221,7 +262,7 @@ impl CMechanism {
                         ulAADLen: na,
                         ulTagBits: *tag_bits as CK_ULONG,
                     })),
-                    None => Param::Gcm40(Box::new(GcmParamsNoIvBits {
+                    None => cast(st.boxed(GcmParamsNoIvBits {
                         p_iv: pi,
                         ul_iv_len: ni,
                         p_aad: pa,
@@ -236,9 +277,9 @@ impl CMechanism {
                 aad,
                 mac_len,
             } => {
-                let (pn, nn) = keep(nonce);
-                let (pa, na) = keep(aad);
-                Param::Ccm(Box::new(CK_CCM_PARAMS {
+                let (pn, nn) = st.bytes(nonce);
+                let (pa, na) = st.bytes(aad);
+                cast(st.boxed(CK_CCM_PARAMS {
                     ulDataLen: *data_len as CK_ULONG,
                     pNonce: pn,
                     ulNonceLen: nn,
@@ -247,14 +288,24 @@ impl CMechanism {
                     ulMACLen: *mac_len as CK_ULONG,
                 }))
             }
+            MechParam::AeadPoly1305 { nonce, aad } => {
+                let (pn, nn) = st.bytes(nonce);
+                let (pa, na) = st.bytes(aad);
+                cast(st.boxed(CK_SALSA20_CHACHA20_POLY1305_PARAMS {
+                    pNonce: pn,
+                    ulNonceLen: nn,
+                    pAAD: pa,
+                    ulAADLen: na,
+                }))
+            }
             MechParam::Ecdh1Derive {
                 kdf,
                 shared_data,
                 public_data,
             } => {
-                let (ps, ns) = keep(shared_data);
-                let (pp, np) = keep(public_data);
-                Param::Ecdh(Box::new(CK_ECDH1_DERIVE_PARAMS {
+                let (ps, ns) = st.bytes(shared_data);
+                let (pp, np) = st.bytes(public_data);
+                cast(st.boxed(CK_ECDH1_DERIVE_PARAMS {
                     kdf: *kdf as CK_ULONG,
                     ulSharedDataLen: ns,
                     pSharedData: ps,
@@ -262,28 +313,102 @@ impl CMechanism {
                     pPublicData: pp,
                 }))
             }
+            MechParam::Ecmqv {
+                kdf,
+                shared_data,
+                public_data,
+                private_data_len,
+                private_data,
+                public_data2,
+                public_key,
+            } => {
+                let (ps, ns) = st.bytes(shared_data);
+                let (pp, np) = st.bytes(public_data);
+                let (p2, n2) = st.bytes(public_data2);
+                cast(st.boxed(CK_ECMQV_DERIVE_PARAMS {
+                    kdf: *kdf as CK_ULONG,
+                    ulSharedDataLen: ns,
+                    pSharedData: ps,
+                    ulPublicDataLen: np,
+                    pPublicData: pp,
+                    ulPrivateDataLen: *private_data_len as CK_ULONG,
+                    hPrivateData: key(*private_data),
+                    ulPublicDataLen2: n2,
+                    pPublicData2: p2,
+                    publicKey: key(*public_key),
+                }))
+            }
+            MechParam::X942Dh1 {
+                kdf,
+                other_info,
+                public_data,
+            } => {
+                let (po, no) = st.bytes(other_info);
+                let (pp, np) = st.bytes(public_data);
+                cast(st.boxed(CK_X9_42_DH1_DERIVE_PARAMS {
+                    kdf: *kdf as CK_ULONG,
+                    ulOtherInfoLen: no,
+                    pOtherInfo: po,
+                    ulPublicDataLen: np,
+                    pPublicData: pp,
+                }))
+            }
+            MechParam::X942Dh2 {
+                kdf,
+                other_info,
+                public_data,
+                private_data_len,
+                private_data,
+                public_data2,
+                public_key,
+            } => {
+                let (po, no) = st.bytes(other_info);
+                let (pp, np) = st.bytes(public_data);
+                let (p2, n2) = st.bytes(public_data2);
+                let dh2 = CK_X9_42_DH2_DERIVE_PARAMS {
+                    kdf: *kdf as CK_ULONG,
+                    ulOtherInfoLen: no,
+                    pOtherInfo: po,
+                    ulPublicDataLen: np,
+                    pPublicData: pp,
+                    ulPrivateDataLen: *private_data_len as CK_ULONG,
+                    hPrivateData: key(*private_data),
+                    ulPublicDataLen2: n2,
+                    pPublicData2: p2,
+                };
+                match public_key {
+                    None => cast(st.boxed(dh2)),
+                    Some(k) => cast(st.boxed(CK_X9_42_MQV_DERIVE_PARAMS {
+                        kdf: dh2.kdf,
+                        ulOtherInfoLen: dh2.ulOtherInfoLen,
+                        pOtherInfo: dh2.pOtherInfo,
+                        ulPublicDataLen: dh2.ulPublicDataLen,
+                        pPublicData: dh2.pPublicData,
+                        ulPrivateDataLen: dh2.ulPrivateDataLen,
+                        hPrivateData: dh2.hPrivateData,
+                        ulPublicDataLen2: dh2.ulPublicDataLen2,
+                        pPublicData2: dh2.pPublicData2,
+                        publicKey: key(*k),
+                    })),
+                }
+            }
             MechParam::Eddsa { ph_flag, context } => {
-                let (p, n) = keep(context);
-                Param::Eddsa(Box::new(CK_EDDSA_PARAMS {
-                    phFlag: if *ph_flag { CK_TRUE } else { CK_FALSE },
+                let (p, n) = st.bytes(context);
+                cast(st.boxed(CK_EDDSA_PARAMS {
+                    phFlag: bbool(*ph_flag),
                     ulContextDataLen: n,
                     pContextData: p,
                 }))
             }
             MechParam::DerivationString(data) => {
-                let (p, n) = keep(data);
-                Param::DerivString(Box::new(CK_KEY_DERIVATION_STRING_DATA {
-                    pData: p,
-                    ulLen: n,
-                }))
+                let (p, n) = st.bytes(data);
+                cast(st.boxed(CK_KEY_DERIVATION_STRING_DATA { pData: p, ulLen: n }))
             }
             MechParam::CbcEncryptData { iv, data } => {
-                let (p, n) = keep(data);
-                if iv.len() == 8 {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(iv);
-                    Param::DesCbcData(Box::new(CK_DES_CBC_ENCRYPT_DATA_PARAMS {
-                        iv: a,
+                let (p, n) = st.bytes(data);
+                if let Ok(iv) = <[u8; 8]>::try_from(iv.as_slice()) {
+                    cast(st.boxed(CK_DES_CBC_ENCRYPT_DATA_PARAMS {
+                        iv,
                         pData: p,
                         length: n,
                     }))
@@ -291,42 +416,130 @@ impl CMechanism {
                     let mut a = [0u8; 16];
                     let k = iv.len().min(16);
                     a[..k].copy_from_slice(&iv[..k]);
-                    Param::AesCbcData(Box::new(CK_AES_CBC_ENCRYPT_DATA_PARAMS {
+                    cast(st.boxed(CK_AES_CBC_ENCRYPT_DATA_PARAMS {
                         iv: a,
                         pData: p,
                         length: n,
                     }))
                 }
             }
+            MechParam::Hkdf {
+                extract,
+                expand,
+                prf,
+                salt_type,
+                salt,
+                salt_key,
+                info,
+            } => {
+                let (ps, ns) = st.bytes(salt);
+                let (pi, ni) = st.bytes(info);
+                cast(st.boxed(CK_HKDF_PARAMS {
+                    bExtract: bbool(*extract),
+                    bExpand: bbool(*expand),
+                    prfHashMechanism: *prf as CK_ULONG,
+                    ulSaltType: *salt_type as CK_ULONG,
+                    pSalt: ps,
+                    ulSaltLen: ns,
+                    hSaltKey: key(*salt_key),
+                    pInfo: pi,
+                    ulInfoLen: ni,
+                }))
+            }
+            MechParam::Sp800108 { prf, data, iv } => {
+                let mut params: Vec<CK_PRF_DATA_PARAM> = Vec::with_capacity(data.len());
+                for d in data {
+                    params.push(prf_data_param(&mut st, d));
+                }
+                let count = params.len() as CK_ULONG;
+                let pd = if params.is_empty() {
+                    ptr::null_mut()
+                } else {
+                    params.as_mut_ptr()
+                };
+                st.boxes.push(Box::new(params));
+                match iv {
+                    None => cast(st.boxed(CK_SP800_108_KDF_PARAMS {
+                        prfType: *prf as CK_ULONG,
+                        ulNumberOfDataParams: count,
+                        pDataParams: pd,
+                        ulAdditionalDerivedKeys: 0,
+                        pAdditionalDerivedKeys: ptr::null_mut(),
+                    })),
+                    Some(iv) => {
+                        let (pi, ni) = st.bytes(iv);
+                        cast(st.boxed(CK_SP800_108_FEEDBACK_KDF_PARAMS {
+                            prfType: *prf as CK_ULONG,
+                            ulNumberOfDataParams: count,
+                            pDataParams: pd,
+                            ulIVLen: ni,
+                            pIV: pi,
+                            ulAdditionalDerivedKeys: 0,
+                            pAdditionalDerivedKeys: ptr::null_mut(),
+                        }))
+                    }
+                }
+            }
+            MechParam::RsaAesKeyWrap { aes_key_bits, oaep } => {
+                let po = match oaep {
+                    Some(o) => {
+                        let s = st.oaep(o);
+                        st.boxed(s).0
+                    }
+                    None => ptr::null_mut(),
+                };
+                cast(st.boxed(CK_RSA_AES_KEY_WRAP_PARAMS {
+                    ulAESKeyBits: *aes_key_bits as CK_ULONG,
+                    pOAEPParams: po,
+                }))
+            }
+            MechParam::Pbkd2 {
+                salt_source,
+                salt_source_data,
+                iterations,
+                prf,
+                prf_data,
+                password,
+            } => {
+                let (ps, ns) = st.bytes(salt_source_data);
+                let (pp, np) = st.bytes(prf_data);
+                let (pw, nw) = st.secret(password);
+                if v3 {
+                    cast(st.boxed(CK_PKCS5_PBKD2_PARAMS2 {
+                        saltSource: *salt_source as CK_ULONG,
+                        pSaltSourceData: ps.cast(),
+                        ulSaltSourceDataLen: ns,
+                        iterations: *iterations as CK_ULONG,
+                        prf: *prf as CK_ULONG,
+                        pPrfData: pp.cast(),
+                        ulPrfDataLen: np,
+                        pPassword: pw,
+                        ulPasswordLen: nw,
+                    }))
+                } else {
+                    let (plen, _) = st.boxed(nw);
+                    cast(st.boxed(CK_PKCS5_PBKD2_PARAMS {
+                        saltSource: *salt_source as CK_ULONG,
+                        pSaltSourceData: ps.cast(),
+                        ulSaltSourceDataLen: ns,
+                        iterations: *iterations as CK_ULONG,
+                        prf: *prf as CK_ULONG,
+                        pPrfData: pp.cast(),
+                        ulPrfDataLen: np,
+                        pPassword: pw,
+                        ulPasswordLen: plen,
+                    }))
+                }
+            }
         };
-        let mut c = CMechanism {
+        CMechanism {
             mech: CK_MECHANISM {
                 mechanism: m.mechanism as CK_ULONG,
-                pParameter: ptr::null_mut(),
-                ulParameterLen: 0,
+                pParameter: p.cast(),
+                ulParameterLen: n as CK_ULONG,
             },
-            _param: param,
-            _bufs: bufs,
-        };
-        let (p, n): (CK_VOID_PTR, usize) = match &mut c._param {
-            Param::None => (ptr::null_mut(), 0),
-            Param::Bytes(b) if b.is_empty() => (ptr::null_mut(), 0),
-            Param::Bytes(b) => (b.as_mut_ptr().cast(), b.len()),
-            Param::Ulong(b) => struct_ptr(b),
-            Param::Pss(b) => struct_ptr(b),
-            Param::Oaep(b) => struct_ptr(b),
-            Param::Gcm(b) => struct_ptr(b),
-            Param::Gcm40(b) => struct_ptr(b),
-            Param::Ccm(b) => struct_ptr(b),
-            Param::Ecdh(b) => struct_ptr(b),
-            Param::Eddsa(b) => struct_ptr(b),
-            Param::DerivString(b) => struct_ptr(b),
-            Param::AesCbcData(b) => struct_ptr(b),
-            Param::DesCbcData(b) => struct_ptr(b),
-        };
-        c.mech.pParameter = p;
-        c.mech.ulParameterLen = n as CK_ULONG;
-        c
+            _store: st,
+        }
     }
 
     pub fn as_mut_ptr(&mut self) -> CK_MECHANISM_PTR {
@@ -334,8 +547,44 @@ impl CMechanism {
     }
 }
 
-fn struct_ptr<T>(b: &mut Box<T>) -> (CK_VOID_PTR, usize) {
-    ((&mut **b as *mut T).cast(), std::mem::size_of::<T>())
+/// One SP 800-108 data parameter, its value kept in the store.
+fn prf_data_param(st: &mut Store, d: &PrfData) -> CK_PRF_DATA_PARAM {
+    let counter = |st: &mut Store, c: &CounterFormat| {
+        cast(st.boxed(CK_SP800_108_COUNTER_FORMAT {
+            bLittleEndian: bbool(c.little_endian),
+            ulWidthInBits: c.width_bits as CK_ULONG,
+        }))
+    };
+    let (type_, (p, n)) = match d {
+        PrfData::IterationVariable(None) => (CK_SP800_108_ITERATION_VARIABLE, (ptr::null_mut(), 0)),
+        PrfData::IterationVariable(Some(c)) => (CK_SP800_108_ITERATION_VARIABLE, counter(st, c)),
+        PrfData::OptionalCounter(c) => (CK_SP800_108_OPTIONAL_COUNTER, counter(st, c)),
+        PrfData::DkmLength {
+            method,
+            little_endian,
+            width_bits,
+        } => (
+            CK_SP800_108_DKM_LENGTH,
+            cast(st.boxed(CK_SP800_108_DKM_LENGTH_FORMAT {
+                dkmLengthMethod: *method as CK_ULONG,
+                bLittleEndian: bbool(*little_endian),
+                ulWidthInBits: *width_bits as CK_ULONG,
+            })),
+        ),
+        PrfData::ByteArray(b) => {
+            let (p, n) = st.bytes(&Some(b.clone()));
+            (CK_SP800_108_BYTE_ARRAY, (p, n as usize))
+        }
+    };
+    CK_PRF_DATA_PARAM {
+        type_,
+        pValue: p.cast(),
+        ulValueLen: n as CK_ULONG,
+    }
+}
+
+fn cast<T>((p, n): (*mut T, usize)) -> (*mut u8, usize) {
+    (p.cast(), n)
 }
 
 /// Pointer and length of an input buffer as the client passed it: `None` is

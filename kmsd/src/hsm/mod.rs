@@ -21,6 +21,12 @@ pub use marshal::{CMechanism, CTemplate};
 
 /// Output buffers are capped at the frame limit: nothing larger can travel back.
 pub const MAX_OUT: u64 = proto::MAX_PAYLOAD as u64 - 4096;
+/// Output capacity a client may claim beyond its input before kmsd asks the
+/// module for the real length first: allocation follows the answer, not the claim.
+const OUT_SLACK: usize = 64 << 10;
+/// `C_GetAttributeValue` buffers a client may claim in total before kmsd
+/// asks the module for the lengths first.
+const ATTR_CLAIM: u64 = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
@@ -38,6 +44,8 @@ pub enum HsmError {
 /// A loaded and initialised PKCS#11 module.
 pub struct Backend {
     fns: *const CK_FUNCTION_LIST,
+    /// The module speaks Cryptoki 3.x (some structures changed layout).
+    v3: bool,
     _lib: libloading::Library,
 }
 
@@ -88,14 +96,13 @@ pub enum DataOutFn {
     DecryptVerifyUpdate,
 }
 
-/// `C_*Final` and `C_GetOperationState`.
+/// `C_*Final`.
 #[derive(Debug, Clone, Copy)]
 pub enum OutOnlyFn {
     EncryptFinal,
     DecryptFinal,
     DigestFinal,
     SignFinal,
-    GetOperationState,
 }
 
 /// Input-only calls: `C_SignUpdate`, `C_VerifyUpdate`, `C_DigestUpdate`, `C_SeedRandom`, `C_VerifyFinal`.
@@ -151,7 +158,11 @@ impl Backend {
         if rv != CKR_OK || fns.is_null() {
             return Err(HsmError::NoFunctionList(shown));
         }
-        let backend = Backend { fns, _lib: lib };
+        let mut backend = Backend {
+            fns,
+            v3: false,
+            _lib: lib,
+        };
         let mut args = CK_C_INITIALIZE_ARGS {
             CreateMutex: None,
             DestroyMutex: None,
@@ -167,7 +178,13 @@ impl Backend {
                 rv,
             });
         }
+        let (rv, info) = backend.info();
+        backend.v3 = rv == CKR_OK && info.cryptokiVersion.major >= 3;
         Ok(backend)
+    }
+
+    pub fn v3(&self) -> bool {
+        self.v3
     }
 
     pub fn info(&self) -> (CK_RV, CK_INFO) {
@@ -284,17 +301,6 @@ impl Backend {
         (rv, info)
     }
 
-    pub fn set_operation_state(
-        &self,
-        s: CK_SESSION_HANDLE,
-        state: Option<&[u8]>,
-        enc: CK_OBJECT_HANDLE,
-        auth: CK_OBJECT_HANDLE,
-    ) -> CK_RV {
-        let (p, n) = marshal::opt_in(state);
-        call!(self, C_SetOperationState, s, p, n, enc, auth)
-    }
-
     pub fn login(&self, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: Option<&[u8]>) -> CK_RV {
         let (p, n) = marshal::opt_in(pin);
         call!(self, C_Login, s, user, p, n)
@@ -335,17 +341,62 @@ impl Backend {
         (rv, n)
     }
 
-    /// `C_GetAttributeValue` with the caller's buffer sizes; answers one entry per query.
+    /// `C_GetAttributeValue` with the caller's buffer sizes; answers one
+    /// entry per query, with a value only where the module filled one. When
+    /// the claimed buffers are large, the module is asked for the lengths
+    /// first and buffers follow what the object holds (a claim the object
+    /// cannot fill costs nothing); an answer that would not fit a frame is
+    /// `CKR_DEVICE_MEMORY`. When the call fails as a whole, no answer comes
+    /// back at all: the module filled nothing.
     pub fn attribute_value(
         &self,
         s: CK_SESSION_HANDLE,
         o: CK_OBJECT_HANDLE,
         q: &[proto::AttrQuery],
     ) -> (CK_RV, Vec<proto::AttrAnswer>) {
-        let mut bufs: Vec<Option<Vec<u8>>> = q
+        let mut caps: Vec<Option<usize>> = q
             .iter()
-            .map(|a| a.buf.map(|n| vec![0u8; n.min(MAX_OUT) as usize]))
+            .map(|a| a.buf.map(|n| n.min(MAX_OUT) as usize))
             .collect();
+        let claimed: u64 = caps.iter().flatten().map(|n| *n as u64).sum();
+        if claimed > ATTR_CLAIM {
+            let mut t: Vec<CK_ATTRIBUTE> = q
+                .iter()
+                .map(|a| CK_ATTRIBUTE {
+                    type_: a.kind,
+                    pValue: ptr::null_mut(),
+                    ulValueLen: 0,
+                })
+                .collect();
+            let rv = call!(
+                self,
+                C_GetAttributeValue,
+                s,
+                o,
+                t.as_mut_ptr(),
+                t.len() as CK_ULONG
+            );
+            if !per_attribute(rv) {
+                return (rv, vec![]);
+            }
+            let mut total: u64 = 0;
+            for (cap, a) in caps.iter_mut().zip(&t) {
+                if let Some(c) = cap {
+                    // A buffer shorter than the value stays as claimed: the
+                    // module answers CKR_BUFFER_TOO_SMALL for it, as it would.
+                    if a.ulValueLen == CK_UNAVAILABLE_INFORMATION {
+                        *c = 0;
+                    } else if (a.ulValueLen as u64) < *c as u64 {
+                        *c = a.ulValueLen as usize;
+                    }
+                    total += *c as u64;
+                }
+            }
+            if total > MAX_OUT {
+                return (CKR_DEVICE_MEMORY, vec![]);
+            }
+        }
+        let mut bufs: Vec<Option<Vec<u8>>> = caps.iter().map(|c| c.map(|n| vec![0u8; n])).collect();
         let mut t: Vec<CK_ATTRIBUTE> = q
             .iter()
             .zip(bufs.iter_mut())
@@ -370,6 +421,9 @@ impl Backend {
             t.as_mut_ptr(),
             t.len() as CK_ULONG
         );
+        if !per_attribute(rv) {
+            return (rv, vec![]);
+        }
         let answers = t
             .iter()
             .zip(bufs)
@@ -484,7 +538,7 @@ impl Backend {
         };
         let (pin, nin) = marshal::opt_in(data);
         // SAFETY: input points into `data`; output as built by `with_out`.
-        with_out(out, |p, n| unsafe { fp(s, pin, nin, p, n) })
+        with_out(out, nin as usize, |p, n| unsafe { fp(s, pin, nin, p, n) })
     }
 
     pub fn out_only(&self, f: OutOnlyFn, s: CK_SESSION_HANDLE, out: OutBuf) -> Output {
@@ -495,14 +549,13 @@ impl Backend {
                 OutOnlyFn::DecryptFinal => (*self.fns).C_DecryptFinal,
                 OutOnlyFn::DigestFinal => (*self.fns).C_DigestFinal,
                 OutOnlyFn::SignFinal => (*self.fns).C_SignFinal,
-                OutOnlyFn::GetOperationState => (*self.fns).C_GetOperationState,
             }
         };
         let Some(fp) = fp else {
             return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
         };
         // SAFETY: output as built by `with_out`.
-        with_out(out, |p, n| unsafe { fp(s, p, n) })
+        with_out(out, 0, |p, n| unsafe { fp(s, p, n) })
     }
 
     pub fn data_in(&self, f: DataInFn, s: CK_SESSION_HANDLE, data: Option<&[u8]>) -> CK_RV {
@@ -589,7 +642,7 @@ impl Backend {
             return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
         };
         // SAFETY: `m` owns the mechanism; output as built by `with_out`.
-        with_out(out, |p, n| unsafe { fp(s, mp, wrapping, key, p, n) })
+        with_out(out, 0, |p, n| unsafe { fp(s, mp, wrapping, key, p, n) })
     }
 
     pub fn unwrap_key(
@@ -665,27 +718,46 @@ impl Drop for Backend {
     }
 }
 
-/// Runs a call with an output buffer exactly as the client asked for one:
-/// `NULL` stays `NULL` (a length query), a buffer of `n` bytes becomes one of
-/// `n` bytes. The backend decides length semantics and whether the operation
-/// stays active.
-fn with_out(out: OutBuf, f: impl FnOnce(CK_BYTE_PTR, CK_ULONG_PTR) -> CK_RV) -> Output {
-    match out {
-        None => {
-            let mut n: CK_ULONG = 0;
-            let rv = f(ptr::null_mut(), &mut n);
-            (rv, n, None)
+/// Whether a `C_GetAttributeValue` result still carries per-attribute answers.
+fn per_attribute(rv: CK_RV) -> bool {
+    matches!(
+        rv,
+        CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID | CKR_BUFFER_TOO_SMALL
+    )
+}
+
+/// Runs a call with an output buffer as the client asked for one: `NULL`
+/// stays `NULL` (a length query), a buffer stays a buffer. A capacity far
+/// beyond the input (`input + OUT_SLACK`) is first checked with a length
+/// query, which the spec lets any such call answer without ending the
+/// operation, so that memory follows the module's answer, not the claim.
+/// The module decides length semantics and whether the operation stays active.
+fn with_out(
+    out: OutBuf,
+    input: usize,
+    mut f: impl FnMut(CK_BYTE_PTR, CK_ULONG_PTR) -> CK_RV,
+) -> Output {
+    let Some(cap) = out else {
+        let mut n: CK_ULONG = 0;
+        let rv = f(ptr::null_mut(), &mut n);
+        return (rv, n, None);
+    };
+    let mut cap = cap.min(MAX_OUT) as usize;
+    if cap > input.saturating_add(OUT_SLACK) {
+        let mut n: CK_ULONG = 0;
+        let rv = f(ptr::null_mut(), &mut n);
+        if rv != CKR_OK {
+            return (rv, n, None);
         }
-        Some(cap) => {
-            let mut buf = vec![0u8; cap.min(MAX_OUT) as usize];
-            let mut n: CK_ULONG = buf.len() as CK_ULONG;
-            let rv = f(buf.as_mut_ptr(), &mut n);
-            if rv == CKR_OK && (n as usize) <= buf.len() {
-                buf.truncate(n as usize);
-                (rv, n, Some(buf))
-            } else {
-                (rv, n, None)
-            }
-        }
+        cap = cap.min(n as usize);
+    }
+    let mut buf = vec![0u8; cap];
+    let mut n: CK_ULONG = buf.len() as CK_ULONG;
+    let rv = f(buf.as_mut_ptr(), &mut n);
+    if rv == CKR_OK && (n as usize) <= buf.len() {
+        buf.truncate(n as usize);
+        (rv, n, Some(buf))
+    } else {
+        (rv, n, None)
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kmsp11_proto::{Info, Request, Version};
+use kmsp11_proto::{Info, Version};
 
 use super::{Global, GENERATION, STATE};
 use crate::client::Client;
@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 /// C_Initialize (§5.4): reads the configuration and builds the TLS client;
 /// the first connection is made by the first call that needs kmsd.
 pub fn initialize() -> Result<()> {
+    log_to_stderr();
     let mut state = STATE.write();
     if let Some(g) = state.as_ref() {
         if g.pid == super::pid() {
@@ -38,6 +39,22 @@ pub fn initialize() -> Result<()> {
     }));
     GENERATION.fetch_add(1, Ordering::SeqCst);
     Ok(())
+}
+
+/// With `KMSP11_LOG` set (a filter such as `debug` or `kmsp11=trace`), the
+/// library's events go to stderr. Installed once, and only if the host
+/// application has no subscriber of its own.
+fn log_to_stderr() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Some(filter) = std::env::var_os("KMSP11_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter.to_string_lossy()))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .try_init();
+        }
+    });
 }
 
 /// C_Finalize (§5.4): ends the context at kmsd; open sessions close with it.
@@ -70,8 +87,4 @@ pub fn info() -> Result<Info> {
         library_description: b"kmsp11 remote PKCS#11".to_vec(),
         library_version: Version { major: 0, minor: 1 },
     })
-}
-
-pub fn keep_alive() -> Result<()> {
-    super::rv_only(Request::GetInfo)
 }

@@ -49,7 +49,7 @@ pub(crate) fn generation() -> u64 {
 
 /// Sends one request on an initialised library.
 pub fn call(req: Request) -> Result<Response> {
-    client()?.call(&req)
+    client()?.call(req)
 }
 
 /// For calls whose only answer is a `CK_RV`.
@@ -89,4 +89,13 @@ pub fn handle(req: Request, what: &'static str) -> Result<u64> {
         Body::Handle(h) => Ok(h),
         _ => Err(Error::Protocol(what)),
     }
+}
+
+/// Whether kmsd takes this vendor mechanism's parameter as raw bytes.
+/// Unknown (kmsd unreachable) counts as no: the parameter is then described
+/// by its length only and kmsd gives the verdict.
+pub fn raw_vendor(mechanism: u64) -> bool {
+    client()
+        .and_then(|c| c.raw_mechanisms())
+        .is_ok_and(|v| v.contains(&mechanism))
 }

@@ -1,6 +1,7 @@
 //! Object management (PKCS#11 2.40 §5.7).
 
 use kmsp11_proto::{AttrAnswer, AttrQuery, Body, Request, Template};
+use pkcs11_sys::*;
 
 use super::{body, call, handle, rv_only};
 use crate::error::{Error, Result};
@@ -51,9 +52,14 @@ pub fn attribute_value(
         object,
         template,
     })?;
+    let per_attribute = matches!(
+        r.rv,
+        CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID | CKR_BUFFER_TOO_SMALL
+    );
     match r.body {
-        Body::Attributes(a) if a.len() == n => Ok((r.rv, a)),
-        Body::Empty => Err(Error::Rv(r.rv)),
+        Body::Attributes(a) if per_attribute && a.len() == n => Ok((r.rv, a)),
+        // The call failed as a whole: nothing was filled, nothing is written.
+        _ if !per_attribute => Err(Error::Rv(r.rv)),
         _ => Err(Error::Protocol("C_GetAttributeValue")),
     }
 }

@@ -1,6 +1,6 @@
 //! Session management (PKCS#11 2.40 §5.6).
 
-use kmsp11_proto::{Body, OutBuf, OutOnly, Request, SessionInfo};
+use kmsp11_proto::{Body, OutBuf, OutOnly, Pin, Request, SessionInfo};
 
 use super::{body, handle, output, rv_only, Output};
 use crate::error::{Error, Result};
@@ -52,7 +52,7 @@ pub fn set_operation_state(
 }
 
 /// C_Login (§5.6).
-pub fn login(session: u64, user_type: u64, pin: Option<Vec<u8>>) -> Result<()> {
+pub fn login(session: u64, user_type: u64, pin: Option<Pin>) -> Result<()> {
     rv_only(Request::Login {
         session,
         user_type,

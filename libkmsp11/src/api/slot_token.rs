@@ -1,6 +1,6 @@
 //! Slot and token management (PKCS#11 2.40 §5.5).
 
-use kmsp11_proto::{Body, MechanismInfo, Request, SlotInfo, TokenInfo};
+use kmsp11_proto::{Body, MechanismInfo, Pin, Request, SlotInfo, TokenInfo};
 use pkcs11_sys::*;
 
 use super::{body, rv_only};
@@ -68,16 +68,16 @@ pub fn mechanism_info(slot: u64, mechanism: u64) -> Result<MechanismInfo> {
 }
 
 /// C_InitToken (§5.5).
-pub fn init_token(slot: u64, pin: Option<Vec<u8>>, label: Vec<u8>) -> Result<()> {
+pub fn init_token(slot: u64, pin: Option<Pin>, label: Vec<u8>) -> Result<()> {
     rv_only(Request::InitToken { slot, pin, label })
 }
 
 /// C_InitPIN (§5.5).
-pub fn init_pin(session: u64, pin: Option<Vec<u8>>) -> Result<()> {
+pub fn init_pin(session: u64, pin: Option<Pin>) -> Result<()> {
     rv_only(Request::InitPin { session, pin })
 }
 
 /// C_SetPIN (§5.5).
-pub fn set_pin(session: u64, old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<()> {
+pub fn set_pin(session: u64, old: Option<Pin>, new: Option<Pin>) -> Result<()> {
     rv_only(Request::SetPin { session, old, new })
 }

@@ -1,14 +1,16 @@
 //! Blocking transport: rustls over `std::net::TcpStream`, one connection per
 //! concurrently calling thread, kept in a small pool. No runtime, no thread.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kmsp11_proto::frame::{self, FrameHeader};
-use kmsp11_proto::{Body, Hello, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION};
-use parking_lot::Mutex;
+use kmsp11_proto::{Body, Envelope, Hello, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION};
+use parking_lot::{Mutex, RwLock};
 use rustls::pki_types::ServerName;
+use zeroize::Zeroize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -19,8 +21,14 @@ pub struct Client {
     cfg: Config,
     tls: Arc<rustls::ClientConfig>,
     pool: Mutex<Vec<Stream>>,
-    /// The context token kmsd gave us: new connections rejoin it.
+    /// The context token kmsd gave us: new connections rejoin it. Held
+    /// across each Hello, so that threads reconnecting together after a
+    /// kmsd restart open one context between them, not one each.
     context: Mutex<Option<Vec<u8>>>,
+    /// Vendor mechanisms kmsd takes as raw bytes (from its last Hello answer).
+    raw_mechanisms: RwLock<Option<Vec<u64>>>,
+    /// Request ids, unique within this library instance.
+    next_id: AtomicU64,
 }
 
 impl Client {
@@ -61,26 +69,36 @@ impl Client {
             tls: Arc::new(tls),
             pool: Mutex::new(Vec::new()),
             context: Mutex::new(None),
+            raw_mechanisms: RwLock::new(None),
+            next_id: AtomicU64::new(1),
         })
     }
 
-    /// One request, one response. A pooled connection that turns out to be
-    /// dead before any response byte arrived is replaced once.
-    pub fn call(&self, req: &Request) -> Result<Response> {
-        let payload = kmsp11_proto::encode(req).map_err(|e| Error::Transport(e.to_string()))?;
-        let bytes = frame::frame(&payload)
-            .map_err(|_| Error::ArgumentsBad("request larger than the frame limit"))?;
+    /// One request, one response. When the connection fails before the
+    /// answer arrived (a pooled connection kmsd closed, a reset), the request
+    /// is sent once more on a new connection with the same id and marked as
+    /// a resend: kmsd answers it from the answer it kept if it ran it
+    /// already, so nothing runs twice.
+    pub fn call(&self, request: Request) -> Result<Response> {
+        let secret = request.carries_secret();
+        let mut env = Envelope {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            resend: false,
+            request,
+        };
         let pooled = self.pool.lock().pop();
         let (mut conn, reused) = match pooled {
             Some(c) => (c, true),
             None => (self.connect()?, false),
         };
-        let resp = match exchange(&mut conn, &bytes) {
+        let first = send(&mut conn, &env, secret)?;
+        let resp = match first {
             Ok(r) => r,
-            Err(Failure::BeforeResponse(e)) if reused => {
-                tracing::debug!("pooled connection was dead ({e}); reconnecting");
+            Err(Failure::Lost(e)) => {
+                tracing::debug!(reused, "connection lost before the answer ({e}); resending");
+                env.resend = true;
                 conn = self.connect()?;
-                exchange(&mut conn, &bytes).map_err(Failure::into_error)?
+                send(&mut conn, &env, secret)?.map_err(Failure::into_error)?
             }
             Err(f) => return Err(f.into_error()),
         };
@@ -89,6 +107,17 @@ impl Client {
             pool.push(conn);
         }
         Ok(resp)
+    }
+
+    /// The vendor mechanisms kmsd forwards with raw-byte parameters; asks
+    /// kmsd (one connection, kept in the pool) if no Hello happened yet.
+    pub fn raw_mechanisms(&self) -> Result<Vec<u64>> {
+        if let Some(v) = self.raw_mechanisms.read().clone() {
+            return Ok(v);
+        }
+        let conn = self.connect()?;
+        self.pool.lock().push(conn);
+        Ok(self.raw_mechanisms.read().clone().unwrap_or_default())
     }
 
     /// Opens a connection and says Hello, rejoining our context if we have one.
@@ -150,23 +179,28 @@ impl Client {
         s.sock
             .set_read_timeout(Some(self.cfg.request_timeout()))
             .map_err(|e| e.to_string())?;
-        let rejoin = self.context.lock().clone();
-        let hello = Request::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            rejoin: rejoin.clone(),
-            pid: std::process::id(),
-        });
-        let payload = kmsp11_proto::encode(&hello).map_err(|e| e.to_string())?;
-        let bytes = frame::frame(&payload).map_err(|e| e.to_string())?;
-        let resp = exchange(&mut s, &bytes).map_err(|f| format!("hello: {}", f.into_error()))?;
+        let mut context = self.context.lock();
+        let hello = Envelope {
+            id: 0,
+            resend: false,
+            request: Request::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                rejoin: context.clone(),
+                pid: std::process::id(),
+            }),
+        };
+        let resp = send(&mut s, &hello, false)
+            .map_err(|e| format!("hello: {e}"))?
+            .map_err(|f| format!("hello: {}", f.into_error()))?;
         match resp.body {
             Body::HelloOk(ok) => {
-                if rejoin.is_some() && !ok.rejoined {
+                if context.is_some() && !ok.rejoined {
                     tracing::warn!(
                         "kmsd did not know our context (restarted?): earlier sessions are gone"
                     );
                 }
-                *self.context.lock() = Some(ok.context);
+                *context = Some(ok.context);
+                *self.raw_mechanisms.write() = Some(ok.raw_mechanisms);
                 Ok(s)
             }
             _ => Err(format!("hello refused (CK_RV {:#x})", resp.rv)),
@@ -179,11 +213,12 @@ impl Client {
             return;
         }
         if let Some(mut c) = self.pool.lock().pop() {
-            if let Ok(p) = kmsp11_proto::encode(&Request::Goodbye) {
-                if let Ok(b) = frame::frame(&p) {
-                    let _ = exchange(&mut c, &b);
-                }
-            }
+            let bye = Envelope {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                resend: false,
+                request: Request::Goodbye,
+            };
+            let _ = send(&mut c, &bye, false);
             c.conn.send_close_notify();
             let _ = c.flush();
         }
@@ -192,29 +227,61 @@ impl Client {
 }
 
 enum Failure {
-    /// Nothing of a response arrived: the request may not have been read.
-    BeforeResponse(String),
-    During(String),
+    /// The connection failed before an answer arrived (not a timeout): the
+    /// request may or may not have run, and may be resent with its id.
+    Lost(String),
+    /// A timeout, or an answer that arrived broken: not resent.
+    Broken(String),
 }
 
 impl Failure {
     fn into_error(self) -> Error {
         match self {
-            Failure::BeforeResponse(e) | Failure::During(e) => Error::Transport(e),
+            Failure::Lost(e) | Failure::Broken(e) => Error::Transport(e),
         }
     }
+
+    fn io(what: &str, e: std::io::Error) -> Failure {
+        let msg = format!("{what}: {e}");
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::Broken(msg),
+            _ => Failure::Lost(msg),
+        }
+    }
+}
+
+/// Encodes and sends one envelope and reads its answer. The outer error is
+/// the request itself (too large for a frame); the frame that carried a
+/// secret is wiped once sent.
+fn send(
+    s: &mut Stream,
+    env: &Envelope,
+    secret: bool,
+) -> Result<std::result::Result<Response, Failure>> {
+    let mut payload = kmsp11_proto::encode(env).map_err(|e| Error::Transport(e.to_string()))?;
+    let framed = frame::frame(&payload);
+    if secret {
+        payload.zeroize();
+    }
+    let mut bytes =
+        framed.map_err(|_| Error::ArgumentsBad("request larger than the frame limit"))?;
+    let r = exchange(s, &bytes);
+    if secret {
+        bytes.zeroize();
+    }
+    Ok(r)
 }
 
 fn exchange(s: &mut Stream, req: &[u8]) -> std::result::Result<Response, Failure> {
     s.write_all(req)
         .and_then(|_| s.flush())
-        .map_err(|e| Failure::BeforeResponse(format!("send: {e}")))?;
+        .map_err(|e| Failure::io("send", e))?;
     let mut h = [0u8; FRAME_HEADER_LEN];
     s.read_exact(&mut h)
-        .map_err(|e| Failure::BeforeResponse(format!("receive: {e}")))?;
-    let header = FrameHeader::parse(&h).map_err(|e| Failure::During(e.to_string()))?;
+        .map_err(|e| Failure::io("receive", e))?;
+    let header = FrameHeader::parse(&h).map_err(|e| Failure::Broken(e.to_string()))?;
     let mut payload = vec![0u8; header.len as usize];
     s.read_exact(&mut payload)
-        .map_err(|e| Failure::During(format!("receive: {e}")))?;
-    kmsp11_proto::decode(&payload).map_err(|e| Failure::During(e.to_string()))
+        .map_err(|e| Failure::Broken(format!("receive: {e}")))?;
+    kmsp11_proto::decode(&payload).map_err(|e| Failure::Broken(e.to_string()))
 }

@@ -2,7 +2,10 @@
 
 use std::mem::size_of;
 
-use kmsp11_proto::{attrs, AttrAnswer, AttrQuery, AttrValue, Attribute, MechParam, Mechanism};
+use kmsp11_proto::mechanism::{is_vendor, param_kind, CounterFormat, ParamKind, PrfData};
+use kmsp11_proto::{
+    attrs, AttrAnswer, AttrQuery, AttrValue, Attribute, MechParam, Mechanism, OaepParams, Secret,
+};
 use pkcs11_sys::*;
 
 use super::ptr::bytes_in;
@@ -58,6 +61,10 @@ unsafe fn template_at(p: *const CK_ATTRIBUTE, n: CK_ULONG, depth: usize) -> Resu
             let k = (len as usize / size_of::<CK_ATTRIBUTE>()) as CK_ULONG;
             // SAFETY: a nested template of `k` attributes, same contract.
             AttrValue::Template(unsafe { template_at(v as *const CK_ATTRIBUTE, k, depth + 1) }?)
+        } else if attrs::is_template(a.type_) {
+            // Not an attribute array: sending these bytes would ship the
+            // application's pointers.
+            return Err(Error::Rv(CKR_ATTRIBUTE_VALUE_INVALID));
         } else {
             // SAFETY: `len` readable bytes at `v`.
             AttrValue::Bytes(unsafe { bytes_in(v, len) }?.unwrap_or_default())
@@ -97,25 +104,58 @@ pub unsafe fn queries(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<AttrQue
 }
 
 /// Writes C_GetAttributeValue answers back into the caller's template.
+/// Every answer is checked against the capacity the caller declared when
+/// the queries were read (never against what the template says now): a
+/// server answer that would not fit is a protocol error and nothing is
+/// written. When the call failed as a whole (anything but `CKR_OK` and the
+/// three per-attribute codes) the template is left untouched, as a module
+/// leaves it.
 ///
 /// # Safety
-/// `p` must point to the same `answers.len()` attributes the queries came
-/// from, with buffers of the lengths given then.
-pub unsafe fn write_answers(p: *mut CK_ATTRIBUTE, answers: &[AttrAnswer]) {
+/// `p` must point to the same `queries.len()` attributes the queries were
+/// read from, with buffers of the capacities given then.
+pub unsafe fn write_answers(
+    p: *mut CK_ATTRIBUTE,
+    queries: &[AttrQuery],
+    rv: CK_RV,
+    answers: &[AttrAnswer],
+) -> Result<()> {
+    if !matches!(
+        rv,
+        CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID | CKR_BUFFER_TOO_SMALL
+    ) {
+        return Ok(());
+    }
+    if answers.len() != queries.len() {
+        return Err(Error::Protocol("C_GetAttributeValue answer count"));
+    }
+    for (q, ans) in queries.iter().zip(answers) {
+        let need = match &ans.value {
+            None => continue,
+            Some(AttrValue::Ulong(_)) => W,
+            Some(AttrValue::Ulongs(v)) => v.len().saturating_mul(W),
+            Some(AttrValue::Bytes(b)) => b.len(),
+            Some(AttrValue::Template(_)) => usize::MAX,
+        };
+        if q.buf.is_none_or(|cap| need as u64 > cap) {
+            return Err(Error::Protocol(
+                "C_GetAttributeValue value larger than the buffer",
+            ));
+        }
+    }
     for (i, ans) in answers.iter().enumerate() {
         // SAFETY: `i` is within the caller's template.
         let a = unsafe { &mut *p.add(i) };
-        let cap = a.ulValueLen as usize;
         let dst = a.pValue as *mut u8;
-        match (&ans.value, dst.is_null()) {
-            (Some(AttrValue::Ulong(v)), false) if cap >= W => {
-                // SAFETY: the caller's buffer has `cap` >= W bytes.
+        match &ans.value {
+            Some(AttrValue::Ulong(v)) => {
+                // SAFETY: the caller's buffer has room for W bytes (checked above).
                 unsafe { (dst as *mut CK_ULONG).write_unaligned(*v as CK_ULONG) };
                 a.ulValueLen = W as CK_ULONG;
             }
-            (Some(AttrValue::Ulongs(v)), false) if cap >= v.len() * W => {
+            Some(AttrValue::Ulongs(v)) => {
                 for (k, x) in v.iter().enumerate() {
-                    // SAFETY: within `cap` bytes.
+                    // SAFETY: within the capacity checked above.
                     unsafe {
                         (dst as *mut CK_ULONG)
                             .add(k)
@@ -124,23 +164,30 @@ pub unsafe fn write_answers(p: *mut CK_ATTRIBUTE, answers: &[AttrAnswer]) {
                 }
                 a.ulValueLen = (v.len() * W) as CK_ULONG;
             }
-            (Some(AttrValue::Bytes(b)), false)
-                if cap >= b.len() && !attrs::is_template(a.type_) =>
-            {
-                // SAFETY: within `cap` bytes.
+            Some(AttrValue::Bytes(b)) => {
+                // SAFETY: within the capacity checked above.
                 unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst, b.len()) };
                 a.ulValueLen = b.len() as CK_ULONG;
             }
-            _ => a.ulValueLen = ans.len as CK_ULONG,
+            Some(AttrValue::Template(_)) | None => a.ulValueLen = ans.len as CK_ULONG,
         }
     }
+    Ok(())
 }
 
-/// Reads a `CK_MECHANISM`, decoding its parameter by mechanism type.
+/// Reads a `CK_MECHANISM`, decoding its parameter in the form the proto
+/// allow-list gives its mechanism. A parameter that fits no known form is
+/// described only by its length (`MechParam::Undescribed`): the
+/// application's own bytes, pointers among them, never leave the process.
+/// `raw_vendor` says which vendor mechanisms kmsd takes as raw bytes.
 ///
 /// # Safety
-/// A non-NULL `p` must point to a mechanism whose parameter is readable for its length.
-pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
+/// A non-NULL `p` must point to a mechanism whose parameter is readable for
+/// its length, with every pointer inside it valid for the length it gives.
+pub unsafe fn mechanism(
+    p: *const CK_MECHANISM,
+    raw_vendor: impl Fn(u64) -> bool,
+) -> Result<Mechanism> {
     if p.is_null() {
         return Err(Error::ArgumentsBad("NULL mechanism"));
     }
@@ -148,46 +195,63 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     let m = unsafe { &*p };
     let len = m.ulParameterLen as usize;
     let pp = m.pParameter as *const u8;
-    if pp.is_null() || len == 0 {
-        return Ok(Mechanism {
-            mechanism: m.mechanism,
-            param: MechParam::None,
-        });
+    let param = if pp.is_null() || len == 0 {
+        MechParam::None
+    } else {
+        match param_kind(m.mechanism) {
+            Some(kind) => {
+                // SAFETY: forwarded caller contract.
+                unsafe { structure(kind, pp, len) }?
+            }
+            None if is_vendor(m.mechanism) && raw_vendor(m.mechanism) => {
+                // SAFETY: `len` readable bytes.
+                MechParam::Bytes(unsafe { bytes_in(pp, len as CK_ULONG) }?.unwrap_or_default())
+            }
+            None => MechParam::Undescribed(len as u64),
+        }
+    };
+    Ok(Mechanism {
+        mechanism: m.mechanism,
+        param,
+    })
+}
+
+/// Reads `len` bytes at `pp` as the structure `kind` names. A length that
+/// fits no layout of that structure becomes `MechParam::BadLength`.
+///
+/// # Safety
+/// `pp` points to `len` readable bytes; the pointers inside are the caller's.
+unsafe fn structure(kind: ParamKind, pp: *const u8, len: usize) -> Result<MechParam> {
+    use ParamKind as K;
+    /// Reads the structure unaligned when the length is exactly its size.
+    macro_rules! read {
+        ($t:ty) => {
+            // Used inside the unsafe block below: `len` == size_of::<$t>() readable bytes.
+            if len == size_of::<$t>() {
+                (pp as *const $t).read_unaligned()
+            } else {
+                return Ok(MechParam::BadLength(len as u64));
+            }
+        };
     }
-    let kind = param_kind(m.mechanism);
-    // SAFETY: every structure is read only after its length was checked
-    // against the layout, unaligned; every pointer inside it is the
-    // caller's, read through `bytes_in` for the length it gives.
+    // SAFETY: each structure is read only at its exact size (`read!`); every
+    // pointer inside it is the caller's, read by `bytes_in` for the length
+    // the structure gives (NULL with a length is refused there).
     let param = unsafe {
         match kind {
-            Kind::Pss if len == size_of::<CK_RSA_PKCS_PSS_PARAMS>() => {
-                let s = (pp as *const CK_RSA_PKCS_PSS_PARAMS).read_unaligned();
+            K::Bytes => MechParam::Bytes(bytes_in(pp, len as CK_ULONG)?.unwrap_or_default()),
+            K::Ulong => MechParam::Ulong(read!(CK_ULONG) as u64),
+            K::Key => MechParam::Key(read!(CK_OBJECT_HANDLE) as u64),
+            K::RsaPkcsPss => {
+                let s = read!(CK_RSA_PKCS_PSS_PARAMS);
                 MechParam::RsaPkcsPss {
                     hash_alg: s.hashAlg,
                     mgf: s.mgf,
                     salt_len: s.sLen,
                 }
             }
-            Kind::Oaep if len == size_of::<CK_RSA_PKCS_OAEP_PARAMS>() => {
-                let s = (pp as *const CK_RSA_PKCS_OAEP_PARAMS).read_unaligned();
-                let source_data = bytes_in(s.pSourceData as *const u8, s.ulSourceDataLen)?;
-                MechParam::RsaPkcsOaep {
-                    hash_alg: s.hashAlg,
-                    mgf: s.mgf,
-                    source: s.source,
-                    source_data,
-                }
-            }
-            Kind::Gcm if len == size_of::<CK_GCM_PARAMS>() => {
-                let s = (pp as *const CK_GCM_PARAMS).read_unaligned();
-                MechParam::Gcm {
-                    iv: bytes_in(s.pIv, s.ulIvLen)?,
-                    iv_bits: Some(s.ulIvBits),
-                    aad: bytes_in(s.pAAD, s.ulAADLen)?,
-                    tag_bits: s.ulTagBits,
-                }
-            }
-            Kind::Gcm if len == 5 * W => {
+            K::RsaPkcsOaep => MechParam::RsaPkcsOaep(oaep(&read!(CK_RSA_PKCS_OAEP_PARAMS))?),
+            K::Gcm if len == 5 * W => {
                 // The layout without ulIvBits: pIv, ulIvLen, pAAD, ulAADLen, ulTagBits.
                 let f = |i: usize| (pp as *const usize).add(i).read_unaligned();
                 MechParam::Gcm {
@@ -197,8 +261,17 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                     tag_bits: f(4) as u64,
                 }
             }
-            Kind::Ccm if len == size_of::<CK_CCM_PARAMS>() => {
-                let s = (pp as *const CK_CCM_PARAMS).read_unaligned();
+            K::Gcm => {
+                let s = read!(CK_GCM_PARAMS);
+                MechParam::Gcm {
+                    iv: bytes_in(s.pIv, s.ulIvLen)?,
+                    iv_bits: Some(s.ulIvBits),
+                    aad: bytes_in(s.pAAD, s.ulAADLen)?,
+                    tag_bits: s.ulTagBits,
+                }
+            }
+            K::Ccm => {
+                let s = read!(CK_CCM_PARAMS);
                 MechParam::Ccm {
                     data_len: s.ulDataLen,
                     nonce: bytes_in(s.pNonce, s.ulNonceLen)?,
@@ -206,125 +279,242 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                     mac_len: s.ulMACLen,
                 }
             }
-            Kind::Ecdh if len == size_of::<CK_ECDH1_DERIVE_PARAMS>() => {
-                let s = (pp as *const CK_ECDH1_DERIVE_PARAMS).read_unaligned();
+            K::AeadPoly1305 => {
+                let s = read!(CK_SALSA20_CHACHA20_POLY1305_PARAMS);
+                MechParam::AeadPoly1305 {
+                    nonce: bytes_in(s.pNonce, s.ulNonceLen)?,
+                    aad: bytes_in(s.pAAD, s.ulAADLen)?,
+                }
+            }
+            K::Ecdh1Derive => {
+                let s = read!(CK_ECDH1_DERIVE_PARAMS);
                 MechParam::Ecdh1Derive {
                     kdf: s.kdf,
                     shared_data: bytes_in(s.pSharedData, s.ulSharedDataLen)?,
                     public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
                 }
             }
-            Kind::Eddsa if len == size_of::<CK_EDDSA_PARAMS>() => {
-                let s = (pp as *const CK_EDDSA_PARAMS).read_unaligned();
+            K::Ecmqv => {
+                let s = read!(CK_ECMQV_DERIVE_PARAMS);
+                MechParam::Ecmqv {
+                    kdf: s.kdf,
+                    shared_data: bytes_in(s.pSharedData, s.ulSharedDataLen)?,
+                    public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
+                    private_data_len: s.ulPrivateDataLen,
+                    private_data: s.hPrivateData,
+                    public_data2: bytes_in(s.pPublicData2, s.ulPublicDataLen2)?,
+                    public_key: s.publicKey,
+                }
+            }
+            K::X942Dh1 => {
+                let s = read!(CK_X9_42_DH1_DERIVE_PARAMS);
+                MechParam::X942Dh1 {
+                    kdf: s.kdf,
+                    other_info: bytes_in(s.pOtherInfo, s.ulOtherInfoLen)?,
+                    public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
+                }
+            }
+            K::X942Dh2 => {
+                let s = read!(CK_X9_42_DH2_DERIVE_PARAMS);
+                MechParam::X942Dh2 {
+                    kdf: s.kdf,
+                    other_info: bytes_in(s.pOtherInfo, s.ulOtherInfoLen)?,
+                    public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
+                    private_data_len: s.ulPrivateDataLen,
+                    private_data: s.hPrivateData,
+                    public_data2: bytes_in(s.pPublicData2, s.ulPublicDataLen2)?,
+                    public_key: None,
+                }
+            }
+            K::X942Mqv => {
+                let s = read!(CK_X9_42_MQV_DERIVE_PARAMS);
+                MechParam::X942Dh2 {
+                    kdf: s.kdf,
+                    other_info: bytes_in(s.pOtherInfo, s.ulOtherInfoLen)?,
+                    public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
+                    private_data_len: s.ulPrivateDataLen,
+                    private_data: s.hPrivateData,
+                    public_data2: bytes_in(s.pPublicData2, s.ulPublicDataLen2)?,
+                    public_key: Some(s.publicKey),
+                }
+            }
+            K::Eddsa => {
+                let s = read!(CK_EDDSA_PARAMS);
                 MechParam::Eddsa {
                     ph_flag: s.phFlag != 0,
                     context: bytes_in(s.pContextData, s.ulContextDataLen)?,
                 }
             }
-            Kind::DerivString if len == size_of::<CK_KEY_DERIVATION_STRING_DATA>() => {
-                let s = (pp as *const CK_KEY_DERIVATION_STRING_DATA).read_unaligned();
+            K::DerivationString => {
+                let s = read!(CK_KEY_DERIVATION_STRING_DATA);
                 MechParam::DerivationString(bytes_in(s.pData, s.ulLen)?)
             }
-            Kind::AesCbcData if len == size_of::<CK_AES_CBC_ENCRYPT_DATA_PARAMS>() => {
-                let s = (pp as *const CK_AES_CBC_ENCRYPT_DATA_PARAMS).read_unaligned();
+            K::AesCbcEncryptData => {
+                let s = read!(CK_AES_CBC_ENCRYPT_DATA_PARAMS);
                 MechParam::CbcEncryptData {
                     iv: s.iv.to_vec(),
                     data: bytes_in(s.pData, s.length)?,
                 }
             }
-            Kind::DesCbcData if len == size_of::<CK_DES_CBC_ENCRYPT_DATA_PARAMS>() => {
-                let s = (pp as *const CK_DES_CBC_ENCRYPT_DATA_PARAMS).read_unaligned();
+            K::DesCbcEncryptData => {
+                let s = read!(CK_DES_CBC_ENCRYPT_DATA_PARAMS);
                 MechParam::CbcEncryptData {
                     iv: s.iv.to_vec(),
                     data: bytes_in(s.pData, s.length)?,
                 }
             }
-            Kind::Handle if len == W => {
-                MechParam::Key((pp as *const CK_ULONG).read_unaligned() as u64)
+            K::Hkdf => {
+                let s = read!(CK_HKDF_PARAMS);
+                MechParam::Hkdf {
+                    extract: s.bExtract != 0,
+                    expand: s.bExpand != 0,
+                    prf: s.prfHashMechanism,
+                    salt_type: s.ulSaltType,
+                    salt: bytes_in(s.pSalt, s.ulSaltLen)?,
+                    salt_key: s.hSaltKey,
+                    info: bytes_in(s.pInfo, s.ulInfoLen)?,
+                }
             }
-            Kind::Ulong if len == W => {
-                MechParam::Ulong((pp as *const CK_ULONG).read_unaligned() as u64)
+            K::Sp800108 => {
+                let s = read!(CK_SP800_108_KDF_PARAMS);
+                no_additional_keys(s.ulAdditionalDerivedKeys)?;
+                MechParam::Sp800108 {
+                    prf: s.prfType,
+                    data: prf_data(s.pDataParams, s.ulNumberOfDataParams)?,
+                    iv: None,
+                }
             }
-            Kind::Unsupported => {
-                return Err(Error::MechanismParam(
-                    "parameter structure with pointers not yet modelled",
-                ))
+            K::Sp800108Feedback => {
+                let s = read!(CK_SP800_108_FEEDBACK_KDF_PARAMS);
+                no_additional_keys(s.ulAdditionalDerivedKeys)?;
+                MechParam::Sp800108 {
+                    prf: s.prfType,
+                    data: prf_data(s.pDataParams, s.ulNumberOfDataParams)?,
+                    iv: Some(bytes_in(s.pIV, s.ulIVLen)?),
+                }
             }
-            Kind::Bytes => MechParam::Bytes(bytes_in(pp, len as CK_ULONG)?.unwrap_or_default()),
-            // The right mechanism with a length no layout has: the backend judges
-            // a zeroed buffer of that length (no pointer of ours reaches it).
-            _ => MechParam::BadLength(len as u64),
+            K::RsaAesKeyWrap => {
+                let s = read!(CK_RSA_AES_KEY_WRAP_PARAMS);
+                let oaep = if s.pOAEPParams.is_null() {
+                    None
+                } else {
+                    Some(oaep(&s.pOAEPParams.read_unaligned())?)
+                };
+                MechParam::RsaAesKeyWrap {
+                    aes_key_bits: s.ulAESKeyBits,
+                    oaep,
+                }
+            }
+            K::Pbkd2 => {
+                // The 2.40 layout this library's interface speaks: the
+                // password length travels through a pointer.
+                let s = read!(CK_PKCS5_PBKD2_PARAMS);
+                let password = if s.pPassword.is_null() {
+                    None
+                } else if s.ulPasswordLen.is_null() {
+                    return Err(Error::ArgumentsBad("PBKD2 password without a length"));
+                } else {
+                    let n = s.ulPasswordLen.read_unaligned();
+                    bytes_in(s.pPassword, n)?.map(Secret::new)
+                };
+                MechParam::Pbkd2 {
+                    salt_source: s.saltSource,
+                    salt_source_data: bytes_in(
+                        s.pSaltSourceData as *const u8,
+                        s.ulSaltSourceDataLen,
+                    )?,
+                    iterations: s.iterations,
+                    prf: s.prf,
+                    prf_data: bytes_in(s.pPrfData as *const u8, s.ulPrfDataLen)?,
+                    password,
+                }
+            }
         }
     };
-    Ok(Mechanism {
-        mechanism: m.mechanism,
-        param,
+    Ok(param)
+}
+
+/// # Safety
+/// The OAEP structure's source pointer is valid for its length.
+unsafe fn oaep(s: &CK_RSA_PKCS_OAEP_PARAMS) -> Result<OaepParams> {
+    Ok(OaepParams {
+        hash_alg: s.hashAlg,
+        mgf: s.mgf,
+        source: s.source,
+        // SAFETY: forwarded caller contract.
+        source_data: unsafe { bytes_in(s.pSourceData as *const u8, s.ulSourceDataLen) }?,
     })
 }
 
-enum Kind {
-    Bytes,
-    Ulong,
-    Handle,
-    Pss,
-    Oaep,
-    Gcm,
-    Ccm,
-    Ecdh,
-    Eddsa,
-    DerivString,
-    AesCbcData,
-    DesCbcData,
-    Unsupported,
+/// SP 800-108 additional derived keys return handles through caller
+/// pointers; kmsp11 does not model them.
+fn no_additional_keys(n: CK_ULONG) -> Result<()> {
+    if n == 0 {
+        Ok(())
+    } else {
+        Err(Error::MechanismParam(
+            "SP 800-108 additional derived keys are not supported",
+        ))
+    }
 }
 
-/// Which parameter structure a mechanism takes. Anything not listed takes
-/// a pointer-free parameter and travels as bytes.
-fn param_kind(m: CK_MECHANISM_TYPE) -> Kind {
-    match m {
-        CKM_RSA_PKCS_PSS
-        | CKM_SHA1_RSA_PKCS_PSS
-        | CKM_SHA224_RSA_PKCS_PSS
-        | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS
-        | 0x66..=0x69 => Kind::Pss,
-        CKM_RSA_PKCS_OAEP => Kind::Oaep,
-        CKM_AES_GCM => Kind::Gcm,
-        CKM_AES_CCM => Kind::Ccm,
-        CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => Kind::Ecdh,
-        CKM_EDDSA => Kind::Eddsa,
-        CKM_DES_ECB_ENCRYPT_DATA
-        | CKM_DES3_ECB_ENCRYPT_DATA
-        | CKM_AES_ECB_ENCRYPT_DATA
-        | CKM_CONCATENATE_BASE_AND_DATA
-        | CKM_CONCATENATE_DATA_AND_BASE
-        | CKM_XOR_BASE_AND_DATA => Kind::DerivString,
-        CKM_AES_CBC_ENCRYPT_DATA => Kind::AesCbcData,
-        CKM_DES_CBC_ENCRYPT_DATA | CKM_DES3_CBC_ENCRYPT_DATA => Kind::DesCbcData,
-        CKM_CONCATENATE_BASE_AND_KEY => Kind::Handle,
-        CKM_MD5_HMAC_GENERAL
-        | CKM_SHA_1_HMAC_GENERAL
-        | CKM_SHA224_HMAC_GENERAL
-        | CKM_SHA256_HMAC_GENERAL
-        | CKM_SHA384_HMAC_GENERAL
-        | CKM_SHA512_HMAC_GENERAL
-        | CKM_AES_MAC_GENERAL
-        | CKM_AES_CMAC_GENERAL
-        | CKM_DES3_MAC_GENERAL
-        | CKM_DES3_CMAC_GENERAL
-        | CKM_EXTRACT_KEY_FROM_KEY => Kind::Ulong,
-        // Structures with embedded pointers that are not modelled yet: refuse
-        // rather than send a pointer the daemon would dereference.
-        CKM_X9_42_DH_DERIVE
-        | CKM_X9_42_DH_HYBRID_DERIVE
-        | CKM_X9_42_MQV_DERIVE
-        | CKM_ECMQV_DERIVE
-        | CKM_RSA_AES_KEY_WRAP
-        | CKM_PKCS5_PBKD2
-        | 0x370..=0x3af
-        | 0x402a
-        | 0x402b => Kind::Unsupported,
-        _ => Kind::Bytes,
+/// Reads the `CK_PRF_DATA_PARAM` array of an SP 800-108 KDF.
+///
+/// # Safety
+/// A non-NULL `p` points to `n` entries whose values are valid for their lengths.
+unsafe fn prf_data(p: *const CK_PRF_DATA_PARAM, n: CK_ULONG) -> Result<Vec<PrfData>> {
+    if p.is_null() {
+        return if n == 0 {
+            Ok(vec![])
+        } else {
+            Err(Error::ArgumentsBad("NULL SP 800-108 data with a count"))
+        };
     }
+    if n as usize > attrs::MAX_TEMPLATE_LEN {
+        return Err(Error::MechanismParam("too many SP 800-108 data parameters"));
+    }
+    // SAFETY: `n` entries at `p`.
+    let raw = unsafe { std::slice::from_raw_parts(p, n as usize) };
+    raw.iter()
+        .map(|d| {
+            let v = d.pValue as *const u8;
+            let len = d.ulValueLen as usize;
+            // SAFETY: each format structure is read only at its exact size.
+            let counter = || unsafe {
+                (!v.is_null() && len == size_of::<CK_SP800_108_COUNTER_FORMAT>()).then(|| {
+                    let c = (v as *const CK_SP800_108_COUNTER_FORMAT).read_unaligned();
+                    CounterFormat {
+                        little_endian: c.bLittleEndian != 0,
+                        width_bits: c.ulWidthInBits,
+                    }
+                })
+            };
+            Ok(match d.type_ {
+                CK_SP800_108_ITERATION_VARIABLE if v.is_null() => PrfData::IterationVariable(None),
+                CK_SP800_108_ITERATION_VARIABLE => PrfData::IterationVariable(Some(
+                    counter().ok_or(Error::MechanismParam("bad counter format"))?,
+                )),
+                CK_SP800_108_OPTIONAL_COUNTER => PrfData::OptionalCounter(
+                    counter().ok_or(Error::MechanismParam("bad counter format"))?,
+                ),
+                CK_SP800_108_DKM_LENGTH
+                    if !v.is_null() && len == size_of::<CK_SP800_108_DKM_LENGTH_FORMAT>() =>
+                {
+                    // SAFETY: exact size checked.
+                    let f =
+                        unsafe { (v as *const CK_SP800_108_DKM_LENGTH_FORMAT).read_unaligned() };
+                    PrfData::DkmLength {
+                        method: f.dkmLengthMethod,
+                        little_endian: f.bLittleEndian != 0,
+                        width_bits: f.ulWidthInBits,
+                    }
+                }
+                CK_SP800_108_BYTE_ARRAY => PrfData::ByteArray(
+                    // SAFETY: `len` readable bytes at `v`.
+                    unsafe { bytes_in(v, len as CK_ULONG) }?.unwrap_or_default(),
+                ),
+                _ => return Err(Error::MechanismParam("unknown SP 800-108 data parameter")),
+            })
+        })
+        .collect()
 }

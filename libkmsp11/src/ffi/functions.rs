@@ -8,7 +8,7 @@ use kmsp11_proto::{Info, MechanismInfo, SessionInfo, SlotInfo, TokenInfo, Versio
 use pkcs11_sys::*;
 
 use super::convert::{mechanism, queries, template, write_answers};
-use super::ptr::{bytes_in, fill, out_buf, put, write_list, write_out};
+use super::ptr::{bytes_in, fill, out_buf, pin_in, put, write_list, write_out};
 use super::{guard, FUNCTION_LIST, INTERFACE};
 use crate::api::{self, operations as ops};
 use crate::error::{Error, Result};
@@ -326,7 +326,7 @@ pub unsafe extern "C" fn C_InitToken(
         // SAFETY: the PIN is `ulPinLen` bytes; the label is 32 bytes by the spec.
         let (pin, label) = unsafe {
             (
-                bytes_in(pPin, ulPinLen)?,
+                pin_in(pPin, ulPinLen)?,
                 bytes_in(pLabel, 32)?.unwrap_or_default(),
             )
         };
@@ -343,7 +343,7 @@ pub unsafe extern "C" fn C_InitPIN(
     guard("C_InitPIN", || {
         api::client()?;
         // SAFETY: `ulPinLen` bytes at `pPin`.
-        let pin = unsafe { bytes_in(pPin, ulPinLen) }?;
+        let pin = unsafe { pin_in(pPin, ulPinLen) }?;
         ok(api::slot_token::init_pin(hSession, pin))
     })
 }
@@ -359,7 +359,7 @@ pub unsafe extern "C" fn C_SetPIN(
     guard("C_SetPIN", || {
         api::client()?;
         // SAFETY: lengths per the spec.
-        let (old, new) = unsafe { (bytes_in(pOldPin, ulOldLen)?, bytes_in(pNewPin, ulNewLen)?) };
+        let (old, new) = unsafe { (pin_in(pOldPin, ulOldLen)?, pin_in(pNewPin, ulNewLen)?) };
         ok(api::slot_token::set_pin(hSession, old, new))
     })
 }
@@ -474,12 +474,8 @@ pub unsafe extern "C" fn C_Login(
     guard("C_Login", || {
         api::client()?;
         // SAFETY: `ulPinLen` bytes.
-        let pin = unsafe { bytes_in(pPin, ulPinLen) }?.map(zeroize::Zeroizing::new);
-        ok(api::session::login(
-            hSession,
-            userType,
-            pin.map(|p| p.to_vec()),
-        ))
+        let pin = unsafe { pin_in(pPin, ulPinLen) }?;
+        ok(api::session::login(hSession, userType, pin))
     })
 }
 
@@ -565,9 +561,9 @@ pub unsafe extern "C" fn C_GetAttributeValue(
         api::client()?;
         // SAFETY: template per the spec.
         let q = unsafe { queries(pTemplate, ulCount) }?;
-        let (rv, answers) = api::object::attribute_value(hSession, hObject, q)?;
+        let (rv, answers) = api::object::attribute_value(hSession, hObject, q.clone())?;
         // SAFETY: the same template the queries were read from.
-        unsafe { write_answers(pTemplate, &answers) };
+        unsafe { write_answers(pTemplate, &q, rv, &answers) }?;
         Ok(rv)
     })
 }
@@ -644,7 +640,7 @@ unsafe fn init(
     guard(name, || {
         api::client()?;
         // SAFETY: mechanism per the spec.
-        let m = unsafe { mechanism(m) }?;
+        let m = unsafe { mechanism(m, api::raw_vendor) }?;
         ok(ops::init(kind, s, m, key))
     })
 }
@@ -824,7 +820,7 @@ pub unsafe extern "C" fn C_DigestInit(
     guard("C_DigestInit", || {
         api::client()?;
         // SAFETY: mechanism per the spec.
-        let m = unsafe { mechanism(pMechanism) }?;
+        let m = unsafe { mechanism(pMechanism, api::raw_vendor) }?;
         ok(ops::digest_init(hSession, m))
     })
 }
@@ -882,7 +878,12 @@ pub unsafe extern "C" fn C_GenerateKey(
     guard("C_GenerateKey", || {
         creates(phKey, || {
             // SAFETY: mechanism and template per the spec.
-            let (m, t) = unsafe { (mechanism(pMechanism)?, template(pTemplate, ulCount)?) };
+            let (m, t) = unsafe {
+                (
+                    mechanism(pMechanism, api::raw_vendor)?,
+                    template(pTemplate, ulCount)?,
+                )
+            };
             api::keymgmt::generate_key(hSession, m, t)
         })
     })
@@ -907,7 +908,7 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
         // SAFETY: mechanism and templates per the spec.
         let (m, pu, pr) = unsafe {
             (
-                mechanism(pMechanism)?,
+                mechanism(pMechanism, api::raw_vendor)?,
                 template(pPublicKeyTemplate, ulPublicKeyAttributeCount)?,
                 template(pPrivateKeyTemplate, ulPrivateKeyAttributeCount)?,
             )
@@ -936,7 +937,7 @@ pub unsafe extern "C" fn C_WrapKey(
         // SAFETY: pointers per the spec.
         let (m, cap) = unsafe {
             (
-                mechanism(pMechanism)?,
+                mechanism(pMechanism, api::raw_vendor)?,
                 out_buf(pWrappedKey, pulWrappedKeyLen)?,
             )
         };
@@ -962,7 +963,7 @@ pub unsafe extern "C" fn C_UnwrapKey(
             // SAFETY: pointers per the spec.
             let (m, w, t) = unsafe {
                 (
-                    mechanism(pMechanism)?,
+                    mechanism(pMechanism, api::raw_vendor)?,
                     bytes_in(pWrappedKey, ulWrappedKeyLen)?,
                     template(pTemplate, ulAttributeCount)?,
                 )
@@ -986,7 +987,7 @@ pub unsafe extern "C" fn C_DeriveKey(
             // SAFETY: pointers per the spec.
             let (m, t) = unsafe {
                 (
-                    mechanism(pMechanism)?,
+                    mechanism(pMechanism, api::raw_vendor)?,
                     template(pTemplate, ulAttributeCount)?,
                 )
             };

@@ -4,6 +4,7 @@
 
 use std::ptr;
 
+use kmsp11_proto::Pin;
 use pkcs11_sys::*;
 
 use crate::error::{Error, Result};
@@ -122,4 +123,13 @@ pub unsafe fn write_list(p: *mut CK_ULONG, pn: *mut CK_ULONG, items: &[u64]) -> 
         *pn = items.len() as CK_ULONG;
     }
     Ok(CKR_OK)
+}
+
+/// A PIN: `None` for `NULL`, else its bytes in a [`Pin`] that wipes them.
+///
+/// # Safety
+/// A non-NULL `p` must point to `n` readable bytes.
+pub unsafe fn pin_in(p: *const u8, n: CK_ULONG) -> Result<Option<Pin>> {
+    // SAFETY: forwarded caller contract.
+    Ok(unsafe { bytes_in(p, n) }?.map(Pin::new))
 }
