@@ -74,8 +74,10 @@ fn default_grace() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// TLS handshakes in progress (clients not yet authenticated).
+    /// TLS handshakes in progress (clients not yet authenticated), in total
+    /// and from one source address.
     pub max_pending_handshakes: usize,
+    pub max_pending_handshakes_per_address: usize,
     /// Authenticated connections, in total and per identity.
     pub max_connections: usize,
     pub max_connections_per_identity: usize,
@@ -100,6 +102,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_pending_handshakes: 256,
+            max_pending_handshakes_per_address: 32,
             max_connections: 4096,
             max_connections_per_identity: 256,
             max_contexts_per_identity: 64,

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod raw;
+pub mod wire;
 
 /// The dev/test user PIN (softhsm/init-tokens.sh).
 pub const PIN: &str = "123456";
@@ -179,6 +180,59 @@ impl Kmsd {
         self.dir.join("softhsm/softhsm2.conf")
     }
 
+    /// kmsd with the dev configuration changed by `edit` (the dev folder's
+    /// certificates and SoftHSM store are used as they are).
+    pub fn start_edited(edit: impl FnOnce(String) -> String) -> Kmsd {
+        let mut k = Kmsd::start();
+        k.stop();
+        let dev = std::fs::read_to_string(k.dir.join("kmsd.toml")).unwrap();
+        std::fs::write(k.dir.join("custom.toml"), edit(dev)).unwrap();
+        k.custom = true;
+        k.spawn("127.0.0.1:0");
+        k
+    }
+
+    /// The process id of the running kmsd.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("kmsd running").id()
+    }
+
+    /// A field of /proc/<pid>/status in KiB (`VmHWM` is the peak resident size).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Sends a signal to kmsd (`libc::SIGHUP`, ...).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
+    }
+
+    /// Waits until the log has a line containing all of `parts`.
+    pub fn wait_for_log(&self, parts: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self
+                .log()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Stops and starts kmsd on the same address and token store.
     pub fn restart(&mut self) {
         self.stop();
@@ -211,6 +265,102 @@ pub fn slot_by_label(p: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::sl
                 .unwrap_or(false)
         })
         .unwrap_or_else(|| panic!("no token labelled {label}"))
+}
+
+/// Adds `key = value` lines at the top of a table of a TOML text.
+pub fn set_in(toml: &str, table: &str, lines: &str) -> String {
+    let head = format!("[{table}]\n");
+    if toml.contains(&head) {
+        toml.replacen(&head, &format!("{head}{lines}\n"), 1)
+    } else {
+        format!("{toml}\n{head}{lines}\n")
+    }
+}
+
+/// An Argon2 PIN hash from `kmsd --hash-pin`.
+pub fn hash_pin(pin: &str) -> String {
+    use std::io::Write;
+    let mut ch = Command::new(kmsd_bin())
+        .arg("--hash-pin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ch.stdin.take().unwrap().write_all(pin.as_bytes()).unwrap();
+    String::from_utf8(ch.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A client certificate from the dev CA in `dir`, with this CN, these SANs
+/// and this serial number; written as `<file>.pem` and `<file>.key` (0600).
+pub fn issue_cert(
+    dir: &Path,
+    file: &str,
+    cn: &str,
+    sans: &[&str],
+    serial: u64,
+) -> (PathBuf, PathBuf) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SerialNumber};
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    let ca =
+        CertificateParams::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.pem")).unwrap())
+            .unwrap()
+            .self_signed(&ca_key)
+            .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.serial_number = Some(SerialNumber::from(serial.to_be_bytes().to_vec()));
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{file}.pem")),
+        dir.join(format!("{file}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (c, k)
+}
+
+/// A CRL from the dev CA in `dir` revoking these serial numbers, written to `crl.pem`.
+pub fn write_crl(dir: &Path, revoked: &[u64]) -> PathBuf {
+    use rcgen::{
+        CertificateParams, CertificateRevocationListParams, KeyIdMethod, KeyPair,
+        RevokedCertParams, SerialNumber,
+    };
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    let ca =
+        CertificateParams::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.pem")).unwrap())
+            .unwrap()
+            .self_signed(&ca_key)
+            .unwrap();
+    let now = rcgen::date_time_ymd(2020, 1, 1);
+    let crl = CertificateRevocationListParams {
+        this_update: now,
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: SerialNumber::from(vec![1]),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from(s.to_be_bytes().to_vec()),
+                revocation_time: now,
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca, &ca_key)
+    .unwrap();
+    let p = dir.join("crl.pem");
+    std::fs::write(&p, crl.pem().unwrap()).unwrap();
+    p
 }
 
 /// Runs a command, returning (success, stdout+stderr).

@@ -9,7 +9,8 @@
 //! per identity; the rest wait, without a thread, up to a queue timeout), and
 //! a frame's buffer grows only as its bytes arrive.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +61,8 @@ pub struct Server {
     tls: Arc<Tls>,
     timeouts: Timeouts,
     pending_handshakes: Arc<Semaphore>,
+    /// Handshakes in progress per source address.
+    pending_by_address: Mutex<HashMap<IpAddr, usize>>,
     connections: AtomicUsize,
     in_flight: Arc<Semaphore>,
     /// MiB that large requests may hold at once, over all identities.
@@ -81,6 +84,7 @@ impl Server {
         let l = &daemon.limits;
         Server {
             pending_handshakes: Arc::new(Semaphore::new(l.max_pending_handshakes)),
+            pending_by_address: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Semaphore::new(l.max_in_flight)),
             large_mib: Arc::new(Semaphore::new(l.max_large_request_mib)),
             connections: AtomicUsize::new(0),
@@ -112,27 +116,46 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(permit) = self.pending_handshakes.clone().try_acquire_owned() else {
-                self.refusals.warn(|n| {
-                    tracing::warn!(%peer, suppressed = n, "connection refused: too many TLS handshakes in progress")
-                });
+            let Some(pending) = self.pending_handshake(peer) else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(why) = me.connection(tcp, peer, permit).await {
+                if let Err(why) = me.connection(tcp, peer, pending).await {
                     tracing::info!(%peer, "connection closed: {why}");
                 }
             });
         }
     }
 
+    /// A share of the handshakes in progress, in total and for this source
+    /// address; `None` (and the connection dropped) when either is taken.
+    fn pending_handshake(self: &Arc<Self>, peer: SocketAddr) -> Option<Pending> {
+        let Ok(permit) = self.pending_handshakes.clone().try_acquire_owned() else {
+            self.refusals.warn(|n| tracing::warn!(%peer, suppressed = n, "connection refused: limits.max_pending_handshakes reached"));
+            return None;
+        };
+        let mut by = self.pending_by_address.lock();
+        let n = by.entry(peer.ip()).or_insert(0);
+        if *n >= self.daemon.limits.max_pending_handshakes_per_address {
+            drop(by);
+            self.refusals.warn(|n| tracing::warn!(%peer, suppressed = n, "connection refused: limits.max_pending_handshakes_per_address reached"));
+            return None;
+        }
+        *n += 1;
+        Some(Pending {
+            server: self.clone(),
+            address: peer.ip(),
+            _permit: permit,
+        })
+    }
+
     async fn connection(
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
-        handshake_permit: OwnedSemaphorePermit,
+        handshake_permit: Pending,
     ) -> Result<(), Closed> {
         let t = self.timeouts;
         let mut tls = timeout(t.handshake, self.tls.acceptor().accept(tcp))
@@ -309,6 +332,25 @@ impl Server {
             }
             resp
         })
+    }
+}
+
+/// A handshake in progress, counted in total and for its source address.
+struct Pending {
+    server: Arc<Server>,
+    address: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut by = self.server.pending_by_address.lock();
+        if let Some(n) = by.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.address);
+            }
+        }
     }
 }
 
