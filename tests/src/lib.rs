@@ -91,6 +91,7 @@ pub struct Kmsd {
     child: Option<Child>,
     pub addr: String,
     custom: bool,
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -103,6 +104,7 @@ impl Kmsd {
             child: None,
             addr: String::new(),
             custom: false,
+            env: Vec::new(),
             _tmp: Some(tmp),
         };
         k.spawn("127.0.0.1:0");
@@ -138,6 +140,7 @@ impl Kmsd {
             cmd.arg("--dev").arg(&self.dir);
         }
         let child = cmd
+            .envs(self.env.iter().map(|(a, b)| (a, b)))
             .arg("--address")
             .arg(addr)
             .stdout(Stdio::null())
@@ -180,14 +183,26 @@ impl Kmsd {
         self.dir.join("softhsm/softhsm2.conf")
     }
 
-    /// kmsd with the dev configuration changed by `edit` (the dev folder's
-    /// certificates and SoftHSM store are used as they are).
-    pub fn start_edited(edit: impl FnOnce(String) -> String) -> Kmsd {
+    /// kmsd with the dev configuration changed by `edit`, which also gets
+    /// the dev folder (its certificates and SoftHSM store are used as they are).
+    pub fn start_edited(edit: impl FnOnce(String, &Path) -> String) -> Kmsd {
+        Kmsd::start_edited_env(edit, &[])
+    }
+
+    /// As [`Kmsd::start_edited`], with extra environment for kmsd (`KMSD_LOG`, ...).
+    pub fn start_edited_env(
+        edit: impl FnOnce(String, &Path) -> String,
+        env: &[(&str, &str)],
+    ) -> Kmsd {
         let mut k = Kmsd::start();
         k.stop();
         let dev = std::fs::read_to_string(k.dir.join("kmsd.toml")).unwrap();
-        std::fs::write(k.dir.join("custom.toml"), edit(dev)).unwrap();
+        std::fs::write(k.dir.join("custom.toml"), edit(dev, &k.dir)).unwrap();
         k.custom = true;
+        k.env = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         k.spawn("127.0.0.1:0");
         k
     }

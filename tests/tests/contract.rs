@@ -114,6 +114,7 @@ fn run(module: &Path, label: &str) -> Transcript {
     derive(&mut t, &s, &keys);
     random(&mut t, &s);
     rarely_used(&mut t, &s, &raw, &keys);
+    always_authenticate(&mut t, &s, &raw);
     // Handles are the application's: a key found in one session works in another.
     let s2 = p.open_ro_session(slot).unwrap();
     let sig = s2.sign(&Mechanism::Ecdsa, keys.ec_priv, &[7u8; 32]);
@@ -863,6 +864,43 @@ fn random(t: &mut Transcript, s: &Session) {
 
 /// The functions no studied client calls: each must answer exactly what the
 /// backend answers (SoftHSM's CKR_FUNCTION_NOT_SUPPORTED included).
+/// A key with CKA_ALWAYS_AUTHENTICATE: each use needs a context-specific
+/// login between C_SignInit and C_Sign (PKCS#11 3.0 §4.9, §5.6).
+fn always_authenticate(t: &mut Transcript, s: &Session, raw: &Raw) {
+    let (_, key) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[Attribute::EcParams(P256.to_vec()), Attribute::Verify(true)],
+            &[Attribute::Sign(true), Attribute::AlwaysAuthenticate(true)],
+        )
+        .unwrap();
+    let h = s.handle();
+    let login = |pin: &str| unsafe {
+        raw.f.C_Login.unwrap()(
+            h,
+            raw::CKU_CONTEXT_SPECIFIC,
+            pin.as_ptr() as *mut u8,
+            pin.len() as _,
+        )
+    };
+    t.rec(
+        "always-authenticate sign init",
+        raw.sign_init(h, raw::CKM_ECDSA, key.handle()),
+    );
+    // Expect CKR_PIN_INCORRECT for a wrong PIN; the operation stays.
+    t.rec("context-specific login, wrong pin", login("000000"));
+    t.rec("context-specific login", login(PIN));
+    let (rv, n, _) = raw.sign(h, &[1u8; 32], Some(64));
+    t.rec("always-authenticate sign", (rv, n));
+    // The next use needs its own login.
+    t.rec(
+        "sign init again",
+        raw.sign_init(h, raw::CKM_ECDSA, key.handle()),
+    );
+    let (rv, _, _) = raw.sign(h, &[1u8; 32], Some(64));
+    t.rec("sign without context-specific login", rv);
+}
+
 fn rarely_used(t: &mut Transcript, s: &Session, raw: &Raw, k: &Keys) {
     let f = raw.f;
     let h = s.handle();

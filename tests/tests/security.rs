@@ -338,7 +338,7 @@ fn session(w: &mut Wire) -> u64 {
 // CKR_PIN_LOCKED and CKF_USER_PIN_LOCKED, even for the right PIN.
 #[test]
 fn wrong_pins_lock_the_identity_out() {
-    let kmsd = Kmsd::start_edited(|t| kmsp11_tests::set_in(&t, "login", "max_failures = 3"));
+    let kmsd = Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "login", "max_failures = 3"));
     let mut w = Wire::connect(&kmsd);
     w.hello(None);
     let s = session(&mut w);
@@ -363,7 +363,7 @@ fn wrong_pins_lock_the_identity_out() {
 // run two at a time in reused memory, so memory stays flat.
 #[test]
 fn concurrent_pin_checks_keep_memory_flat() {
-    let kmsd = Kmsd::start_edited(|t| {
+    let kmsd = Kmsd::start_edited(|t, _| {
         kmsp11_tests::set_in(
             &t,
             "login",
@@ -400,7 +400,7 @@ fn with_stranger(t: &str) -> String {
 // client out: each identity has its own share.
 #[test]
 fn connections_per_identity_leave_room_for_others() {
-    let kmsd = Kmsd::start_edited(|t| {
+    let kmsd = Kmsd::start_edited(|t, _| {
         kmsp11_tests::set_in(
             &with_stranger(&t),
             "limits",
@@ -438,7 +438,7 @@ fn connections_per_identity_leave_room_for_others() {
 // descriptors: handshakes in progress are bounded, per source address too.
 #[test]
 fn stalled_handshakes_are_bounded() {
-    let kmsd = Kmsd::start_edited(|t| {
+    let kmsd = Kmsd::start_edited(|t, _| {
         kmsp11_tests::set_in(
             &t,
             "limits",
@@ -477,7 +477,7 @@ fn stalled_handshakes_are_bounded() {
 // beyond the object limit; both are given back.
 #[test]
 fn sessions_and_objects_per_identity_are_bounded() {
-    let kmsd = Kmsd::start_edited(|t| {
+    let kmsd = Kmsd::start_edited(|t, _| {
         kmsp11_tests::set_in(
             &t,
             "limits",
@@ -527,8 +527,9 @@ fn sessions_and_objects_per_identity_are_bounded() {
 // The first frame after the handshake had no timeout.
 #[test]
 fn a_silent_client_is_closed_after_the_first_frame_timeout() {
-    let kmsd =
-        Kmsd::start_edited(|t| kmsp11_tests::set_in(&t, "listen", "first_frame_timeout_secs = 1"));
+    let kmsd = Kmsd::start_edited(|t, _| {
+        kmsp11_tests::set_in(&t, "listen", "first_frame_timeout_secs = 1")
+    });
     let mut w = Wire::connect(&kmsd);
     assert!(w.closed_without_answer());
     kmsd.wait_for_log(&["first frame: no Hello within"], Duration::from_secs(10));
@@ -538,8 +539,9 @@ fn a_silent_client_is_closed_after_the_first_frame_timeout() {
 // is dropped after the request-read timeout, naming the phase.
 #[test]
 fn partial_frames_hold_no_large_buffer() {
-    let kmsd =
-        Kmsd::start_edited(|t| kmsp11_tests::set_in(&t, "listen", "request_read_timeout_secs = 2"));
+    let kmsd = Kmsd::start_edited(|t, _| {
+        kmsp11_tests::set_in(&t, "listen", "request_read_timeout_secs = 2")
+    });
     let before = peak_mib(&kmsd);
     let mut conns = Vec::new();
     for _ in 0..40 {
@@ -561,4 +563,106 @@ fn partial_frames_hold_no_large_buffer() {
         &["request read: frame not complete within"],
         Duration::from_secs(10),
     );
+}
+
+// A certificate with SAN dev-client and CN stranger once became whichever
+// identity came first in the configuration: the SAN names it.
+#[test]
+fn the_san_names_the_identity_not_the_cn() {
+    let kmsd = Kmsd::start_edited(|t, _| with_stranger(&t));
+    let (c, k) = kmsp11_tests::issue_cert(&kmsd.dir, "mixed", "stranger", &["dev-client"], 7001);
+    let mut w = Wire::connect_as(&kmsd, &c, &k);
+    w.hello(None);
+    kmsd.wait_for_log(
+        &["client connected", "identity=dev-client"],
+        Duration::from_secs(5),
+    );
+    assert!(!kmsd.log().contains("identity=stranger"), "{}", kmsd.log());
+}
+
+// A certificate that names two configured identities is refused.
+#[test]
+fn a_certificate_naming_two_identities_is_refused() {
+    let kmsd = Kmsd::start_edited(|t, _| with_stranger(&t));
+    let (c, k) =
+        kmsp11_tests::issue_cert(&kmsd.dir, "both", "x", &["dev-client", "stranger"], 7002);
+    let mut w = Wire::connect_as(&kmsd, &c, &k);
+    assert!(w.try_hello(None).is_none());
+    kmsd.wait_for_log(&["matches several", "stranger"], Duration::from_secs(5));
+    still_serving(&kmsd);
+}
+
+// Expect a certificate revoked by a CRL reloaded on SIGHUP to be refused
+// at the handshake, and its live connections closed at their next request.
+#[test]
+fn a_revoked_certificate_is_refused_after_reload() {
+    let kmsd = Kmsd::start_edited(|t, dir| {
+        kmsp11_tests::write_crl(dir, &[]);
+        kmsp11_tests::set_in(&with_stranger(&t), "tls", "crl = [\"crl.pem\"]")
+    });
+    let (c, k) = kmsp11_tests::issue_cert(&kmsd.dir, "revokee", "stranger", &[], 4242);
+    let mut live = Wire::connect_as(&kmsd, &c, &k);
+    live.hello(None);
+    assert_eq!(
+        live.call(Request::GetSlotList {
+            token_present: true
+        })
+        .rv,
+        CKR_OK
+    );
+    kmsp11_tests::write_crl(&kmsd.dir, &[4242]);
+    kmsd.signal(libc::SIGHUP);
+    kmsd.wait_for_log(&["SIGHUP", "reloaded", "revoked=1"], Duration::from_secs(5));
+    let refused = Wire::try_connect_as(&kmsd, &c, &k)
+        .ok()
+        .and_then(|mut w| w.try_hello(None));
+    assert!(refused.is_none(), "a revoked certificate was served");
+    assert!(live
+        .call_with(
+            99,
+            false,
+            Request::GetSlotList {
+                token_present: true
+            }
+        )
+        .is_none());
+    kmsd.wait_for_log(&["client certificate revoked"], Duration::from_secs(5));
+    still_serving(&kmsd);
+}
+
+// kmsd once started with a 0666 server key and backend PIN file.
+#[test]
+fn secret_files_others_may_read_stop_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut kmsd = Kmsd::start();
+    kmsd.stop();
+    for file in ["server.key", "softhsm/backend-pin"] {
+        let p = kmsd.dir.join(file);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ok, out) = kmsp11_tests::run(
+            std::process::Command::new(kmsp11_tests::kmsd_bin())
+                .arg("--check")
+                .arg("--config")
+                .arg(kmsd.dir.join("kmsd.toml")),
+        );
+        assert!(!ok, "kmsd accepted {file} at mode 0644");
+        assert!(out.contains(file) && out.contains("0644"), "{out}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+// PINs are never logged, not even at trace level.
+#[test]
+fn pins_never_reach_the_log() {
+    let kmsd = Kmsd::start_edited_env(|t, _| t, &[("KMSD_LOG", "trace")]);
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    let s = session(&mut w);
+    assert_eq!(login_rv(&mut w, s, "97531"), CKR_PIN_INCORRECT);
+    assert_eq!(login_rv(&mut w, s, PIN), CKR_OK);
+    let log = kmsd.log();
+    assert!(log.contains("PIN incorrect"), "trace log is on");
+    for secret in ["97531", "57, 55, 53", PIN, "49, 50, 51"] {
+        assert!(!log.contains(secret), "the log shows {secret:?}");
+    }
 }

@@ -7,6 +7,8 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
+use kmsp11_tests::raw;
+use kmsp11_tests::wire::Wire;
 use kmsp11_tests::{Kmsd, PIN, SO_PIN};
 
 const CONFIG: &str = r#"
@@ -180,6 +182,49 @@ fn transparent_mode_and_rejoin() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 
+    // A token whose PIN kmsd does not hold: the parent logs in, and a forked
+    // child that initialises again logs in too (its own context), as against
+    // SoftHSM direct.
+    let b = p
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            p.get_token_info(*s)
+                .map(|t| t.label() == "dev-b")
+                .unwrap_or(false)
+        })
+        .unwrap();
+    let parent = p.open_ro_session(b).unwrap();
+    parent
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let f = raw.f;
+            let mut rv = f.C_Initialize.unwrap()(std::ptr::null_mut());
+            let mut h = 0;
+            if rv == 0 {
+                rv = f.C_OpenSession.unwrap()(b.id() as _, 4, std::ptr::null_mut(), None, &mut h);
+            }
+            if rv == 0 {
+                rv = f.C_Login.unwrap()(h, raw::CKU_USER, PIN.as_ptr() as *mut u8, PIN.len() as _);
+            }
+            f.C_Finalize.unwrap()(std::ptr::null_mut());
+            libc::_exit(if rv == 0 { 0 } else { 1 });
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the forked child could not log in"
+        );
+    }
+    drop(parent);
+
     // SO functions are forwarded: initialise the free slot, set its user PIN, use it.
     let free = p
         .get_all_slots()
@@ -222,4 +267,178 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+fn transparent_kmsd() -> Kmsd {
+    let hash = kmsp11_tests::hash_pin(PIN);
+    Kmsd::start_with_config(&CONFIG.replace("{hash}", &hash))
+}
+
+/// The backend slot of the token labelled `label`, as a wire client sees it.
+fn slot_of(w: &mut Wire, label: &str) -> Option<u64> {
+    use kmsp11_proto::{Body, Request};
+    let Body::Slots(slots) = w
+        .call(Request::GetSlotList {
+            token_present: false,
+        })
+        .body
+    else {
+        panic!("no slot list")
+    };
+    slots
+        .into_iter()
+        .find(|s| match w.call(Request::GetTokenInfo { slot: *s }).body {
+            Body::TokenInfo(t) => String::from_utf8_lossy(&t.label).trim_end() == label,
+            _ => false,
+        })
+}
+
+fn wire_login(w: &mut Wire, slot: u64, pin: &str) -> (u64, u64) {
+    use kmsp11_proto::{Body, Pin, Request};
+    let Body::Handle(s) = w
+        .call(Request::OpenSession {
+            slot,
+            flags: raw::CKF_SERIAL_SESSION | raw::CKF_RW_SESSION,
+        })
+        .body
+    else {
+        panic!("no session")
+    };
+    let rv = w
+        .call(Request::Login {
+            session: s,
+            user_type: raw::CKU_USER,
+            pin: Some(Pin::new(pin.as_bytes().to_vec())),
+        })
+        .rv;
+    (s, rv)
+}
+
+/// Creates a private session object: CKR_OK only while logged in.
+fn private_object_rv(w: &mut Wire, s: u64) -> u64 {
+    use kmsp11_proto::{AttrValue, Attribute, Request};
+    w.call(Request::CreateObject {
+        session: s,
+        template: Some(vec![
+            Attribute {
+                kind: raw::CKA_CLASS,
+                value: AttrValue::Ulong(raw::CKO_DATA),
+            },
+            Attribute {
+                kind: raw::CKA_PRIVATE,
+                value: AttrValue::Bytes(vec![1]),
+            },
+        ]),
+    })
+    .rv
+}
+
+// While one application was logged in on a token whose PIN kmsd does not
+// hold, every other application's C_Login got CKR_USER_ALREADY_LOGGED_IN.
+// Each application now has its own login over the backend's one.
+#[test]
+fn two_applications_log_in_independently() {
+    let kmsd = transparent_kmsd();
+    let mut a = Wire::connect(&kmsd);
+    a.hello(None);
+    let slot = slot_of(&mut a, "dev-b").expect("dev-b");
+    let (sa, rv) = wire_login(&mut a, slot, PIN);
+    assert_eq!(rv, raw::CKR_OK, "{}", raw::rv_name(rv));
+    let mut b = Wire::connect(&kmsd);
+    b.hello(None);
+    let (sb, rv) = wire_login(&mut b, slot, PIN);
+    assert_eq!(rv, raw::CKR_OK, "second application: {}", raw::rv_name(rv));
+    let mut c = Wire::connect(&kmsd);
+    c.hello(None);
+    let (sc, rv) = wire_login(&mut c, slot, "000000");
+    assert_eq!(rv, raw::CKR_PIN_INCORRECT, "{}", raw::rv_name(rv));
+    assert_eq!(private_object_rv(&mut c, sc), raw::CKR_USER_NOT_LOGGED_IN);
+    // A logs out: B stays logged in.
+    assert_eq!(
+        a.call(kmsp11_proto::Request::Logout { session: sa }).rv,
+        raw::CKR_OK
+    );
+    assert_eq!(private_object_rv(&mut a, sa), raw::CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(private_object_rv(&mut b, sb), raw::CKR_OK);
+    // B logs out: the backend is logged out, and checks the next PIN itself.
+    assert_eq!(
+        b.call(kmsp11_proto::Request::Logout { session: sb }).rv,
+        raw::CKR_OK
+    );
+    let rv = c
+        .call(kmsp11_proto::Request::Login {
+            session: sc,
+            user_type: raw::CKU_USER,
+            pin: Some(kmsp11_proto::Pin::new(PIN.as_bytes().to_vec())),
+        })
+        .rv;
+    assert_eq!(rv, raw::CKR_OK, "{}", raw::rv_name(rv));
+}
+
+// The backend's slot list was read once at start: a token initialised
+// later stayed invisible until kmsd restarted. kmsd now reads the list again
+// on every C_GetSlotList. SoftHSM 2.6 reports a token initialised through
+// kmsd (C_InitToken) at once, with the new free slot it adds; it reads its
+// token directory only at C_Initialize, so a token another program
+// initialised appears after kmsd restarts.
+#[test]
+fn tokens_initialised_later_appear() {
+    use kmsp11_proto::{Body, Pin, Request};
+    let mut kmsd = transparent_kmsd();
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    let all = |w: &mut Wire| match w
+        .call(Request::GetSlotList {
+            token_present: false,
+        })
+        .body
+    {
+        Body::Slots(s) => s,
+        b => panic!("{b:?}"),
+    };
+    let before = all(&mut w);
+    let free = slot_of(&mut w, "").expect("a free slot");
+    let mut label = [b' '; 32];
+    label[..4].copy_from_slice(b"late");
+    let rv = w
+        .call(Request::InitToken {
+            slot: free,
+            pin: Some(Pin::new(SO_PIN.as_bytes().to_vec())),
+            label: label.to_vec(),
+        })
+        .rv;
+    assert_eq!(rv, raw::CKR_OK, "{}", raw::rv_name(rv));
+    assert_eq!(slot_of(&mut w, "late"), Some(free));
+    assert_eq!(
+        all(&mut w).len(),
+        before.len() + 1,
+        "the backend's new free slot is listed"
+    );
+    // Another program initialises the new free slot.
+    let out = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "elsewhere",
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            PIN,
+        ])
+        .env("SOFTHSM2_CONF", kmsd.softhsm_conf())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kmsd.restart();
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    assert!(
+        slot_of(&mut w, "elsewhere").is_some(),
+        "listed after a restart"
+    );
 }

@@ -518,3 +518,180 @@ unsafe fn prf_data(p: *const CK_PRF_DATA_PARAM, n: CK_ULONG) -> Result<Vec<PrfDa
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr;
+
+    fn cmech<T>(mechanism: CK_MECHANISM_TYPE, p: &mut T) -> CK_MECHANISM {
+        CK_MECHANISM {
+            mechanism,
+            pParameter: (p as *mut T).cast(),
+            ulParameterLen: size_of::<T>() as CK_ULONG,
+        }
+    }
+
+    fn read(m: &CK_MECHANISM, raw_vendor: bool) -> Result<MechParam> {
+        // SAFETY: every mechanism below points at live, correctly sized values.
+        unsafe { mechanism(m, |_| raw_vendor) }.map(|m| m.param)
+    }
+
+    // A rogue server's answer larger than the buffer the caller declared
+    // at query time is a protocol error, and nothing is written.
+    #[test]
+    fn answers_beyond_the_declared_capacity_write_nothing() {
+        let mut buf = [0xAAu8; 32];
+        let mut t = [CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: buf.as_mut_ptr().cast(),
+            ulValueLen: 16,
+        }];
+        // SAFETY: one attribute.
+        let q = unsafe { queries(t.as_ptr(), 1) }.unwrap();
+        // The caller changes its mind after the query: ignored.
+        t[0].ulValueLen = 32;
+        let big = [AttrAnswer {
+            len: 32,
+            value: Some(AttrValue::Bytes(vec![1; 32])),
+        }];
+        // SAFETY: the template the queries came from.
+        let r = unsafe { write_answers(t.as_mut_ptr(), &q, CKR_OK, &big) };
+        assert!(matches!(r, Err(Error::Protocol(_))));
+        assert!(buf.iter().all(|b| *b == 0xAA));
+        assert_eq!(t[0].ulValueLen, 32);
+    }
+
+    // Expect the template untouched when the call failed as a whole.
+    #[test]
+    fn a_failed_call_leaves_the_template_alone() {
+        let mut buf = [0xAAu8; 8];
+        let mut t = [CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: buf.as_mut_ptr().cast(),
+            ulValueLen: 8,
+        }];
+        // SAFETY: one attribute.
+        let q = unsafe { queries(t.as_ptr(), 1) }.unwrap();
+        let a = [AttrAnswer {
+            len: 4,
+            value: Some(AttrValue::Bytes(vec![1; 4])),
+        }];
+        // SAFETY: the template the queries came from.
+        unsafe { write_answers(t.as_mut_ptr(), &q, CKR_OBJECT_HANDLE_INVALID, &a) }.unwrap();
+        assert_eq!(t[0].ulValueLen, 8);
+        assert!(buf.iter().all(|b| *b == 0xAA));
+    }
+
+    #[test]
+    fn modelled_structures_are_read_with_their_pointers() {
+        let mut nonce = [1u8; 12];
+        let mut aad = [2u8; 3];
+        let mut p = CK_SALSA20_CHACHA20_POLY1305_PARAMS {
+            pNonce: nonce.as_mut_ptr(),
+            ulNonceLen: 12,
+            pAAD: aad.as_mut_ptr(),
+            ulAADLen: 3,
+        };
+        assert_eq!(
+            read(&cmech(CKM_CHACHA20_POLY1305, &mut p), false).unwrap(),
+            MechParam::AeadPoly1305 {
+                nonce: Some(vec![1; 12]),
+                aad: Some(vec![2; 3]),
+            }
+        );
+        let mut info = *b"info";
+        let mut h = CK_HKDF_PARAMS {
+            bExtract: 1,
+            bExpand: 1,
+            prfHashMechanism: CKM_SHA256,
+            ulSaltType: CKF_HKDF_SALT_KEY,
+            pSalt: ptr::null_mut(),
+            ulSaltLen: 0,
+            hSaltKey: 77,
+            pInfo: info.as_mut_ptr(),
+            ulInfoLen: 4,
+        };
+        assert!(matches!(
+            read(&cmech(CKM_HKDF_DERIVE, &mut h), false).unwrap(),
+            MechParam::Hkdf { salt_key: 77, info: Some(ref i), .. } if i == b"info"
+        ));
+    }
+
+    // The application's own bytes never leave the process for a parameter
+    // the library cannot describe: only its length does.
+    #[test]
+    fn unlisted_parameters_are_described_by_their_length_only() {
+        let mut p = CK_CHACHA20_PARAMS {
+            pBlockCounter: 0x1000 as *mut u8,
+            blockCounterBits: 32,
+            pNonce: 0x2000 as *mut u8,
+            ulNonceBits: 96,
+        };
+        let m = cmech(CKM_CHACHA20, &mut p);
+        assert_eq!(read(&m, true).unwrap(), MechParam::Undescribed(32));
+        let mut v = [5u8; 8];
+        let vendor = CK_MECHANISM {
+            mechanism: CKM_VENDOR_DEFINED | 7,
+            pParameter: v.as_mut_ptr().cast(),
+            ulParameterLen: 8,
+        };
+        assert_eq!(read(&vendor, false).unwrap(), MechParam::Undescribed(8));
+        assert_eq!(read(&vendor, true).unwrap(), MechParam::Bytes(vec![5; 8]));
+    }
+
+    #[test]
+    fn both_gcm_layouts_and_wrong_lengths() {
+        let mut iv = [9u8; 12];
+        let mut g48 = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        assert!(matches!(
+            read(&cmech(CKM_AES_GCM, &mut g48), false).unwrap(),
+            MechParam::Gcm {
+                iv_bits: Some(96),
+                ..
+            }
+        ));
+        let mut g40 = [iv.as_mut_ptr() as usize, 12, 0, 0, 128];
+        let m = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: g40.as_mut_ptr().cast(),
+            ulParameterLen: 40,
+        };
+        assert!(matches!(
+            read(&m, false).unwrap(),
+            MechParam::Gcm {
+                iv_bits: None,
+                tag_bits: 128,
+                ..
+            }
+        ));
+        let odd = CK_MECHANISM {
+            ulParameterLen: 44,
+            ..m
+        };
+        assert_eq!(read(&odd, false).unwrap(), MechParam::BadLength(44));
+    }
+
+    // Expect CKR_ARGUMENTS_BAD for a NULL pointer with a non-zero length inside a structure.
+    #[test]
+    fn null_with_a_length_inside_a_structure_is_arguments_bad() {
+        let mut p = CK_ECDH1_DERIVE_PARAMS {
+            kdf: CKD_NULL,
+            ulSharedDataLen: 0,
+            pSharedData: ptr::null_mut(),
+            ulPublicDataLen: 65,
+            pPublicData: ptr::null_mut(),
+        };
+        assert!(matches!(
+            read(&cmech(CKM_ECDH1_DERIVE, &mut p), false),
+            Err(Error::ArgumentsBad(_))
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! Faults: kmsd restarts under a busy application, contexts ended by one
+//! connection while others use them, and requests sent twice after a lost
+//! connection. Only `restart_under_threads_opens_one_context` loads the
+//! library (it is a process-wide singleton).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use kmsp11_proto::{AttrValue, Attribute, Body, Request};
+use kmsp11_tests::raw::*;
+use kmsp11_tests::wire::Wire;
+use kmsp11_tests::Kmsd;
+
+// Four threads reconnecting after a kmsd restart once split over three
+// contexts, and ~4 % of calls failed with CKR_SESSION_HANDLE_INVALID for
+// the rest of the run: one library instance is one context.
+#[test]
+fn restart_under_threads_opens_one_context() {
+    let mut kmsd = Kmsd::start();
+    std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
+    let p = Arc::new(Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap());
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let restarted = Arc::new(AtomicBool::new(false));
+    let settled = Arc::new(AtomicBool::new(false));
+    let late_errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (p, restarted, settled, late_errors, stop) = (
+                p.clone(),
+                restarted.clone(),
+                settled.clone(),
+                late_errors.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut s = p.open_ro_session(slot).ok();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = match &s {
+                        Some(sess) => sess.digest(&Mechanism::Sha256, b"x").map(|_| ()),
+                        None => Err(Error::Pkcs11(
+                            RvError::SessionHandleInvalid,
+                            cryptoki::context::Function::Digest,
+                        )),
+                    };
+                    if let Err(e) = r {
+                        if settled.load(Ordering::SeqCst) {
+                            late_errors.fetch_add(1, Ordering::SeqCst);
+                            eprintln!("after the restart settled: {e}");
+                        }
+                        if restarted.load(Ordering::SeqCst) {
+                            if let Some(old) = s.take() {
+                                std::mem::forget(old); // its C_CloseSession would fail the same way
+                            }
+                            s = p.open_ro_session(slot).ok();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    kmsd.restart();
+    restarted.store(true, Ordering::SeqCst);
+    // Every thread has a new session within a few seconds.
+    std::thread::sleep(Duration::from_secs(2));
+    settled.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        late_errors.load(Ordering::SeqCst),
+        0,
+        "calls failed after the restart settled"
+    );
+    let fresh = kmsd
+        .log()
+        .lines()
+        .filter(|l| l.contains("client connected") && l.contains("rejoined=false"))
+        .count();
+    assert_eq!(
+        fresh,
+        2,
+        "one context before and one after the restart:\n{}",
+        kmsd.log()
+    );
+}
+
+// Work done on a context after another of its connections sent Goodbye was
+// never reclaimed: the context is ended for every connection.
+#[test]
+fn goodbye_ends_the_context_for_every_connection() {
+    let kmsd = Kmsd::start();
+    let mut a = Wire::connect(&kmsd);
+    let token = a.hello(None).context;
+    let mut b = Wire::connect(&kmsd);
+    assert!(b.hello(Some(token)).rejoined);
+    let s = match b
+        .call(Request::OpenSession {
+            slot: 0,
+            flags: CKF_SERIAL_SESSION,
+        })
+        .body
+    {
+        Body::Handle(h) => h,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(a.call(Request::Goodbye).rv, CKR_OK);
+    assert!(
+        b.call_with(50, false, Request::GetSessionInfo { session: s })
+            .is_none(),
+        "a connection of an ended context was still served"
+    );
+    kmsd.wait_for_log(&["context was ended by C_Finalize"], Duration::from_secs(5));
+}
+
+fn handle_of(r: kmsp11_proto::Response) -> u64 {
+    match r.body {
+        Body::Handle(h) => h,
+        b => panic!("expected a handle, got {} {b:?}", rv_name(r.rv)),
+    }
+}
+
+// The library's reconnect-and-resend could run a call twice: a resent
+// request (same id, resend flag) is answered from the kept answer.
+#[test]
+fn a_resent_request_runs_once() {
+    let kmsd = Kmsd::start();
+    let mut a = Wire::connect(&kmsd);
+    let token = a.hello(None).context;
+    let open = || Request::OpenSession {
+        slot: 0,
+        flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
+    };
+    let s = handle_of(a.call_with(5, false, open()).unwrap());
+    let mut b = Wire::connect(&kmsd);
+    b.hello(Some(token));
+    assert_eq!(
+        handle_of(b.call_with(5, true, open()).unwrap()),
+        s,
+        "the resend opened another session"
+    );
+    let create = || Request::CreateObject {
+        session: s,
+        template: Some(vec![
+            Attribute {
+                kind: CKA_CLASS,
+                value: AttrValue::Ulong(CKO_DATA),
+            },
+            Attribute {
+                kind: CKA_PRIVATE,
+                value: AttrValue::Bytes(vec![0]),
+            },
+            Attribute {
+                kind: CKA_LABEL,
+                value: AttrValue::Bytes(b"once".to_vec()),
+            },
+        ]),
+    };
+    let o = handle_of(b.call_with(6, false, create()).unwrap());
+    assert_eq!(handle_of(a.call_with(6, true, create()).unwrap()), o);
+    let find = Request::FindObjectsInit {
+        session: s,
+        template: Some(vec![Attribute {
+            kind: CKA_LABEL,
+            value: AttrValue::Bytes(b"once".to_vec()),
+        }]),
+    };
+    assert_eq!(a.call_with(7, false, find).unwrap().rv, CKR_OK);
+    match a
+        .call_with(
+            8,
+            false,
+            Request::FindObjects {
+                session: s,
+                max: 10,
+            },
+        )
+        .unwrap()
+        .body
+    {
+        Body::Handles(h) => assert_eq!(h, vec![o], "the object was created twice"),
+        b => panic!("{b:?}"),
+    }
+    // A resend whose first copy never arrived runs.
+    let s2 = handle_of(b.call_with(100, true, open()).unwrap());
+    assert_ne!(s2, s);
+}
