@@ -555,11 +555,19 @@ pub struct Obj {
 impl Context {
     fn new(id: u64, token: Vec<u8>, identity: Arc<Identity>, pid: u32) -> Context {
         // Handles start at a random base so that a handle from before a
-        // daemon restart does not name something in the new context.
+        // daemon restart does not name something in the new context. Fuzzing
+        // needs them predictable.
         let mut r = rand::thread_rng();
+        let mut base = || {
+            if cfg!(fuzzing) {
+                0x10000
+            } else {
+                0x10000 + (r.next_u32() as u64 & 0x3fff_0000)
+            }
+        };
         let state = CtxState {
-            next_session: 0x10000 + (r.next_u32() as u64 & 0x3fff_0000),
-            next_object: 0x10000 + (r.next_u32() as u64 & 0x3fff_0000),
+            next_session: base(),
+            next_object: base(),
             ..Default::default()
         };
         Context {
