@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for r in requests.into_iter().take(16) {
-        let _ = kmsd::handlers::dispatch(&f.daemon, &ctx, r);
+        let _ = kmsd::ops::dispatch(&f.daemon, &ctx, r);
     }
     f.daemon.end_context(&ctx);
     ctx.detach();

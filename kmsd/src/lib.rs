@@ -7,7 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dev;
 pub mod front;
-pub mod handlers;
 pub mod hsm;
 pub mod identity;
+pub mod ops;
 pub mod pin;

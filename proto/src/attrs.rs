@@ -187,10 +187,10 @@ mod tests {
     }
 
     fn create(template: Vec<Attribute>) -> Request {
-        Request::CreateObject {
+        Request::CreateObject(crate::CreateObject {
             session: 1,
             template: Some(template),
-        }
+        })
     }
 
     #[test]

@@ -7,9 +7,11 @@ use crate::{encode, AttrValue, Attribute, Request};
 /// A `C_CreateObject` whose template nests `depth` levels of
 /// `CKA_WRAP_TEMPLATE`: the frame that overflowed kmsd's stack.
 pub fn deeply_nested_create_object(depth: usize) -> Vec<u8> {
-    let create = |template| Request::CreateObject {
-        session: 1,
-        template: Some(template),
+    let create = |template| {
+        Request::CreateObject(crate::CreateObject {
+            session: 1,
+            template: Some(template),
+        })
     };
     let leaf = vec![Attribute {
         kind: 0x100,
@@ -41,7 +43,7 @@ pub fn deeply_nested_create_object(depth: usize) -> Vec<u8> {
 
 /// Puts an encoded request into an [`crate::Envelope`] (id 1, first send).
 pub fn in_envelope(request: &[u8]) -> Vec<u8> {
-    let probe = Request::GetInfo;
+    let probe = Request::GetInfo(crate::GetInfo);
     let whole = encode(&crate::Envelope {
         id: 1,
         resend: false,
@@ -85,7 +87,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     });
     let mut addr = 0x5555_5555_0000u64.to_le_bytes().to_vec();
     addr.extend_from_slice(&16u64.to_le_bytes());
-    let derive = Request::DeriveKey {
+    let derive = Request::DeriveKey(crate::DeriveKey {
         session: SESSION,
         mechanism: Mechanism {
             mechanism: 0x1104,
@@ -96,8 +98,8 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             kind: 0x161,
             value: AttrValue::Ulong(16),
         }]),
-    };
-    let amplify = Request::GetAttributeValue {
+    });
+    let amplify = Request::GetAttributeValue(crate::GetAttributeValue {
         session: SESSION,
         object: 0x7fff_0001,
         template: (0..4096)
@@ -106,14 +108,14 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 buf: Some(16 << 20),
             })
             .collect(),
-    };
-    let open = Request::OpenSession { slot: 0, flags: 6 };
-    let login = Request::Login {
+    });
+    let open = Request::OpenSession(crate::OpenSession { slot: 0, flags: 6 });
+    let login = Request::Login(crate::Login {
         session: SESSION,
         user_type: 1,
         pin: Some(Pin::new(b"123456".to_vec())),
-    };
-    let aes = Request::GenerateKey {
+    });
+    let aes = Request::GenerateKey(crate::GenerateKey {
         session: SESSION,
         mechanism: Mechanism {
             mechanism: 0x1080,
@@ -133,7 +135,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 value: AttrValue::Bytes(vec![1]),
             },
         ]),
-    };
+    });
     let seq = |v: Vec<Request>| encode(&v).expect("encodes");
     let nested = deeply_nested_create_object(20_000);
     vec![

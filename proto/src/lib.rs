@@ -1,6 +1,7 @@
 //! The kmsp11 wire protocol.
 //!
-//! One [`Request`] variant per PKCS#11 call, one [`Response`] per request. Every
+//! One [`Request`] per call of the call table ([`calls`]), one [`Response`]
+//! per request; payloads live in modules named after the spec chapters. Every
 //! `CK_ULONG` travels as `u64` whatever the platform. Frames are
 //! `[magic "KP11"][version u16][reserved u16][payload length u32]` followed by
 //! the payload encoded by [`codec`]; the payload is bounded by [`MAX_PAYLOAD`].
@@ -9,23 +10,39 @@
 //! library sends again after a lost connection carries the same id and is
 //! answered from kmsd's kept answer instead of running twice.
 //!
-//! An existing variant's encoding never changes: a new call is a new variant at
-//! the end of the enum and a bump of [`PROTOCOL_VERSION`]'s minor part.
+//! An existing call's encoding never changes: a new call is a new row of the
+//! call table with a new id, and a bump of [`PROTOCOL_VERSION`]'s minor part.
+//! The other enums (answers, parameters, attribute values) only ever grow at
+//! their end; golden-byte tests pin their encodings.
 #![forbid(unsafe_code)]
 
 pub mod attrs;
+pub mod calls;
 pub mod codec;
+pub mod crypto;
 pub mod frame;
+pub mod general;
 pub mod hostile;
+pub mod keymgmt;
 pub mod mechanism;
+pub mod object;
 pub mod secret;
+pub mod session;
+pub mod slot_token;
 
 use serde::{Deserialize, Serialize};
 
+pub use calls::{CallId, Chapter, Request};
 pub use codec::{decode, encode, CodecError};
+pub use crypto::*;
 pub use frame::{FrameHeader, FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, PROTOCOL_VERSION};
+pub use general::*;
+pub use keymgmt::*;
 pub use mechanism::{MechParam, Mechanism, OaepParams};
+pub use object::*;
 pub use secret::{Pin, Secret};
+pub use session::*;
+pub use slot_token::*;
 
 /// A PKCS#11 `CK_RV`, `CK_ULONG` and handle as they travel.
 pub type Rv = u64;
@@ -66,6 +83,10 @@ pub struct HelloOk {
     /// other vendor parameter as [`MechParam::Undescribed`].
     pub raw_mechanisms: Vec<u64>,
 }
+
+/// Ends the client context at once (`C_Finalize`): sessions closed, session objects gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye;
 
 /// What the library sends: one request with its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,260 +198,6 @@ pub struct SessionInfo {
     pub device_error: u64,
 }
 
-/// `*Init` calls that take a mechanism and a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpInit {
-    pub session: Handle,
-    pub mechanism: Mechanism,
-    pub key: Handle,
-}
-
-/// Calls that take input data and produce output (`C_Sign`, `C_Encrypt`, `C_*Update` of ciphers, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataOut {
-    pub session: Handle,
-    /// `None` for a `NULL` input pointer.
-    #[serde(with = "serde_bytes")]
-    pub data: Option<Vec<u8>>,
-    pub out: OutBuf,
-}
-
-/// Calls that take input data only (`C_SignUpdate`, `C_DigestUpdate`, `C_SeedRandom`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataIn {
-    pub session: Handle,
-    /// `None` for a `NULL` input pointer.
-    #[serde(with = "serde_bytes")]
-    pub data: Option<Vec<u8>>,
-}
-
-/// Calls that only produce output (`C_*Final`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutOnly {
-    pub session: Handle,
-    pub out: OutBuf,
-}
-
-/// One variant per PKCS#11 function, named after it, grouped by spec chapter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    Hello(Hello),
-    /// Ends the client context at once (`C_Finalize`): sessions closed, session objects gone.
-    Goodbye,
-
-    // general (PKCS#11 2.40 §5.4)
-    GetInfo,
-    // slot_token (§5.5)
-    GetSlotList {
-        token_present: bool,
-    },
-    GetSlotInfo {
-        slot: u64,
-    },
-    GetTokenInfo {
-        slot: u64,
-    },
-    WaitForSlotEvent {
-        flags: u64,
-    },
-    GetMechanismList {
-        slot: u64,
-    },
-    GetMechanismInfo {
-        slot: u64,
-        mechanism: u64,
-    },
-    InitToken {
-        slot: u64,
-        pin: Option<Pin>,
-        label: Vec<u8>,
-    },
-    InitPin {
-        session: Handle,
-        pin: Option<Pin>,
-    },
-    SetPin {
-        session: Handle,
-        old: Option<Pin>,
-        new: Option<Pin>,
-    },
-    // session (§5.6)
-    OpenSession {
-        slot: u64,
-        flags: u64,
-    },
-    CloseSession {
-        session: Handle,
-    },
-    CloseAllSessions {
-        slot: u64,
-    },
-    GetSessionInfo {
-        session: Handle,
-    },
-    GetOperationState(OutOnly),
-    SetOperationState {
-        session: Handle,
-        state: Option<Vec<u8>>,
-        encryption_key: Handle,
-        authentication_key: Handle,
-    },
-    Login {
-        session: Handle,
-        user_type: u64,
-        pin: Option<Pin>,
-    },
-    Logout {
-        session: Handle,
-    },
-    // object (§5.7)
-    CreateObject {
-        session: Handle,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    CopyObject {
-        session: Handle,
-        object: Handle,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    DestroyObject {
-        session: Handle,
-        object: Handle,
-    },
-    GetObjectSize {
-        session: Handle,
-        object: Handle,
-    },
-    GetAttributeValue {
-        session: Handle,
-        object: Handle,
-        #[serde(deserialize_with = "attrs::queries")]
-        template: Vec<AttrQuery>,
-    },
-    SetAttributeValue {
-        session: Handle,
-        object: Handle,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    FindObjectsInit {
-        session: Handle,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    FindObjects {
-        session: Handle,
-        max: u64,
-    },
-    FindObjectsFinal {
-        session: Handle,
-    },
-    // encrypt (§5.8)
-    EncryptInit(OpInit),
-    Encrypt(DataOut),
-    EncryptUpdate(DataOut),
-    EncryptFinal(OutOnly),
-    // decrypt (§5.9)
-    DecryptInit(OpInit),
-    Decrypt(DataOut),
-    DecryptUpdate(DataOut),
-    DecryptFinal(OutOnly),
-    // digest (§5.10)
-    DigestInit {
-        session: Handle,
-        mechanism: Mechanism,
-    },
-    Digest(DataOut),
-    DigestUpdate(DataIn),
-    DigestKey {
-        session: Handle,
-        key: Handle,
-    },
-    DigestFinal(OutOnly),
-    // sign (§5.11)
-    SignInit(OpInit),
-    Sign(DataOut),
-    SignUpdate(DataIn),
-    SignFinal(OutOnly),
-    SignRecoverInit(OpInit),
-    SignRecover(DataOut),
-    // verify (§5.12)
-    VerifyInit(OpInit),
-    Verify {
-        session: Handle,
-        #[serde(with = "serde_bytes")]
-        data: Option<Vec<u8>>,
-        #[serde(with = "serde_bytes")]
-        signature: Option<Vec<u8>>,
-    },
-    VerifyUpdate(DataIn),
-    VerifyFinal {
-        session: Handle,
-        #[serde(with = "serde_bytes")]
-        signature: Option<Vec<u8>>,
-    },
-    VerifyRecoverInit(OpInit),
-    VerifyRecover(DataOut),
-    // dual-function (§5.13)
-    DigestEncryptUpdate(DataOut),
-    DecryptDigestUpdate(DataOut),
-    SignEncryptUpdate(DataOut),
-    DecryptVerifyUpdate(DataOut),
-    // keymgmt (§5.14)
-    GenerateKey {
-        session: Handle,
-        mechanism: Mechanism,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    GenerateKeyPair {
-        session: Handle,
-        mechanism: Mechanism,
-        #[serde(deserialize_with = "attrs::template")]
-        public: Template,
-        #[serde(deserialize_with = "attrs::template")]
-        private: Template,
-    },
-    WrapKey {
-        session: Handle,
-        mechanism: Mechanism,
-        wrapping_key: Handle,
-        key: Handle,
-        out: OutBuf,
-    },
-    UnwrapKey {
-        session: Handle,
-        mechanism: Mechanism,
-        unwrapping_key: Handle,
-        #[serde(with = "serde_bytes")]
-        wrapped: Option<Vec<u8>>,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    DeriveKey {
-        session: Handle,
-        mechanism: Mechanism,
-        base_key: Handle,
-        #[serde(deserialize_with = "attrs::template")]
-        template: Template,
-    },
-    // random (§5.15)
-    SeedRandom(DataIn),
-    GenerateRandom {
-        session: Handle,
-        len: u64,
-    },
-    // parallel (§5.16)
-    GetFunctionStatus {
-        session: Handle,
-    },
-    CancelFunction {
-        session: Handle,
-    },
-}
-
 /// What a call returns besides its `CK_RV`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
@@ -485,18 +252,17 @@ impl Request {
     /// that held its encoding is wiped after use.
     pub fn carries_secret(&self) -> bool {
         match self {
-            Request::Login { pin, .. } | Request::InitPin { pin, .. } => pin.is_some(),
-            Request::InitToken { pin, .. } => pin.is_some(),
-            Request::SetPin { old, new, .. } => old.is_some() || new.is_some(),
-            Request::GenerateKey { mechanism, .. } | Request::DeriveKey { mechanism, .. } => {
-                mechanism.param.carries_secret()
+            Request::Login(Login { pin, .. }) | Request::InitPin(InitPin { pin, .. }) => {
+                pin.is_some()
             }
+            Request::InitToken(InitToken { pin, .. }) => pin.is_some(),
+            Request::SetPin(SetPin { old, new, .. }) => old.is_some() || new.is_some(),
+            Request::GenerateKey(GenerateKey { mechanism, .. })
+            | Request::DeriveKey(DeriveKey { mechanism, .. }) => mechanism.param.carries_secret(),
             _ => false,
         }
     }
-}
 
-impl Request {
     /// The most output bytes this request can make kmsd produce: the
     /// client's claims (random length, buffer capacities), as far as kmsd
     /// honours them. kmsd charges large requests to a memory budget first.
@@ -509,13 +275,14 @@ impl Request {
             d.out.unwrap_or(0).min(input.saturating_add(SLACK))
         };
         let claim = match self {
-            Request::GenerateRandom { len, .. } => *len,
-            Request::GetAttributeValue { template, .. } => template
+            Request::GenerateRandom(r) => r.len,
+            Request::GetAttributeValue(q) => q
+                .template
                 .iter()
                 .filter_map(|q| q.buf)
                 .fold(0u64, |a, n| a.saturating_add(n)),
-            Request::FindObjects { max, .. } => max.saturating_mul(8),
-            Request::WrapKey { out, .. } => out.unwrap_or(0).min(SLACK),
+            Request::FindObjects(f) => f.max.saturating_mul(8),
+            Request::WrapKey(w) => w.out.unwrap_or(0).min(SLACK),
             Request::Encrypt(d)
             | Request::EncryptUpdate(d)
             | Request::Decrypt(d)

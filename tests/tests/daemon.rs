@@ -136,7 +136,8 @@ fn malformed_traffic_leaves_others_serving(kmsd: &Kmsd) {
     assert!(closed_without_answer(&mut s));
     // A valid request that is not Hello first.
     let mut s = tls(kmsd);
-    let payload = kmsp11_proto::encode(&kmsp11_proto::Request::GetInfo).unwrap();
+    let payload =
+        kmsp11_proto::encode(&kmsp11_proto::Request::GetInfo(kmsp11_proto::GetInfo)).unwrap();
     s.write_all(&kmsp11_proto::frame::frame(&payload).unwrap())
         .unwrap();
     assert!(closed_without_answer(&mut s));

@@ -104,19 +104,23 @@ fn goodbye_ends_the_context_for_every_connection() {
     let mut b = Wire::connect(&kmsd);
     assert!(b.hello(Some(token)).rejoined);
     let s = match b
-        .call(Request::OpenSession {
+        .call(Request::OpenSession(kmsp11_proto::OpenSession {
             slot: 0,
             flags: CKF_SERIAL_SESSION,
-        })
+        }))
         .body
     {
         Body::Handle(h) => h,
         r => panic!("{r:?}"),
     };
-    assert_eq!(a.call(Request::Goodbye).rv, CKR_OK);
+    assert_eq!(a.call(Request::Goodbye(kmsp11_proto::Goodbye)).rv, CKR_OK);
     assert!(
-        b.call_with(50, false, Request::GetSessionInfo { session: s })
-            .is_none(),
+        b.call_with(
+            50,
+            false,
+            Request::GetSessionInfo(kmsp11_proto::GetSessionInfo { session: s })
+        )
+        .is_none(),
         "a connection of an ended context was still served"
     );
     kmsd.wait_for_log(&["context was ended by C_Finalize"], Duration::from_secs(5));
@@ -136,9 +140,11 @@ fn a_resent_request_runs_once() {
     let kmsd = Kmsd::start();
     let mut a = Wire::connect(&kmsd);
     let token = a.hello(None).context;
-    let open = || Request::OpenSession {
-        slot: 0,
-        flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
+    let open = || {
+        Request::OpenSession(kmsp11_proto::OpenSession {
+            slot: 0,
+            flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
+        })
     };
     let s = handle_of(a.call_with(5, false, open()).unwrap());
     let mut b = Wire::connect(&kmsd);
@@ -148,41 +154,43 @@ fn a_resent_request_runs_once() {
         s,
         "the resend opened another session"
     );
-    let create = || Request::CreateObject {
-        session: s,
-        template: Some(vec![
-            Attribute {
-                kind: CKA_CLASS,
-                value: AttrValue::Ulong(CKO_DATA),
-            },
-            Attribute {
-                kind: CKA_PRIVATE,
-                value: AttrValue::Bytes(vec![0]),
-            },
-            Attribute {
-                kind: CKA_LABEL,
-                value: AttrValue::Bytes(b"once".to_vec()),
-            },
-        ]),
+    let create = || {
+        Request::CreateObject(kmsp11_proto::CreateObject {
+            session: s,
+            template: Some(vec![
+                Attribute {
+                    kind: CKA_CLASS,
+                    value: AttrValue::Ulong(CKO_DATA),
+                },
+                Attribute {
+                    kind: CKA_PRIVATE,
+                    value: AttrValue::Bytes(vec![0]),
+                },
+                Attribute {
+                    kind: CKA_LABEL,
+                    value: AttrValue::Bytes(b"once".to_vec()),
+                },
+            ]),
+        })
     };
     let o = handle_of(b.call_with(6, false, create()).unwrap());
     assert_eq!(handle_of(a.call_with(6, true, create()).unwrap()), o);
-    let find = Request::FindObjectsInit {
+    let find = Request::FindObjectsInit(kmsp11_proto::FindObjectsInit {
         session: s,
         template: Some(vec![Attribute {
             kind: CKA_LABEL,
             value: AttrValue::Bytes(b"once".to_vec()),
         }]),
-    };
+    });
     assert_eq!(a.call_with(7, false, find).unwrap().rv, CKR_OK);
     match a
         .call_with(
             8,
             false,
-            Request::FindObjects {
+            Request::FindObjects(kmsp11_proto::FindObjects {
                 session: s,
                 max: 10,
-            },
+            }),
         )
         .unwrap()
         .body

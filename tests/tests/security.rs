@@ -17,15 +17,15 @@ use kmsp11_tests::{Kmsd, PIN};
 fn logged_in(kmsd: &Kmsd) -> (Wire, u64) {
     let mut w = Wire::connect(kmsd);
     w.hello(None);
-    let s = handle(w.call(Request::OpenSession {
+    let s = handle(w.call(Request::OpenSession(kmsp11_proto::OpenSession {
         slot: 0,
         flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
-    }));
-    let r = w.call(Request::Login {
+    })));
+    let r = w.call(Request::Login(kmsp11_proto::Login {
         session: s,
         user_type: CKU_USER,
         pin: Some(Pin::new(PIN.as_bytes().to_vec())),
-    });
+    }));
     assert_eq!(r.rv, CKR_OK, "login: {}", rv_name(r.rv));
     (w, s)
 }
@@ -47,7 +47,7 @@ fn yes(kind: u64) -> Attribute {
 
 /// A session AES-256 key that may encrypt and derive.
 fn aes_key(w: &mut Wire, s: u64) -> u64 {
-    handle(w.call(Request::GenerateKey {
+    handle(w.call(Request::GenerateKey(kmsp11_proto::GenerateKey {
         session: s,
         mechanism: Mechanism {
             mechanism: CKM_AES_KEY_GEN,
@@ -58,16 +58,16 @@ fn aes_key(w: &mut Wire, s: u64) -> u64 {
             yes(CKA_ENCRYPT),
             yes(CKA_DERIVE),
         ]),
-    }))
+    })))
 }
 
 /// kmsd still answers a well-behaved client.
 fn still_serving(kmsd: &Kmsd) {
     let mut w = Wire::connect(kmsd);
     w.hello(None);
-    let r = w.call(Request::GetSlotList {
+    let r = w.call(Request::GetSlotList(kmsp11_proto::GetSlotList {
         token_present: true,
-    });
+    }));
     assert_eq!(r.rv, CKR_OK, "kmsd stopped serving; log:\n{}", kmsd.log());
 }
 
@@ -121,7 +121,7 @@ fn derive_parameter_with_a_raw_pointer_is_refused() {
     let address = (&kmsd as *const Kmsd as u64).to_le_bytes();
     let mut raw = address.to_vec();
     raw.extend_from_slice(&16u64.to_le_bytes());
-    let r = w.call(Request::DeriveKey {
+    let r = w.call(Request::DeriveKey(kmsp11_proto::DeriveKey {
         session: s,
         mechanism: Mechanism {
             mechanism: CKM_AES_ECB_ENCRYPT_DATA,
@@ -133,7 +133,7 @@ fn derive_parameter_with_a_raw_pointer_is_refused() {
             attr(CKA_KEY_TYPE, AttrValue::Ulong(CKK_AES)),
             attr(CKA_VALUE_LEN, AttrValue::Ulong(16)),
         ]),
-    });
+    }));
     assert_eq!(r.rv, CKR_MECHANISM_PARAM_INVALID, "{}", rv_name(r.rv));
     still_serving(&kmsd);
 }
@@ -168,13 +168,13 @@ fn template_values_in_the_wrong_form_are_refused() {
         attr(CKA_WRAP_TEMPLATE, AttrValue::Bytes(vec![0x10; 24])),
         attr(CKA_LABEL, AttrValue::Ulongs(vec![1, 2])),
     ] {
-        let r = w.call(Request::CreateObject {
+        let r = w.call(Request::CreateObject(kmsp11_proto::CreateObject {
             session: s,
             template: Some(vec![
                 attr(CKA_CLASS, AttrValue::Ulong(CKO_DATA)),
                 bad.clone(),
             ]),
-        });
+        }));
         assert_eq!(
             r.rv,
             CKR_ATTRIBUTE_VALUE_INVALID,
@@ -220,11 +220,13 @@ fn attribute_query_on_an_invalid_handle_allocates_nothing() {
         })
         .collect();
     for _ in 0..4 {
-        let r = w.call(Request::GetAttributeValue {
-            session: s,
-            object: 0x7fff_0001,
-            template: q.clone(),
-        });
+        let r = w.call(Request::GetAttributeValue(
+            kmsp11_proto::GetAttributeValue {
+                session: s,
+                object: 0x7fff_0001,
+                template: q.clone(),
+            },
+        ));
         assert_eq!(r.rv, CKR_OBJECT_HANDLE_INVALID, "{}", rv_name(r.rv));
         assert_eq!(
             r.body,
@@ -243,13 +245,13 @@ fn attribute_query_on_an_invalid_handle_allocates_nothing() {
 fn attribute_query_amplification_is_bounded() {
     let kmsd = Kmsd::start();
     let (mut w, s) = logged_in(&kmsd);
-    let object = handle(w.call(Request::CreateObject {
+    let object = handle(w.call(Request::CreateObject(kmsp11_proto::CreateObject {
         session: s,
         template: Some(vec![
             attr(CKA_CLASS, AttrValue::Ulong(CKO_DATA)),
             attr(CKA_VALUE, AttrValue::Bytes(vec![7; 8192])),
         ]),
-    }));
+    })));
     let before = peak_mib(&kmsd);
     let ask = |n: usize| {
         (0..n)
@@ -260,22 +262,26 @@ fn attribute_query_amplification_is_bounded() {
             .collect::<Vec<_>>()
     };
     // 64 × 8 KiB: answered in full.
-    let r = w.call(Request::GetAttributeValue {
-        session: s,
-        object,
-        template: ask(64),
-    });
+    let r = w.call(Request::GetAttributeValue(
+        kmsp11_proto::GetAttributeValue {
+            session: s,
+            object,
+            template: ask(64),
+        },
+    ));
     assert_eq!(r.rv, CKR_OK, "{}", rv_name(r.rv));
     let Body::Attributes(a) = r.body else {
         panic!("no attributes")
     };
     assert!(a.iter().all(|x| x.len == 8192));
     // 4096 × 8 KiB = 32 MiB: more than a frame.
-    let r = w.call(Request::GetAttributeValue {
-        session: s,
-        object,
-        template: ask(4096),
-    });
+    let r = w.call(Request::GetAttributeValue(
+        kmsp11_proto::GetAttributeValue {
+            session: s,
+            object,
+            template: ask(4096),
+        },
+    ));
     assert_eq!(r.rv, CKR_DEVICE_MEMORY, "{}", rv_name(r.rv));
     let grew = peak_mib(&kmsd) - before;
     assert!(grew < 96, "kmsd's peak memory grew by {grew} MiB");
@@ -290,13 +296,13 @@ fn output_claims_follow_the_modules_answer() {
     let (mut w, s) = logged_in(&kmsd);
     let before = peak_mib(&kmsd);
     for _ in 0..20 {
-        let r = w.call(Request::DigestInit {
+        let r = w.call(Request::DigestInit(kmsp11_proto::DigestInit {
             session: s,
             mechanism: Mechanism {
                 mechanism: CKM_SHA256,
                 param: MechParam::None,
             },
-        });
+        }));
         assert_eq!(r.rv, CKR_OK);
         let r = w.call(Request::Digest(kmsp11_proto::DataOut {
             session: s,
@@ -311,26 +317,31 @@ fn output_claims_follow_the_modules_answer() {
 }
 
 fn login_rv(w: &mut Wire, s: u64, pin: &str) -> u64 {
-    w.call(Request::Login {
+    w.call(Request::Login(kmsp11_proto::Login {
         session: s,
         user_type: CKU_USER,
         pin: Some(Pin::new(pin.as_bytes().to_vec())),
-    })
+    }))
     .rv
 }
 
 fn token_flags(w: &mut Wire) -> u64 {
-    match w.call(Request::GetTokenInfo { slot: 0 }).body {
+    match w
+        .call(Request::GetTokenInfo(kmsp11_proto::GetTokenInfo {
+            slot: 0,
+        }))
+        .body
+    {
         Body::TokenInfo(t) => t.flags,
         b => panic!("{b:?}"),
     }
 }
 
 fn session(w: &mut Wire) -> u64 {
-    handle(w.call(Request::OpenSession {
+    handle(w.call(Request::OpenSession(kmsp11_proto::OpenSession {
         slot: 0,
         flags: CKF_SERIAL_SESSION,
-    }))
+    })))
 }
 
 // 500 wrong PINs once left the right PIN working. Expect CKF_USER_PIN_COUNT_LOW
@@ -487,10 +498,10 @@ fn sessions_and_objects_per_identity_are_bounded() {
     let mut w = Wire::connect(&kmsd);
     w.hello(None);
     let sessions: Vec<u64> = (0..4).map(|_| session(&mut w)).collect();
-    let r = w.call(Request::OpenSession {
+    let r = w.call(Request::OpenSession(kmsp11_proto::OpenSession {
         slot: 0,
         flags: CKF_SERIAL_SESSION,
-    });
+    }));
     assert_eq!(r.rv, CKR_SESSION_COUNT, "{}", rv_name(r.rv));
     let data = |i: u8| {
         Some(vec![
@@ -499,29 +510,29 @@ fn sessions_and_objects_per_identity_are_bounded() {
         ])
     };
     for i in 0..5 {
-        handle(w.call(Request::CreateObject {
+        handle(w.call(Request::CreateObject(kmsp11_proto::CreateObject {
             session: sessions[0],
             template: data(i),
-        }));
+        })));
     }
-    let r = w.call(Request::CreateObject {
+    let r = w.call(Request::CreateObject(kmsp11_proto::CreateObject {
         session: sessions[1],
         template: data(9),
-    });
+    }));
     assert_eq!(r.rv, CKR_DEVICE_MEMORY, "{}", rv_name(r.rv));
     // Closing the session frees both its slot and its objects.
     assert_eq!(
-        w.call(Request::CloseSession {
+        w.call(Request::CloseSession(kmsp11_proto::SessionOnly {
             session: sessions[0]
-        })
+        }))
         .rv,
         CKR_OK
     );
     let s = session(&mut w);
-    handle(w.call(Request::CreateObject {
+    handle(w.call(Request::CreateObject(kmsp11_proto::CreateObject {
         session: s,
         template: data(1),
-    }));
+    })));
 }
 
 // The first frame after the handshake had no timeout.
@@ -604,9 +615,9 @@ fn a_revoked_certificate_is_refused_after_reload() {
     let mut live = Wire::connect_as(&kmsd, &c, &k);
     live.hello(None);
     assert_eq!(
-        live.call(Request::GetSlotList {
+        live.call(Request::GetSlotList(kmsp11_proto::GetSlotList {
             token_present: true
-        })
+        }))
         .rv,
         CKR_OK
     );
@@ -621,9 +632,9 @@ fn a_revoked_certificate_is_refused_after_reload() {
         .call_with(
             99,
             false,
-            Request::GetSlotList {
+            Request::GetSlotList(kmsp11_proto::GetSlotList {
                 token_present: true
-            }
+            })
         )
         .is_none());
     kmsd.wait_for_log(&["client certificate revoked"], Duration::from_secs(5));

@@ -278,38 +278,43 @@ fn transparent_kmsd() -> Kmsd {
 fn slot_of(w: &mut Wire, label: &str) -> Option<u64> {
     use kmsp11_proto::{Body, Request};
     let Body::Slots(slots) = w
-        .call(Request::GetSlotList {
+        .call(Request::GetSlotList(kmsp11_proto::GetSlotList {
             token_present: false,
-        })
+        }))
         .body
     else {
         panic!("no slot list")
     };
-    slots
-        .into_iter()
-        .find(|s| match w.call(Request::GetTokenInfo { slot: *s }).body {
+    slots.into_iter().find(|s| {
+        match w
+            .call(Request::GetTokenInfo(kmsp11_proto::GetTokenInfo {
+                slot: *s,
+            }))
+            .body
+        {
             Body::TokenInfo(t) => String::from_utf8_lossy(&t.label).trim_end() == label,
             _ => false,
-        })
+        }
+    })
 }
 
 fn wire_login(w: &mut Wire, slot: u64, pin: &str) -> (u64, u64) {
     use kmsp11_proto::{Body, Pin, Request};
     let Body::Handle(s) = w
-        .call(Request::OpenSession {
+        .call(Request::OpenSession(kmsp11_proto::OpenSession {
             slot,
             flags: raw::CKF_SERIAL_SESSION | raw::CKF_RW_SESSION,
-        })
+        }))
         .body
     else {
         panic!("no session")
     };
     let rv = w
-        .call(Request::Login {
+        .call(Request::Login(kmsp11_proto::Login {
             session: s,
             user_type: raw::CKU_USER,
             pin: Some(Pin::new(pin.as_bytes().to_vec())),
-        })
+        }))
         .rv;
     (s, rv)
 }
@@ -317,7 +322,7 @@ fn wire_login(w: &mut Wire, slot: u64, pin: &str) -> (u64, u64) {
 /// Creates a private session object: CKR_OK only while logged in.
 fn private_object_rv(w: &mut Wire, s: u64) -> u64 {
     use kmsp11_proto::{AttrValue, Attribute, Request};
-    w.call(Request::CreateObject {
+    w.call(Request::CreateObject(kmsp11_proto::CreateObject {
         session: s,
         template: Some(vec![
             Attribute {
@@ -329,7 +334,7 @@ fn private_object_rv(w: &mut Wire, s: u64) -> u64 {
                 value: AttrValue::Bytes(vec![1]),
             },
         ]),
-    })
+    }))
     .rv
 }
 
@@ -355,22 +360,28 @@ fn two_applications_log_in_independently() {
     assert_eq!(private_object_rv(&mut c, sc), raw::CKR_USER_NOT_LOGGED_IN);
     // A logs out: B stays logged in.
     assert_eq!(
-        a.call(kmsp11_proto::Request::Logout { session: sa }).rv,
+        a.call(kmsp11_proto::Request::Logout(kmsp11_proto::SessionOnly {
+            session: sa
+        }))
+        .rv,
         raw::CKR_OK
     );
     assert_eq!(private_object_rv(&mut a, sa), raw::CKR_USER_NOT_LOGGED_IN);
     assert_eq!(private_object_rv(&mut b, sb), raw::CKR_OK);
     // B logs out: the backend is logged out, and checks the next PIN itself.
     assert_eq!(
-        b.call(kmsp11_proto::Request::Logout { session: sb }).rv,
+        b.call(kmsp11_proto::Request::Logout(kmsp11_proto::SessionOnly {
+            session: sb
+        }))
+        .rv,
         raw::CKR_OK
     );
     let rv = c
-        .call(kmsp11_proto::Request::Login {
+        .call(kmsp11_proto::Request::Login(kmsp11_proto::Login {
             session: sc,
             user_type: raw::CKU_USER,
             pin: Some(kmsp11_proto::Pin::new(PIN.as_bytes().to_vec())),
-        })
+        }))
         .rv;
     assert_eq!(rv, raw::CKR_OK, "{}", raw::rv_name(rv));
 }
@@ -388,9 +399,9 @@ fn tokens_initialised_later_appear() {
     let mut w = Wire::connect(&kmsd);
     w.hello(None);
     let all = |w: &mut Wire| match w
-        .call(Request::GetSlotList {
+        .call(Request::GetSlotList(kmsp11_proto::GetSlotList {
             token_present: false,
-        })
+        }))
         .body
     {
         Body::Slots(s) => s,
@@ -401,11 +412,11 @@ fn tokens_initialised_later_appear() {
     let mut label = [b' '; 32];
     label[..4].copy_from_slice(b"late");
     let rv = w
-        .call(Request::InitToken {
+        .call(Request::InitToken(kmsp11_proto::InitToken {
             slot: free,
             pin: Some(Pin::new(SO_PIN.as_bytes().to_vec())),
             label: label.to_vec(),
-        })
+        }))
         .rv;
     assert_eq!(rv, raw::CKR_OK, "{}", raw::rv_name(rv));
     assert_eq!(slot_of(&mut w, "late"), Some(free));

@@ -277,7 +277,7 @@ impl Server {
             }
             let mut large =
                 large.unwrap_or_else(|| Large::new(&ctx.identity.large_mib, &self.large_mib));
-            let goodbye = matches!(env.request, Request::Goodbye);
+            let goodbye = matches!(env.request, Request::Goodbye(kmsp11_proto::Goodbye));
             let claim = env.request.output_claim();
             let resp = if claim > SMALL && timeout(t.queue, large.grow(claim)).await.is_err() {
                 tracing::warn!(identity = %ctx.identity.name, context = ctx.id, claim, "request refused: its memory share is not free within limits.queue_timeout_secs");
@@ -310,7 +310,10 @@ impl Server {
                 return Response::rv(CKR_FUNCTION_FAILED);
             }
         };
-        let kept = !matches!(env.request, Request::Goodbye | Request::Hello(_));
+        let kept = !matches!(
+            env.request,
+            Request::Goodbye(kmsp11_proto::Goodbye) | Request::Hello(_)
+        );
         // The HSM call blocks: block_in_place moves this worker's other tasks
         // elsewhere first, so the runtime keeps serving.
         tokio::task::block_in_place(|| {
@@ -321,7 +324,7 @@ impl Server {
             }
             let id = env.id;
             let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::handlers::dispatch(&self.daemon, ctx, env.request)
+                crate::ops::dispatch(&self.daemon, ctx, env.request)
             }))
             .unwrap_or_else(|_| {
                 tracing::error!(context = ctx.id, "request handler panicked");

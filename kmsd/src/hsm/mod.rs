@@ -14,7 +14,7 @@ pub mod marshal;
 use std::path::Path;
 use std::ptr;
 
-use kmsp11_proto::{self as proto, OutBuf};
+use kmsp11_proto::{self as proto, CallId, OutBuf};
 use pkcs11_sys::*;
 
 pub use marshal::{CMechanism, CTemplate};
@@ -79,53 +79,6 @@ macro_rules! call {
 /// Result of a call that writes a byte buffer: `(rv, length, bytes)`.
 pub type Output = (CK_RV, u64, Option<Vec<u8>>);
 
-/// The shape `C_Encrypt`, `C_Sign`, `C_*Update` with output, ... share.
-#[derive(Debug, Clone, Copy)]
-pub enum DataOutFn {
-    Encrypt,
-    EncryptUpdate,
-    Decrypt,
-    DecryptUpdate,
-    Digest,
-    Sign,
-    SignRecover,
-    VerifyRecover,
-    DigestEncryptUpdate,
-    DecryptDigestUpdate,
-    SignEncryptUpdate,
-    DecryptVerifyUpdate,
-}
-
-/// `C_*Final`.
-#[derive(Debug, Clone, Copy)]
-pub enum OutOnlyFn {
-    EncryptFinal,
-    DecryptFinal,
-    DigestFinal,
-    SignFinal,
-}
-
-/// Input-only calls: `C_SignUpdate`, `C_VerifyUpdate`, `C_DigestUpdate`, `C_SeedRandom`, `C_VerifyFinal`.
-#[derive(Debug, Clone, Copy)]
-pub enum DataInFn {
-    SignUpdate,
-    VerifyUpdate,
-    DigestUpdate,
-    SeedRandom,
-    VerifyFinal,
-}
-
-/// `*Init` calls with a mechanism and a key.
-#[derive(Debug, Clone, Copy)]
-pub enum OpInitFn {
-    EncryptInit,
-    DecryptInit,
-    SignInit,
-    VerifyInit,
-    SignRecoverInit,
-    VerifyRecoverInit,
-}
-
 type DataOutPtr = unsafe extern "C" fn(
     CK_SESSION_HANDLE,
     CK_BYTE_PTR,
@@ -137,6 +90,66 @@ type OutOnlyPtr = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_
 type DataInPtr = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG) -> CK_RV;
 type OpInitPtr =
     unsafe extern "C" fn(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE) -> CK_RV;
+
+/// Keeps `$e` for a row of the wanted shape, `None` for the others.
+macro_rules! pick {
+    (OpInit, OpInit, $e:expr) => {
+        $e
+    };
+    (DataOut, DataOut, $e:expr) => {
+        $e
+    };
+    (OutOnly, OutOnly, $e:expr) => {
+        $e
+    };
+    (DataIn, DataIn, $e:expr) => {
+        $e
+    };
+    ($a:ident, $b:ident, $e:expr) => {
+        None
+    };
+}
+
+/// The module's entry for each call of a shared shape, from proto's call table.
+macro_rules! entries {
+    (() $([$id:literal $v:ident $h:ident $c:ident $ch:ident $p:ident])*) => {
+        impl Backend {
+            fn op_init_fn(&self, call: CallId) -> Option<OpInitPtr> {
+                // SAFETY: the module's own list, valid while `_lib` is loaded.
+                let f = unsafe { &*self.fns };
+                match call {
+                    $( CallId::$v => pick!($p, OpInit, f.$c), )*
+                }
+            }
+
+            fn data_out_fn(&self, call: CallId) -> Option<DataOutPtr> {
+                // SAFETY: as above.
+                let f = unsafe { &*self.fns };
+                match call {
+                    $( CallId::$v => pick!($p, DataOut, f.$c), )*
+                }
+            }
+
+            fn out_only_fn(&self, call: CallId) -> Option<OutOnlyPtr> {
+                // SAFETY: as above.
+                let f = unsafe { &*self.fns };
+                match call {
+                    $( CallId::$v => pick!($p, OutOnly, f.$c), )*
+                }
+            }
+
+            fn data_in_fn(&self, call: CallId) -> Option<DataInPtr> {
+                // SAFETY: as above.
+                let f = unsafe { &*self.fns };
+                match call {
+                    $( CallId::$v => pick!($p, DataIn, f.$c), )*
+                }
+            }
+        }
+    };
+}
+
+kmsp11_proto::calls!(entries);
 
 impl Backend {
     /// Loads the module and calls `C_Initialize` with `CKF_OS_LOCKING_OK`.
@@ -476,25 +489,15 @@ impl Backend {
         call!(self, C_FindObjectsFinal, s)
     }
 
+    /// A call of the `*Init` shape; a call of another shape is `CKR_FUNCTION_NOT_SUPPORTED`.
     pub fn op_init(
         &self,
-        f: OpInitFn,
+        call: CallId,
         s: CK_SESSION_HANDLE,
         m: &mut CMechanism,
         key: CK_OBJECT_HANDLE,
     ) -> CK_RV {
-        // SAFETY: reading function pointers out of the module's list.
-        let fp: Option<OpInitPtr> = unsafe {
-            match f {
-                OpInitFn::EncryptInit => (*self.fns).C_EncryptInit,
-                OpInitFn::DecryptInit => (*self.fns).C_DecryptInit,
-                OpInitFn::SignInit => (*self.fns).C_SignInit,
-                OpInitFn::VerifyInit => (*self.fns).C_VerifyInit,
-                OpInitFn::SignRecoverInit => (*self.fns).C_SignRecoverInit,
-                OpInitFn::VerifyRecoverInit => (*self.fns).C_VerifyRecoverInit,
-            }
-        };
-        match fp {
+        match self.op_init_fn(call) {
             // SAFETY: `m` owns the mechanism and every buffer it points to.
             Some(fp) => unsafe { fp(s, m.as_mut_ptr(), key) },
             None => CKR_FUNCTION_NOT_SUPPORTED,
@@ -509,31 +512,15 @@ impl Backend {
         call!(self, C_DigestKey, s, key)
     }
 
+    /// A call of the `C_Sign` shape (input, output buffer).
     pub fn data_out(
         &self,
-        f: DataOutFn,
+        call: CallId,
         s: CK_SESSION_HANDLE,
         data: Option<&[u8]>,
         out: OutBuf,
     ) -> Output {
-        // SAFETY: reading function pointers out of the module's list.
-        let fp: Option<DataOutPtr> = unsafe {
-            match f {
-                DataOutFn::Encrypt => (*self.fns).C_Encrypt,
-                DataOutFn::EncryptUpdate => (*self.fns).C_EncryptUpdate,
-                DataOutFn::Decrypt => (*self.fns).C_Decrypt,
-                DataOutFn::DecryptUpdate => (*self.fns).C_DecryptUpdate,
-                DataOutFn::Digest => (*self.fns).C_Digest,
-                DataOutFn::Sign => (*self.fns).C_Sign,
-                DataOutFn::SignRecover => (*self.fns).C_SignRecover,
-                DataOutFn::VerifyRecover => (*self.fns).C_VerifyRecover,
-                DataOutFn::DigestEncryptUpdate => (*self.fns).C_DigestEncryptUpdate,
-                DataOutFn::DecryptDigestUpdate => (*self.fns).C_DecryptDigestUpdate,
-                DataOutFn::SignEncryptUpdate => (*self.fns).C_SignEncryptUpdate,
-                DataOutFn::DecryptVerifyUpdate => (*self.fns).C_DecryptVerifyUpdate,
-            }
-        };
-        let Some(fp) = fp else {
+        let Some(fp) = self.data_out_fn(call) else {
             return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
         };
         let (pin, nin) = marshal::opt_in(data);
@@ -541,35 +528,18 @@ impl Backend {
         with_out(out, nin as usize, |p, n| unsafe { fp(s, pin, nin, p, n) })
     }
 
-    pub fn out_only(&self, f: OutOnlyFn, s: CK_SESSION_HANDLE, out: OutBuf) -> Output {
-        // SAFETY: reading function pointers out of the module's list.
-        let fp: Option<OutOnlyPtr> = unsafe {
-            match f {
-                OutOnlyFn::EncryptFinal => (*self.fns).C_EncryptFinal,
-                OutOnlyFn::DecryptFinal => (*self.fns).C_DecryptFinal,
-                OutOnlyFn::DigestFinal => (*self.fns).C_DigestFinal,
-                OutOnlyFn::SignFinal => (*self.fns).C_SignFinal,
-            }
-        };
-        let Some(fp) = fp else {
+    /// A call of the `C_*Final` shape (output buffer only).
+    pub fn out_only(&self, call: CallId, s: CK_SESSION_HANDLE, out: OutBuf) -> Output {
+        let Some(fp) = self.out_only_fn(call) else {
             return (CKR_FUNCTION_NOT_SUPPORTED, 0, None);
         };
         // SAFETY: output as built by `with_out`.
         with_out(out, 0, |p, n| unsafe { fp(s, p, n) })
     }
 
-    pub fn data_in(&self, f: DataInFn, s: CK_SESSION_HANDLE, data: Option<&[u8]>) -> CK_RV {
-        // SAFETY: reading function pointers out of the module's list.
-        let fp: Option<DataInPtr> = unsafe {
-            match f {
-                DataInFn::SignUpdate => (*self.fns).C_SignUpdate,
-                DataInFn::VerifyUpdate => (*self.fns).C_VerifyUpdate,
-                DataInFn::DigestUpdate => (*self.fns).C_DigestUpdate,
-                DataInFn::SeedRandom => (*self.fns).C_SeedRandom,
-                DataInFn::VerifyFinal => (*self.fns).C_VerifyFinal,
-            }
-        };
-        let Some(fp) = fp else {
+    /// A call of the `C_SignUpdate` shape (input only).
+    pub fn data_in(&self, call: CallId, s: CK_SESSION_HANDLE, data: Option<&[u8]>) -> CK_RV {
+        let Some(fp) = self.data_in_fn(call) else {
             return CKR_FUNCTION_NOT_SUPPORTED;
         };
         let (p, n) = marshal::opt_in(data);

@@ -1,4 +1,4 @@
-//! General-purpose functions (PKCS#11 2.40 §5.4).
+//! General-purpose functions (PKCS#11 3.0 §5.4).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -74,10 +74,9 @@ pub fn finalize() -> Result<()> {
     Ok(())
 }
 
-/// C_GetInfo (§5.4): answered locally.
-pub fn info() -> Result<Info> {
-    super::client()?;
-    Ok(Info {
+/// C_GetInfo (§5.4): the library's own identity, answered locally.
+pub fn info() -> Info {
+    Info {
         cryptoki_version: Version {
             major: 2,
             minor: 40,
@@ -86,5 +85,5 @@ pub fn info() -> Result<Info> {
         flags: 0,
         library_description: b"kmsp11 remote PKCS#11".to_vec(),
         library_version: Version { major: 0, minor: 1 },
-    })
+    }
 }

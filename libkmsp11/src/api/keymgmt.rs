@@ -1,42 +1,56 @@
-//! Key management (PKCS#11 2.40 §5.14).
+//! Key management (PKCS#11 3.0 §5.18).
 
-use kmsp11_proto::{Body, Mechanism, OutBuf, Request, Template};
+use kmsp11_proto::{
+    Body, DeriveKey, GenerateKey, GenerateKeyPair, Mechanism, OutBuf, Request, Template, UnwrapKey,
+    WrapKey,
+};
 
 use super::{body, handle, output, Output};
+use crate::client::Client;
 use crate::error::{Error, Result};
 
-/// C_GenerateKey (§5.14).
-pub fn generate_key(session: u64, mechanism: Mechanism, template: Template) -> Result<u64> {
+/// C_GenerateKey (§5.18).
+pub fn generate_key(
+    c: &Client,
+    session: u64,
+    mechanism: Mechanism,
+    template: Template,
+) -> Result<u64> {
     handle(
-        Request::GenerateKey {
+        c,
+        Request::GenerateKey(GenerateKey {
             session,
             mechanism,
             template,
-        },
-        "C_GenerateKey",
+        }),
     )
 }
 
-/// C_GenerateKeyPair (§5.14).
+/// C_GenerateKeyPair (§5.18).
 pub fn generate_key_pair(
+    c: &Client,
     session: u64,
     mechanism: Mechanism,
     public: Template,
     private: Template,
 ) -> Result<(u64, u64)> {
-    match body(Request::GenerateKeyPair {
-        session,
-        mechanism,
-        public,
-        private,
-    })? {
+    match body(
+        c,
+        Request::GenerateKeyPair(GenerateKeyPair {
+            session,
+            mechanism,
+            public,
+            private,
+        }),
+    )? {
         Body::KeyPair { public, private } => Ok((public, private)),
         _ => Err(Error::Protocol("C_GenerateKeyPair")),
     }
 }
 
-/// C_WrapKey (§5.14).
+/// C_WrapKey (§5.18).
 pub fn wrap_key(
+    c: &Client,
     session: u64,
     mechanism: Mechanism,
     wrapping_key: u64,
@@ -44,19 +58,20 @@ pub fn wrap_key(
     out: OutBuf,
 ) -> Result<Output> {
     output(
-        Request::WrapKey {
+        c,
+        Request::WrapKey(WrapKey {
             session,
             mechanism,
             wrapping_key,
             key,
             out,
-        },
-        "C_WrapKey",
+        }),
     )
 }
 
-/// C_UnwrapKey (§5.14).
+/// C_UnwrapKey (§5.18).
 pub fn unwrap_key(
+    c: &Client,
     session: u64,
     mechanism: Mechanism,
     unwrapping_key: u64,
@@ -64,31 +79,32 @@ pub fn unwrap_key(
     template: Template,
 ) -> Result<u64> {
     handle(
-        Request::UnwrapKey {
+        c,
+        Request::UnwrapKey(UnwrapKey {
             session,
             mechanism,
             unwrapping_key,
             wrapped,
             template,
-        },
-        "C_UnwrapKey",
+        }),
     )
 }
 
-/// C_DeriveKey (§5.14).
+/// C_DeriveKey (§5.18).
 pub fn derive_key(
+    c: &Client,
     session: u64,
     mechanism: Mechanism,
     base_key: u64,
     template: Template,
 ) -> Result<u64> {
     handle(
-        Request::DeriveKey {
+        c,
+        Request::DeriveKey(DeriveKey {
             session,
             mechanism,
             base_key,
             template,
-        },
-        "C_DeriveKey",
+        }),
     )
 }

@@ -1,18 +1,19 @@
-//! Safe Rust, one function per `C_*`, files named after the PKCS#11
-//! chapters. Each builds one request, sends it, and turns the answer into
-//! values; a backend `CK_RV` comes back unchanged as [`Error::Rv`].
+//! Safe Rust, one function per `C_*` that needs more than its shape, files
+//! named after the spec chapters. Each builds one request, sends it on the
+//! client the C shell looked up, and turns the answer into values; a backend
+//! `CK_RV` comes back unchanged as [`Error::Rv`].
 
+pub mod crypto;
 pub mod general;
 pub mod keymgmt;
 pub mod object;
-pub mod operations;
 pub mod session;
 pub mod slot_token;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use kmsp11_proto::{Body, Request, Response};
+use kmsp11_proto::{Body, Request};
 use parking_lot::RwLock;
 use pkcs11_sys::*;
 
@@ -47,14 +48,9 @@ pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::SeqCst)
 }
 
-/// Sends one request on an initialised library.
-pub fn call(req: Request) -> Result<Response> {
-    client()?.call(req)
-}
-
 /// For calls whose only answer is a `CK_RV`.
-pub fn rv_only(req: Request) -> Result<()> {
-    let r = call(req)?;
+pub fn rv_only(c: &Client, req: Request) -> Result<()> {
+    let r = c.call(req)?;
     if r.rv == CKR_OK {
         Ok(())
     } else {
@@ -63,8 +59,8 @@ pub fn rv_only(req: Request) -> Result<()> {
 }
 
 /// For calls that answer a body on success.
-pub fn body(req: Request) -> Result<Body> {
-    let r = call(req)?;
+pub fn body(c: &Client, req: Request) -> Result<Body> {
+    let r = c.call(req)?;
     if r.rv == CKR_OK {
         Ok(r.body)
     } else {
@@ -75,27 +71,21 @@ pub fn body(req: Request) -> Result<Body> {
 /// What a call that writes a caller buffer answers: `(rv, length, bytes)`.
 pub type Output = (CK_RV, u64, Option<Vec<u8>>);
 
-pub fn output(req: Request, what: &'static str) -> Result<Output> {
-    let r = call(req)?;
+pub fn output(c: &Client, req: Request) -> Result<Output> {
+    let name = req.call().c_name();
+    let r = c.call(req)?;
     match r.body {
         Body::Output { len, data } => Ok((r.rv, len, data)),
         Body::Empty => Ok((r.rv, 0, None)),
-        _ => Err(Error::Protocol(what)),
+        _ => Err(Error::Protocol(name)),
     }
 }
 
-pub fn handle(req: Request, what: &'static str) -> Result<u64> {
-    match body(req)? {
+/// For calls that answer one object or session handle.
+pub fn handle(c: &Client, req: Request) -> Result<u64> {
+    let name = req.call().c_name();
+    match body(c, req)? {
         Body::Handle(h) => Ok(h),
-        _ => Err(Error::Protocol(what)),
+        _ => Err(Error::Protocol(name)),
     }
-}
-
-/// Whether kmsd takes this vendor mechanism's parameter as raw bytes.
-/// Unknown (kmsd unreachable) counts as no: the parameter is then described
-/// by its length only and kmsd gives the verdict.
-pub fn raw_vendor(mechanism: u64) -> bool {
-    client()
-        .and_then(|c| c.raw_mechanisms())
-        .is_ok_and(|v| v.contains(&mechanism))
 }

@@ -1,39 +1,40 @@
-//! Object management (PKCS#11 2.40 §5.7).
+//! Object management (PKCS#11 3.0 §5.7).
 
-use kmsp11_proto::{AttrAnswer, AttrQuery, Body, Request, Template};
+use kmsp11_proto::{
+    AttrAnswer, AttrQuery, Body, CopyObject, CreateObject, DestroyObject, FindObjects,
+    FindObjectsInit, GetAttributeValue, GetObjectSize, Request, SetAttributeValue, Template,
+};
 use pkcs11_sys::*;
 
-use super::{body, call, handle, rv_only};
+use super::{body, handle, rv_only};
+use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// C_CreateObject (§5.7).
-pub fn create_object(session: u64, template: Template) -> Result<u64> {
-    handle(
-        Request::CreateObject { session, template },
-        "C_CreateObject",
-    )
+pub fn create_object(c: &Client, session: u64, template: Template) -> Result<u64> {
+    handle(c, Request::CreateObject(CreateObject { session, template }))
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy_object(session: u64, object: u64, template: Template) -> Result<u64> {
+pub fn copy_object(c: &Client, session: u64, object: u64, template: Template) -> Result<u64> {
     handle(
-        Request::CopyObject {
+        c,
+        Request::CopyObject(CopyObject {
             session,
             object,
             template,
-        },
-        "C_CopyObject",
+        }),
     )
 }
 
 /// C_DestroyObject (§5.7).
-pub fn destroy_object(session: u64, object: u64) -> Result<()> {
-    rv_only(Request::DestroyObject { session, object })
+pub fn destroy_object(c: &Client, session: u64, object: u64) -> Result<()> {
+    rv_only(c, Request::DestroyObject(DestroyObject { session, object }))
 }
 
 /// C_GetObjectSize (§5.7).
-pub fn object_size(session: u64, object: u64) -> Result<u64> {
-    match body(Request::GetObjectSize { session, object })? {
+pub fn object_size(c: &Client, session: u64, object: u64) -> Result<u64> {
+    match body(c, Request::GetObjectSize(GetObjectSize { session, object }))? {
         Body::Size(n) => Ok(n),
         _ => Err(Error::Protocol("C_GetObjectSize")),
     }
@@ -42,16 +43,17 @@ pub fn object_size(session: u64, object: u64) -> Result<u64> {
 /// C_GetAttributeValue (§5.7): the answers come back with the `CK_RV`,
 /// which may be an error while some attributes were still filled.
 pub fn attribute_value(
+    c: &Client,
     session: u64,
     object: u64,
     template: Vec<AttrQuery>,
 ) -> Result<(u64, Vec<AttrAnswer>)> {
     let n = template.len();
-    let r = call(Request::GetAttributeValue {
+    let r = c.call(Request::GetAttributeValue(GetAttributeValue {
         session,
         object,
         template,
-    })?;
+    }))?;
     let per_attribute = matches!(
         r.rv,
         CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID | CKR_BUFFER_TOO_SMALL
@@ -65,28 +67,34 @@ pub fn attribute_value(
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(session: u64, object: u64, template: Template) -> Result<()> {
-    rv_only(Request::SetAttributeValue {
-        session,
-        object,
-        template,
-    })
+pub fn set_attribute_value(
+    c: &Client,
+    session: u64,
+    object: u64,
+    template: Template,
+) -> Result<()> {
+    rv_only(
+        c,
+        Request::SetAttributeValue(SetAttributeValue {
+            session,
+            object,
+            template,
+        }),
+    )
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_objects_init(session: u64, template: Template) -> Result<()> {
-    rv_only(Request::FindObjectsInit { session, template })
+pub fn find_objects_init(c: &Client, session: u64, template: Template) -> Result<()> {
+    rv_only(
+        c,
+        Request::FindObjectsInit(FindObjectsInit { session, template }),
+    )
 }
 
 /// C_FindObjects (§5.7).
-pub fn find_objects(session: u64, max: u64) -> Result<Vec<u64>> {
-    match body(Request::FindObjects { session, max })? {
+pub fn find_objects(c: &Client, session: u64, max: u64) -> Result<Vec<u64>> {
+    match body(c, Request::FindObjects(FindObjects { session, max }))? {
         Body::Handles(h) if h.len() as u64 <= max => Ok(h),
         _ => Err(Error::Protocol("C_FindObjects")),
     }
-}
-
-/// C_FindObjectsFinal (§5.7).
-pub fn find_objects_final(session: u64) -> Result<()> {
-    rv_only(Request::FindObjectsFinal { session })
 }

@@ -1,30 +1,34 @@
-//! Slot and token management (PKCS#11 2.40 §5.5).
+//! Slot and token management (PKCS#11 3.0 §5.5).
 
-use kmsp11_proto::{Body, MechanismInfo, Pin, Request, SlotInfo, TokenInfo};
+use kmsp11_proto::{
+    Body, GetMechanismInfo, GetMechanismList, GetSlotInfo, GetSlotList, GetTokenInfo, InitPin,
+    InitToken, MechanismInfo, Pin, Request, SetPin, SlotInfo, TokenInfo, WaitForSlotEvent,
+};
 use pkcs11_sys::*;
 
 use super::{body, rv_only};
+use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// C_GetSlotList (§5.5).
-pub fn slot_list(token_present: bool) -> Result<Vec<u64>> {
-    match body(Request::GetSlotList { token_present })? {
+pub fn slot_list(c: &Client, token_present: bool) -> Result<Vec<u64>> {
+    match body(c, Request::GetSlotList(GetSlotList { token_present }))? {
         Body::Slots(s) => Ok(s),
         _ => Err(Error::Protocol("C_GetSlotList")),
     }
 }
 
 /// C_GetSlotInfo (§5.5).
-pub fn slot_info(slot: u64) -> Result<SlotInfo> {
-    match body(Request::GetSlotInfo { slot })? {
+pub fn slot_info(c: &Client, slot: u64) -> Result<SlotInfo> {
+    match body(c, Request::GetSlotInfo(GetSlotInfo { slot }))? {
         Body::SlotInfo(s) => Ok(s),
         _ => Err(Error::Protocol("C_GetSlotInfo")),
     }
 }
 
 /// C_GetTokenInfo (§5.5).
-pub fn token_info(slot: u64) -> Result<TokenInfo> {
-    match body(Request::GetTokenInfo { slot })? {
+pub fn token_info(c: &Client, slot: u64) -> Result<TokenInfo> {
+    match body(c, Request::GetTokenInfo(GetTokenInfo { slot }))? {
         Body::TokenInfo(t) => Ok(t),
         _ => Err(Error::Protocol("C_GetTokenInfo")),
     }
@@ -33,10 +37,10 @@ pub fn token_info(slot: u64) -> Result<TokenInfo> {
 /// C_WaitForSlotEvent (§5.5). kmsd only polls; the blocking form polls on
 /// the caller's thread and returns `CKR_CRYPTOKI_NOT_INITIALIZED` as soon as
 /// another thread calls C_Finalize.
-pub fn wait_for_slot_event(flags: u64) -> Result<u64> {
+pub fn wait_for_slot_event(c: &Client, flags: u64) -> Result<u64> {
     let generation = super::generation();
     loop {
-        match body(Request::WaitForSlotEvent { flags }) {
+        match body(c, Request::WaitForSlotEvent(WaitForSlotEvent { flags })) {
             Ok(Body::Slot(s)) => return Ok(s),
             Ok(_) => return Err(Error::Protocol("C_WaitForSlotEvent")),
             Err(Error::Rv(CKR_NO_EVENT)) if flags & CKF_DONT_BLOCK == 0 => {}
@@ -52,32 +56,35 @@ pub fn wait_for_slot_event(flags: u64) -> Result<u64> {
 }
 
 /// C_GetMechanismList (§5.5).
-pub fn mechanism_list(slot: u64) -> Result<Vec<u64>> {
-    match body(Request::GetMechanismList { slot })? {
+pub fn mechanism_list(c: &Client, slot: u64) -> Result<Vec<u64>> {
+    match body(c, Request::GetMechanismList(GetMechanismList { slot }))? {
         Body::Mechanisms(m) => Ok(m),
         _ => Err(Error::Protocol("C_GetMechanismList")),
     }
 }
 
 /// C_GetMechanismInfo (§5.5).
-pub fn mechanism_info(slot: u64, mechanism: u64) -> Result<MechanismInfo> {
-    match body(Request::GetMechanismInfo { slot, mechanism })? {
+pub fn mechanism_info(c: &Client, slot: u64, mechanism: u64) -> Result<MechanismInfo> {
+    match body(
+        c,
+        Request::GetMechanismInfo(GetMechanismInfo { slot, mechanism }),
+    )? {
         Body::MechanismInfo(m) => Ok(m),
         _ => Err(Error::Protocol("C_GetMechanismInfo")),
     }
 }
 
 /// C_InitToken (§5.5).
-pub fn init_token(slot: u64, pin: Option<Pin>, label: Vec<u8>) -> Result<()> {
-    rv_only(Request::InitToken { slot, pin, label })
+pub fn init_token(c: &Client, slot: u64, pin: Option<Pin>, label: Vec<u8>) -> Result<()> {
+    rv_only(c, Request::InitToken(InitToken { slot, pin, label }))
 }
 
 /// C_InitPIN (§5.5).
-pub fn init_pin(session: u64, pin: Option<Pin>) -> Result<()> {
-    rv_only(Request::InitPin { session, pin })
+pub fn init_pin(c: &Client, session: u64, pin: Option<Pin>) -> Result<()> {
+    rv_only(c, Request::InitPin(InitPin { session, pin }))
 }
 
 /// C_SetPIN (§5.5).
-pub fn set_pin(session: u64, old: Option<Pin>, new: Option<Pin>) -> Result<()> {
-    rv_only(Request::SetPin { session, old, new })
+pub fn set_pin(c: &Client, session: u64, old: Option<Pin>, new: Option<Pin>) -> Result<()> {
+    rv_only(c, Request::SetPin(SetPin { session, old, new }))
 }

@@ -109,15 +109,20 @@ impl Client {
         Ok(resp)
     }
 
-    /// The vendor mechanisms kmsd forwards with raw-byte parameters; asks
-    /// kmsd (one connection, kept in the pool) if no Hello happened yet.
-    pub fn raw_mechanisms(&self) -> Result<Vec<u64>> {
-        if let Some(v) = self.raw_mechanisms.read().clone() {
-            return Ok(v);
+    /// Whether kmsd forwards this vendor mechanism's parameter as raw
+    /// bytes; asks kmsd (one connection, kept in the pool) if no Hello
+    /// happened yet. Unknown (kmsd unreachable) counts as no: the parameter
+    /// is then described by its length only and kmsd gives the verdict.
+    pub fn raw_vendor(&self, mechanism: u64) -> bool {
+        if self.raw_mechanisms.read().is_none() {
+            if let Ok(conn) = self.connect() {
+                self.pool.lock().push(conn);
+            }
         }
-        let conn = self.connect()?;
-        self.pool.lock().push(conn);
-        Ok(self.raw_mechanisms.read().clone().unwrap_or_default())
+        self.raw_mechanisms
+            .read()
+            .as_ref()
+            .is_some_and(|v| v.contains(&mechanism))
     }
 
     /// Opens a connection and says Hello, rejoining our context if we have one.
@@ -216,7 +221,7 @@ impl Client {
             let bye = Envelope {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 resend: false,
-                request: Request::Goodbye,
+                request: Request::Goodbye(kmsp11_proto::Goodbye),
             };
             let _ = send(&mut c, &bye, false);
             c.conn.send_close_notify();

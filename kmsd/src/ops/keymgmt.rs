@@ -1,6 +1,8 @@
 //! Key management (PKCS#11 3.0 §5.18).
 
-use kmsp11_proto::{Body, Mechanism, OutBuf, Response, Template};
+use kmsp11_proto::{
+    Body, DeriveKey, GenerateKey, GenerateKeyPair, Response, Template, UnwrapKey, WrapKey,
+};
 use pkcs11_sys::*;
 
 use super::{
@@ -16,7 +18,12 @@ fn kind(t: &Template, private_default: bool) -> (bool, bool) {
 }
 
 /// C_GenerateKey (§5.18).
-pub fn generate_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, t: Template) -> Response {
+pub fn generate_key(d: &Daemon, ctx: &Context, q: GenerateKey) -> Response {
+    let GenerateKey {
+        session: v,
+        mechanism: m,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let (token, private) = kind(&t, true);
     try_resp!(check_write(d, ctx, &s, token, private));
@@ -27,14 +34,13 @@ pub fn generate_key(d: &Daemon, ctx: &Context, v: u64, m: Mechanism, t: Template
 }
 
 /// C_GenerateKeyPair (§5.18).
-pub fn generate_key_pair(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    m: Mechanism,
-    public: Template,
-    private: Template,
-) -> Response {
+pub fn generate_key_pair(d: &Daemon, ctx: &Context, q: GenerateKeyPair) -> Response {
+    let GenerateKeyPair {
+        session: v,
+        mechanism: m,
+        public,
+        private,
+    } = q;
     let s = sess!(ctx, v);
     let (pub_token, pub_private) = kind(&public, false);
     let (priv_token, priv_private) = kind(&private, true);
@@ -63,15 +69,14 @@ pub fn generate_key_pair(
 }
 
 /// C_WrapKey (§5.18).
-pub fn wrap_key(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    m: Mechanism,
-    wrapping: u64,
-    key: u64,
-    out: OutBuf,
-) -> Response {
+pub fn wrap_key(d: &Daemon, ctx: &Context, q: WrapKey) -> Response {
+    let WrapKey {
+        session: v,
+        mechanism: m,
+        wrapping_key: wrapping,
+        key,
+        out,
+    } = q;
     let s = sess!(ctx, v);
     let mut m = try_resp!(mechanism(d, ctx, &s, &m));
     let (rv, len, data) = d.backend.wrap_key(
@@ -88,15 +93,14 @@ pub fn wrap_key(
 }
 
 /// C_UnwrapKey (§5.18).
-pub fn unwrap_key(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    m: Mechanism,
-    unwrapping: u64,
-    wrapped: Option<Vec<u8>>,
-    t: Template,
-) -> Response {
+pub fn unwrap_key(d: &Daemon, ctx: &Context, q: UnwrapKey) -> Response {
+    let UnwrapKey {
+        session: v,
+        mechanism: m,
+        unwrapping_key: unwrapping,
+        wrapped,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let (token, private) = kind(&t, true);
     try_resp!(check_write(d, ctx, &s, token, private));
@@ -113,14 +117,13 @@ pub fn unwrap_key(
 }
 
 /// C_DeriveKey (§5.18).
-pub fn derive_key(
-    d: &Daemon,
-    ctx: &Context,
-    v: u64,
-    m: Mechanism,
-    base: u64,
-    t: Template,
-) -> Response {
+pub fn derive_key(d: &Daemon, ctx: &Context, q: DeriveKey) -> Response {
+    let DeriveKey {
+        session: v,
+        mechanism: m,
+        base_key: base,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let (token, private) = kind(&t, true);
     try_resp!(check_write(d, ctx, &s, token, private));

@@ -1,6 +1,9 @@
 //! Object management (PKCS#11 3.0 §5.7).
 
-use kmsp11_proto::{AttrQuery, Body, Response, Template};
+use kmsp11_proto::{
+    Body, CopyObject, CreateObject, DestroyObject, FindObjects, FindObjectsInit, GetAttributeValue,
+    GetObjectSize, Response, SessionOnly, SetAttributeValue,
+};
 use pkcs11_sys::*;
 
 use super::{
@@ -10,7 +13,11 @@ use super::{
 use crate::daemon::{Context, Daemon};
 
 /// C_CreateObject (§5.7).
-pub fn create(d: &Daemon, ctx: &Context, v: u64, t: Template) -> Response {
+pub fn create_object(d: &Daemon, ctx: &Context, q: CreateObject) -> Response {
+    let CreateObject {
+        session: v,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let raw = t.as_deref().unwrap_or_default();
     try_resp!(check_write(
@@ -26,7 +33,12 @@ pub fn create(d: &Daemon, ctx: &Context, v: u64, t: Template) -> Response {
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, t: Template) -> Response {
+pub fn copy_object(d: &Daemon, ctx: &Context, q: CopyObject) -> Response {
+    let CopyObject {
+        session: v,
+        object: obj,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let src = object(ctx, obj);
     let raw = t.as_deref().unwrap_or_default();
@@ -43,7 +55,11 @@ pub fn copy(d: &Daemon, ctx: &Context, v: u64, obj: u64, t: Template) -> Respons
 }
 
 /// C_DestroyObject (§5.7).
-pub fn destroy(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
+pub fn destroy_object(d: &Daemon, ctx: &Context, q: DestroyObject) -> Response {
+    let DestroyObject {
+        session: v,
+        object: obj,
+    } = q;
     let s = sess!(ctx, v);
     let h = object(ctx, obj);
     let rv = d.backend.destroy_object(s.backend, h);
@@ -55,7 +71,11 @@ pub fn destroy(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
 }
 
 /// C_GetObjectSize (§5.7).
-pub fn size(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
+pub fn object_size(d: &Daemon, ctx: &Context, q: GetObjectSize) -> Response {
+    let GetObjectSize {
+        session: v,
+        object: obj,
+    } = q;
     let s = sess!(ctx, v);
     let (rv, n) = d.backend.object_size(s.backend, object(ctx, obj));
     if rv != CKR_OK {
@@ -68,9 +88,14 @@ pub fn size(d: &Daemon, ctx: &Context, v: u64, obj: u64) -> Response {
 /// per-attribute lengths (`CK_UNAVAILABLE_INFORMATION` for invalid or
 /// sensitive ones) and its overall `CK_RV`. Memory follows what the object
 /// holds, not what the client claims (see `Backend::attribute_value`).
-pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQuery]) -> Response {
+pub fn attribute_value(d: &Daemon, ctx: &Context, q: GetAttributeValue) -> Response {
+    let GetAttributeValue {
+        session: v,
+        object: obj,
+        template: q,
+    } = q;
     let s = sess!(ctx, v);
-    let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), q);
+    let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), &q);
     Response {
         rv,
         body: Body::Attributes(answers),
@@ -78,7 +103,12 @@ pub fn attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, q: &[AttrQue
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, t: Template) -> Response {
+pub fn set_attribute_value(d: &Daemon, ctx: &Context, q: SetAttributeValue) -> Response {
+    let SetAttributeValue {
+        session: v,
+        object: obj,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let mut ct = try_resp!(template(&t));
     Response::rv(
@@ -88,7 +118,11 @@ pub fn set_attribute_value(d: &Daemon, ctx: &Context, v: u64, obj: u64, t: Templ
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_init(d: &Daemon, ctx: &Context, v: u64, t: Template) -> Response {
+pub fn find_objects_init(d: &Daemon, ctx: &Context, q: FindObjectsInit) -> Response {
+    let FindObjectsInit {
+        session: v,
+        template: t,
+    } = q;
     let s = sess!(ctx, v);
     let mut ct = try_resp!(template(&t));
     Response::rv(d.backend.find_objects_init(s.backend, &mut ct))
@@ -97,7 +131,8 @@ pub fn find_init(d: &Daemon, ctx: &Context, v: u64, t: Template) -> Response {
 /// C_FindObjects (§5.7). Objects this context may not see (other clients'
 /// session objects, private objects before login) are skipped, and the
 /// backend is asked again so that a short answer still means "no more".
-pub fn find(d: &Daemon, ctx: &Context, v: u64, max: u64) -> Response {
+pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Response {
+    let FindObjects { session: v, max } = q;
     let s = sess!(ctx, v);
     let mut out = Vec::new();
     loop {
@@ -124,7 +159,8 @@ pub fn find(d: &Daemon, ctx: &Context, v: u64, max: u64) -> Response {
 }
 
 /// C_FindObjectsFinal (§5.7).
-pub fn find_final(d: &Daemon, ctx: &Context, v: u64) -> Response {
+pub fn find_objects_final(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
+    let v = q.session;
     let s = sess!(ctx, v);
     Response::rv(d.backend.find_objects_final(s.backend))
 }

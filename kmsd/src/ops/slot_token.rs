@@ -1,6 +1,9 @@
 //! Slot and token management (PKCS#11 2.40 §5.5).
 
-use kmsp11_proto::{Body, MechanismInfo, Pin, Response, SlotInfo, TokenInfo, Version};
+use kmsp11_proto::{
+    Body, GetMechanismInfo, GetMechanismList, GetSlotInfo, GetSlotList, GetTokenInfo, InitPin,
+    InitToken, MechanismInfo, Response, SetPin, SlotInfo, TokenInfo, Version, WaitForSlotEvent,
+};
 use pkcs11_sys::*;
 
 use super::session as sess;
@@ -16,7 +19,8 @@ fn v(x: CK_VERSION) -> Version {
 /// C_GetSlotList (§5.5): the tokens this identity may see. In transparent
 /// mode the backend's slot list is read again first, so that a token
 /// initialised meanwhile appears.
-pub fn slot_list(d: &Daemon, ctx: &Context, token_present: bool) -> Response {
+pub fn slot_list(d: &Daemon, ctx: &Context, q: GetSlotList) -> Response {
+    let GetSlotList { token_present } = q;
     if let Err(e) = d.refresh_slots() {
         tracing::warn!("re-reading the backend's slots: {e}");
     }
@@ -35,7 +39,8 @@ pub fn slot_list(d: &Daemon, ctx: &Context, token_present: bool) -> Response {
 }
 
 /// C_GetSlotInfo (§5.5).
-pub fn slot_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+pub fn slot_info(d: &Daemon, ctx: &Context, q: GetSlotInfo) -> Response {
+    let GetSlotInfo { slot } = q;
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
@@ -59,7 +64,8 @@ pub fn slot_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
 /// C_GetTokenInfo (§5.5): the backend's token with the virtual label and
 /// serial. On a token whose PIN kmsd holds, the user PIN flags are the
 /// identity's own (its failed-login budget), not the backend's.
-pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+pub fn token_info(d: &Daemon, ctx: &Context, q: GetTokenInfo) -> Response {
+    let GetTokenInfo { slot } = q;
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
@@ -112,7 +118,8 @@ pub fn token_info(d: &Daemon, ctx: &Context, slot: u64) -> Response {
 /// `CKR_FUNCTION_NOT_SUPPORTED` when asked to block). At most one blocking
 /// wait runs in the backend at a time; other blocking callers are told
 /// `CKR_NO_EVENT` and the library polls again on its caller's thread.
-pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, flags: u64) -> Response {
+pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, q: WaitForSlotEvent) -> Response {
+    let WaitForSlotEvent { flags } = q;
     static BLOCKING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
     let (rv, backend_slot) = if flags & CKF_DONT_BLOCK != 0 {
         d.backend.wait_for_slot_event(flags)
@@ -136,7 +143,8 @@ pub fn wait_for_slot_event(d: &Daemon, ctx: &Context, flags: u64) -> Response {
 }
 
 /// C_GetMechanismList (§5.5).
-pub fn mechanism_list(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+pub fn mechanism_list(d: &Daemon, ctx: &Context, q: GetMechanismList) -> Response {
+    let GetMechanismList { slot } = q;
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
@@ -148,7 +156,11 @@ pub fn mechanism_list(d: &Daemon, ctx: &Context, slot: u64) -> Response {
 }
 
 /// C_GetMechanismInfo (§5.5).
-pub fn mechanism_info(d: &Daemon, ctx: &Context, slot: u64, mech: u64) -> Response {
+pub fn mechanism_info(d: &Daemon, ctx: &Context, q: GetMechanismInfo) -> Response {
+    let GetMechanismInfo {
+        slot,
+        mechanism: mech,
+    } = q;
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
@@ -164,13 +176,8 @@ pub fn mechanism_info(d: &Daemon, ctx: &Context, slot: u64, mech: u64) -> Respon
 }
 
 /// C_InitToken (§5.5): forwarded only where the configuration allows SO functions.
-pub fn init_token(
-    d: &Daemon,
-    ctx: &Context,
-    slot: u64,
-    pin: Option<Pin>,
-    label: &[u8],
-) -> Response {
+pub fn init_token(d: &Daemon, ctx: &Context, q: InitToken) -> Response {
+    let InitToken { slot, pin, label } = q;
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
@@ -190,7 +197,8 @@ pub fn init_token(
 }
 
 /// C_InitPIN (§5.5): an SO function.
-pub fn init_pin(d: &Daemon, ctx: &Context, session: u64, pin: Option<Pin>) -> Response {
+pub fn init_pin(d: &Daemon, ctx: &Context, q: InitPin) -> Response {
+    let InitPin { session, pin } = q;
     sess::with_so(d, ctx, session, |s, _| {
         d.backend
             .init_pin(s.backend, pin.as_ref().map(|p| p.expose()))
@@ -199,13 +207,8 @@ pub fn init_pin(d: &Daemon, ctx: &Context, session: u64, pin: Option<Pin>) -> Re
 
 /// C_SetPIN (§5.5): forwarded only where the configuration allows SO functions;
 /// a virtual token's PINs are kmsd's configuration.
-pub fn set_pin(
-    d: &Daemon,
-    ctx: &Context,
-    session: u64,
-    old: Option<Pin>,
-    new: Option<Pin>,
-) -> Response {
+pub fn set_pin(d: &Daemon, ctx: &Context, q: SetPin) -> Response {
+    let SetPin { session, old, new } = q;
     let new = new.as_ref().map(|p| p.expose());
     sess::with_so(d, ctx, session, |s, t| {
         let rv = d

@@ -2,14 +2,18 @@
 //! on a token whose PIN kmsd holds, the backend stays logged in with that
 //! PIN and a client's `C_Login` is checked against its identity's PIN hash.
 
-use kmsp11_proto::{Body, Pin, Response, SessionInfo};
+use kmsp11_proto::{
+    Body, CloseAllSessions, GetOperationState, GetSessionInfo, Login, OpenSession, Response,
+    SessionInfo, SessionOnly, SetOperationState,
+};
 use pkcs11_sys::*;
 
 use crate::daemon::{give, take, Context, Daemon, Sess, VToken};
 use crate::pin::Refused;
 
 /// C_OpenSession (§5.6). Beyond `limits.max_sessions_per_identity`: `CKR_SESSION_COUNT`.
-pub fn open(d: &Daemon, ctx: &Context, slot: u64, flags: u64) -> Response {
+pub fn open_session(d: &Daemon, ctx: &Context, q: OpenSession) -> Response {
+    let OpenSession { slot, flags } = q;
     let Some(t) = d.token(ctx, slot) else {
         return Response::rv(CKR_SLOT_ID_INVALID);
     };
@@ -40,7 +44,8 @@ pub fn open(d: &Daemon, ctx: &Context, slot: u64, flags: u64) -> Response {
 
 /// C_CloseSession (§5.6): session objects go with the session; closing the
 /// last session on a token ends the login there.
-pub fn close(d: &Daemon, ctx: &Context, v: u64) -> Response {
+pub fn close_session(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
+    let v = q.session;
     let s = match ctx.state.lock().sessions.remove(&v) {
         Some(s) => s,
         None => return Response::rv(CKR_SESSION_HANDLE_INVALID),
@@ -52,7 +57,8 @@ pub fn close(d: &Daemon, ctx: &Context, v: u64) -> Response {
 
 /// C_CloseAllSessions (§5.6): this application's sessions only, never the
 /// backend's other clients'.
-pub fn close_all(d: &Daemon, ctx: &Context, slot: u64) -> Response {
+pub fn close_all_sessions(d: &Daemon, ctx: &Context, q: CloseAllSessions) -> Response {
+    let slot = q.slot;
     if d.token(ctx, slot).is_none() {
         return Response::rv(CKR_SLOT_ID_INVALID);
     }
@@ -87,7 +93,8 @@ fn forget(d: &Daemon, ctx: &Context, sessions: &[u64], slot: u64) {
 }
 
 /// C_GetSessionInfo (§5.6): the state reflects this context's login, not the backend's.
-pub fn info(d: &Daemon, ctx: &Context, v: u64) -> Response {
+pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Response {
+    let v = q.session;
     let s = sess!(ctx, v);
     let (rv, si) = d.backend.session_info(s.backend);
     if rv != CKR_OK {
@@ -119,7 +126,12 @@ pub fn info(d: &Daemon, ctx: &Context, v: u64) -> Response {
 /// C_Login (§5.6). Every PIN check counts against the identity's
 /// failed-login budget (`[login]`); a locked-out identity gets
 /// `CKR_PIN_LOCKED` whatever PIN it gives.
-pub fn login(d: &Daemon, ctx: &Context, v: u64, user: u64, pin: Option<Pin>) -> Response {
+pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Response {
+    let Login {
+        session: v,
+        user_type: user,
+        pin,
+    } = q;
     let s = sess!(ctx, v);
     let Some(t) = d.token(ctx, s.slot) else {
         return Response::rv(CKR_SESSION_HANDLE_INVALID);
@@ -219,7 +231,8 @@ fn identity_login(
 }
 
 /// C_Logout (§5.6).
-pub fn logout(d: &Daemon, ctx: &Context, v: u64) -> Response {
+pub fn logout(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
+    let v = q.session;
     let s = sess!(ctx, v);
     let Some(t) = d.token(ctx, s.slot) else {
         return Response::rv(CKR_SESSION_HANDLE_INVALID);
@@ -235,6 +248,18 @@ pub fn logout(d: &Daemon, ctx: &Context, v: u64) -> Response {
         d.leave_backend_login(ctx, &t);
     }
     Response::rv(CKR_OK)
+}
+
+/// C_GetOperationState (§5.6): refused. An operation state is the module's
+/// own memory, serialised: kmsd never hands the module a blob a client made
+/// (SoftHSM does not implement it either).
+pub fn operation_state(_d: &Daemon, _ctx: &Context, _q: GetOperationState) -> Response {
+    Response::rv(CKR_FUNCTION_NOT_SUPPORTED)
+}
+
+/// C_SetOperationState (§5.6): refused, as `C_GetOperationState`.
+pub fn set_operation_state(_d: &Daemon, _ctx: &Context, _q: SetOperationState) -> Response {
+    Response::rv(CKR_FUNCTION_NOT_SUPPORTED)
 }
 
 /// Runs an SO function where the configuration forwards them.

@@ -1,0 +1,24 @@
+//! The protocol's own calls: Hello opens a connection (handled by the door,
+//! never dispatched) and Goodbye ends the client context (`C_Finalize`).
+
+use kmsp11_proto::{Goodbye, Hello, Response};
+use pkcs11_sys::*;
+
+use crate::daemon::{Context, Daemon};
+
+/// Hello after the first frame: refused.
+pub fn hello(_d: &Daemon, _ctx: &Context, _h: Hello) -> Response {
+    Response::rv(CKR_GENERAL_ERROR)
+}
+
+/// Goodbye: the context ends for all its connections.
+pub fn goodbye(d: &Daemon, ctx: &Context, _g: Goodbye) -> Response {
+    let sessions = d.end_context(ctx);
+    tracing::debug!(
+        context = ctx.id,
+        pid = ctx.pid,
+        sessions,
+        "client finalized"
+    );
+    Response::rv(CKR_OK)
+}

@@ -1,0 +1,32 @@
+//! General-purpose functions (PKCS#11 3.0 §5.4) and the legacy parallel
+//! function management (§5.20).
+
+use kmsp11_proto::{Body, GetInfo, Info, Response, SessionOnly, Version};
+
+use crate::daemon::{pad, Context, Daemon};
+
+/// C_GetInfo (§5.4): the library's own identity, not the backend's.
+pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Response {
+    Response::ok(Body::Info(Info {
+        cryptoki_version: Version {
+            major: 2,
+            minor: 40,
+        },
+        manufacturer_id: pad::<32>("kmsp11").to_vec(),
+        flags: 0,
+        library_description: pad::<32>("kmsp11 remote PKCS#11").to_vec(),
+        library_version: Version { major: 0, minor: 1 },
+    }))
+}
+
+/// C_GetFunctionStatus (§5.20).
+pub fn function_status(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
+    let s = sess!(ctx, q.session);
+    Response::rv(d.backend.function_status(s.backend))
+}
+
+/// C_CancelFunction (§5.20).
+pub fn cancel_function(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
+    let s = sess!(ctx, q.session);
+    Response::rv(d.backend.cancel_function(s.backend))
+}
