@@ -14,6 +14,8 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, Limits, Mode, TokenCfg};
+use crate::error::Error;
+use crate::handles::{BObject, BSession, Backed, HandleMap, VObject, VSession};
 use crate::hsm::Backend;
 use crate::pin::PinChecker;
 
@@ -125,7 +127,7 @@ pub struct Daemon {
     contexts: Mutex<HashMap<Vec<u8>, Arc<Context>>>,
     /// Backend session objects and the context that owns them: other
     /// contexts never see them.
-    session_objects: Mutex<HashMap<CK_OBJECT_HANDLE, u64>>,
+    session_objects: Mutex<HashMap<BObject, u64>>,
     next_context: AtomicU64,
     pub grace: Duration,
     pub limits: Limits,
@@ -138,7 +140,7 @@ pub struct Daemon {
     token_cfgs: HashMap<String, TokenCfg>,
     so_functions: bool,
     /// Anchor sessions that keep each anchored backend token logged in.
-    anchors: Mutex<Vec<CK_SESSION_HANDLE>>,
+    anchors: Mutex<Vec<BSession>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +151,10 @@ pub enum StartError {
     TokenNotFound(String),
     #[error("backend PIN for token {label:?}: {message}")]
     Pin { label: String, message: String },
-    #[error("backend C_Login on token {label:?} failed with CK_RV {rv:#x} (wrong PIN?)")]
-    Login { label: String, rv: CK_RV },
+    #[error("backend token {label:?}: {source} (wrong PIN?)")]
+    Login { label: String, source: Error },
+    #[error("backend: {0}")]
+    Backend(#[from] Error),
 }
 
 impl Daemon {
@@ -195,7 +199,7 @@ impl Daemon {
         match cfg.backend.mode {
             Mode::Virtual => {
                 let by_label: HashMap<String, CK_SLOT_ID> = d
-                    .backend_tokens()
+                    .backend_tokens()?
                     .into_iter()
                     .filter_map(|(s, l)| l.map(|l| (l, s)))
                     .collect();
@@ -206,7 +210,7 @@ impl Daemon {
                         .ok_or_else(|| StartError::TokenNotFound(t.backend_label.clone()))?;
                     let pin = d.anchor(backend_slot, t)?;
                     let name = t.label.clone().unwrap_or_default();
-                    let (_, ti) = d.backend.token_info(backend_slot);
+                    let ti = d.backend.token_info(backend_slot)?;
                     tokens.push(Arc::new(VToken {
                         slot: i as u64,
                         backend_slot,
@@ -215,7 +219,7 @@ impl Daemon {
                         name,
                         backend_pin: Some(pin),
                         so_functions: false,
-                        mechanisms: d.backend.mechanism_list(backend_slot).1,
+                        mechanisms: d.backend.mechanism_list(backend_slot)?,
                     }));
                 }
                 *d.tokens.write() = tokens;
@@ -226,17 +230,21 @@ impl Daemon {
     }
 
     /// The backend's slots with the labels of their initialised tokens.
-    fn backend_tokens(&self) -> Vec<(CK_SLOT_ID, Option<String>)> {
-        let (_, slots) = self.backend.slot_list(false);
-        slots
+    fn backend_tokens(&self) -> Result<Vec<(CK_SLOT_ID, Option<String>)>, Error> {
+        Ok(self
+            .backend
+            .slot_list(false)?
             .into_iter()
             .map(|s| {
-                let (rv, ti) = self.backend.token_info(s);
-                let label = (rv == CKR_OK && ti.flags & CKF_TOKEN_INITIALIZED != 0)
-                    .then(|| String::from_utf8_lossy(&ti.label).trim_end().to_string());
+                let label = self
+                    .backend
+                    .token_info(s)
+                    .ok()
+                    .filter(|ti| ti.flags & CKF_TOKEN_INITIALIZED != 0)
+                    .map(|ti| String::from_utf8_lossy(&ti.label).trim_end().to_string());
                 (s, label)
             })
-            .collect()
+            .collect())
     }
 
     /// Logs the backend token in with the PIN kmsd holds, on a session kept
@@ -246,20 +254,24 @@ impl Daemon {
             label: t.backend_label.clone(),
             message,
         })?;
-        let (rv, s) = self.backend.open_session(slot, CKF_SERIAL_SESSION);
-        if rv != CKR_OK {
-            return Err(StartError::Login {
-                label: t.backend_label.clone(),
-                rv,
-            });
-        }
-        let rv = self.backend.login(s, CKU_USER, Some(&pin));
-        if rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN {
-            self.backend.close_session(s);
-            return Err(StartError::Login {
-                label: t.backend_label.clone(),
-                rv,
-            });
+        let failed = |source| StartError::Login {
+            label: t.backend_label.clone(),
+            source,
+        };
+        let s = self
+            .backend
+            .open_session(slot, CKF_SERIAL_SESSION)
+            .map_err(failed)?;
+        match self.backend.login(s, CKU_USER, Some(&pin)) {
+            Ok(())
+            | Err(Error::Backend {
+                rv: CKR_USER_ALREADY_LOGGED_IN,
+                ..
+            }) => {}
+            Err(e) => {
+                let _ = self.backend.close_session(s);
+                return Err(failed(e));
+            }
         }
         self.anchors.lock().push(s);
         Ok(pin)
@@ -273,7 +285,7 @@ impl Daemon {
         if self.mode != Mode::Transparent {
             return Ok(());
         }
-        let found = self.backend_tokens();
+        let found = self.backend_tokens()?;
         let mut tokens = self.tokens.write();
         for (s, label) in found {
             let name = label.clone().unwrap_or_default();
@@ -295,7 +307,7 @@ impl Daemon {
                 name,
                 backend_pin,
                 so_functions: self.so_functions,
-                mechanisms: self.backend.mechanism_list(s).1,
+                mechanisms: self.backend.mechanism_list(s)?,
             });
             match tokens.iter_mut().find(|t| t.backend_slot == s) {
                 Some(t) => *t = vt,
@@ -375,9 +387,13 @@ impl Daemon {
                 return 0;
             }
             st.ended = true;
-            let s: Vec<Sess> = st.sessions.drain().map(|(_, s)| s).collect();
-            st.objects.clear();
-            st.by_backend.clear();
+            let s: Vec<Sess> = st
+                .sessions
+                .remove_where(|_| true)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect();
+            st.objects.remove_where(|_| true);
             give(&ctx.identity.usage.objects, st.owned_objects);
             st.owned_objects = 0;
             let mut slots: Vec<u64> = st.user.drain().collect();
@@ -393,7 +409,7 @@ impl Daemon {
             }
         }
         for s in sessions {
-            self.backend.close_session(s.backend);
+            let _ = self.backend.close_session(s.backend);
         }
         self.session_objects
             .lock()
@@ -416,15 +432,15 @@ impl Daemon {
         }
     }
 
-    pub fn own_session_object(&self, ctx: &Context, h: CK_OBJECT_HANDLE) {
+    pub fn own_session_object(&self, ctx: &Context, h: BObject) {
         self.session_objects.lock().insert(h, ctx.id);
     }
 
-    pub fn session_object_owner(&self, h: CK_OBJECT_HANDLE) -> Option<u64> {
+    pub fn session_object_owner(&self, h: BObject) -> Option<u64> {
         self.session_objects.lock().get(&h).copied()
     }
 
-    pub fn forget_session_objects(&self, handles: &[CK_OBJECT_HANDLE]) {
+    pub fn forget_session_objects(&self, handles: &[BObject]) {
         let mut m = self.session_objects.lock();
         for h in handles {
             m.remove(h);
@@ -439,25 +455,27 @@ impl Daemon {
         &self,
         ctx: &Context,
         t: &VToken,
-        session: CK_SESSION_HANDLE,
+        session: BSession,
         user_type: CK_USER_TYPE,
         pin: Option<&[u8]>,
-    ) -> CK_RV {
+    ) -> Result<(), Error> {
         let mac = self.pins.mac(b"backend login", pin.unwrap_or_default());
         let mut logins = self.backend_logins.lock();
         match logins.get_mut(&t.backend_slot) {
-            Some(l) if l.user_type != user_type => CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+            Some(l) if l.user_type != user_type => {
+                Err(Error::Rv(CKR_USER_ANOTHER_ALREADY_LOGGED_IN))
+            }
             Some(l) => {
                 if bool::from(subtle::ConstantTimeEq::ct_eq(&l.pin_mac[..], &mac[..])) {
                     l.holders.insert(ctx.id);
-                    CKR_OK
+                    Ok(())
                 } else {
-                    CKR_PIN_INCORRECT
+                    Err(Error::Rv(CKR_PIN_INCORRECT))
                 }
             }
             None => {
-                let rv = self.backend.login(session, user_type, pin);
-                if rv == CKR_OK {
+                let r = self.backend.login(session, user_type, pin);
+                if r.is_ok() {
                     logins.insert(
                         t.backend_slot,
                         BackendLogin {
@@ -467,7 +485,7 @@ impl Daemon {
                         },
                     );
                 }
-                rv
+                r
             }
         }
     }
@@ -487,12 +505,12 @@ impl Daemon {
         drop(logins);
         // Any session of the application logs it out; use one of our own,
         // read-write because an SO login refuses new read-only sessions.
-        let (rv, s) = self
+        if let Ok(s) = self
             .backend
-            .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
-        if rv == CKR_OK {
-            self.backend.logout(s);
-            self.backend.close_session(s);
+            .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        {
+            let _ = self.backend.logout(s);
+            let _ = self.backend.close_session(s);
         }
     }
 
@@ -518,7 +536,6 @@ pub struct Context {
     replay_done: Condvar,
 }
 
-#[derive(Default)]
 pub struct CtxState {
     /// Set by `C_Finalize` (Goodbye) or expiry: every connection of the
     /// context is closed at its next request and nothing new is added.
@@ -527,29 +544,40 @@ pub struct CtxState {
     pub user: HashSet<u64>,
     /// Virtual slots where this context's SO login was forwarded to the backend.
     pub so: HashSet<u64>,
-    pub sessions: HashMap<u64, Sess>,
-    pub objects: HashMap<u64, Obj>,
-    pub by_backend: HashMap<CK_OBJECT_HANDLE, u64>,
+    pub sessions: HandleMap<VSession, Sess>,
+    pub objects: HandleMap<VObject, Obj>,
     /// Session objects this context created that still exist.
     owned_objects: usize,
-    next_session: u64,
-    next_object: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Sess {
-    pub backend: CK_SESSION_HANDLE,
+    pub backend: BSession,
     pub slot: u64,
     pub flags: u64,
 }
 
+impl Backed for Sess {
+    type Backend = BSession;
+    fn backend(&self) -> BSession {
+        self.backend
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Obj {
-    pub backend: CK_OBJECT_HANDLE,
+    pub backend: BObject,
     pub slot: u64,
     pub private: bool,
-    /// The virtual session a session object belongs to.
-    pub session: Option<u64>,
+    /// The client session a session object belongs to.
+    pub session: Option<VSession>,
+}
+
+impl Backed for Obj {
+    type Backend = BObject;
+    fn backend(&self) -> BObject {
+        self.backend
+    }
 }
 
 impl Context {
@@ -566,9 +594,12 @@ impl Context {
             }
         };
         let state = CtxState {
-            next_session: base(),
-            next_object: base(),
-            ..Default::default()
+            ended: false,
+            user: HashSet::new(),
+            so: HashSet::new(),
+            sessions: HandleMap::new(base()),
+            objects: HandleMap::new(base()),
+            owned_objects: 0,
         };
         Context {
             id,
@@ -611,27 +642,21 @@ impl Context {
 
     /// Records a new session; `None` if the context ended meanwhile (the
     /// caller closes the backend session).
-    pub fn add_session(&self, s: Sess) -> Option<u64> {
+    pub fn add_session(&self, s: Sess) -> Option<VSession> {
         let mut st = self.state.lock();
         if st.ended {
             return None;
         }
-        st.next_session += 1;
-        let v = st.next_session;
-        st.sessions.insert(v, s);
-        Some(v)
+        Some(st.sessions.insert(s))
     }
 
     /// Gives a backend object a handle in this context (the same handle if it has one).
-    pub fn add_object(&self, o: Obj) -> u64 {
+    pub fn add_object(&self, o: Obj) -> VObject {
         let mut st = self.state.lock();
-        if let Some(v) = st.by_backend.get(&o.backend) {
-            return *v;
+        if let Some(v) = st.objects.handle_of(o.backend) {
+            return v;
         }
-        st.next_object += 1;
-        let v = st.next_object;
-        st.objects.insert(v, o);
-        st.by_backend.insert(o.backend, v);
+        let v = st.objects.insert(o);
         if o.session.is_some() {
             st.owned_objects += 1;
             self.identity.usage.objects.fetch_add(1, Ordering::AcqRel);
@@ -639,10 +664,9 @@ impl Context {
         v
     }
 
-    pub fn remove_object(&self, v: u64) {
+    pub fn remove_object(&self, v: VObject) {
         let mut st = self.state.lock();
-        if let Some(o) = st.objects.remove(&v) {
-            st.by_backend.remove(&o.backend);
+        if let Some(o) = st.objects.remove(v) {
             if o.session.is_some() {
                 st.owned_objects -= 1;
                 give(&self.identity.usage.objects, 1);
@@ -653,24 +677,20 @@ impl Context {
     /// Removes closed sessions and their session objects; returns the
     /// backend handles of those objects and whether the token's last session
     /// of this context closed (its login ends).
-    pub fn forget_sessions(&self, closed: &[u64], slot: u64) -> (Vec<CK_OBJECT_HANDLE>, bool) {
+    pub fn forget_sessions(&self, closed: &[VSession], slot: u64) -> (Vec<BObject>, bool) {
         let mut st = self.state.lock();
-        let gone: Vec<(u64, CK_OBJECT_HANDLE)> = st
+        let gone = st
             .objects
-            .iter()
-            .filter(|(_, o)| o.session.is_some_and(|s| closed.contains(&s)))
-            .map(|(v, o)| (*v, o.backend))
-            .collect();
-        for (v, h) in &gone {
-            st.objects.remove(v);
-            st.by_backend.remove(h);
-        }
+            .remove_where(|o| o.session.is_some_and(|s| closed.contains(&s)));
         st.owned_objects -= gone.len();
         give(&self.identity.usage.objects, gone.len());
         give(&self.identity.usage.sessions, closed.len());
         let last = !st.sessions.values().any(|s| s.slot == slot);
         let was_logged_in = last && (st.user.remove(&slot) | st.so.remove(&slot));
-        (gone.into_iter().map(|(_, h)| h).collect(), was_logged_in)
+        (
+            gone.into_iter().map(|(_, o)| o.backend).collect(),
+            was_logged_in,
+        )
     }
 }
 

@@ -6,7 +6,9 @@
 pub mod config;
 pub mod daemon;
 pub mod dev;
+pub mod error;
 pub mod front;
+pub mod handles;
 pub mod hsm;
 pub mod identity;
 pub mod ops;

@@ -52,6 +52,24 @@ pub fn is_template(kind: u64) -> bool {
     matches!(kind, 0x4000_0211..=0x4000_0213)
 }
 
+/// The value of a `CK_BBOOL` attribute in a template, if present (a
+/// non-zero first byte is true, as PKCS#11 reads a `CK_BBOOL`).
+pub fn flag(t: &[Attribute], kind: u64) -> Option<bool> {
+    t.iter()
+        .find(|a| a.kind == kind)
+        .and_then(|a| a.value.as_bool())
+}
+
+impl AttrValue {
+    /// The value as a `CK_BBOOL`; `None` when it is no byte string or empty.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            AttrValue::Bytes(b) => b.first().map(|x| *x != 0),
+            _ => None,
+        }
+    }
+}
+
 /// A value whose form contradicts its attribute type: forwarding it would
 /// hand the HSM a pointer (a template in a byte attribute) or raw bytes where
 /// it expects an array of `CK_ATTRIBUTE` (whose pointers it would follow).

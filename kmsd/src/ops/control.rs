@@ -4,15 +4,17 @@
 use kmsp11_proto::{Goodbye, Hello, Response};
 use pkcs11_sys::*;
 
+use super::done;
 use crate::daemon::{Context, Daemon};
+use crate::error::Error;
 
 /// Hello after the first frame: refused.
-pub fn hello(_d: &Daemon, _ctx: &Context, _h: Hello) -> Response {
-    Response::rv(CKR_GENERAL_ERROR)
+pub fn hello(_d: &Daemon, _ctx: &Context, _h: Hello) -> Result<Response, Error> {
+    Err(Error::Rv(CKR_GENERAL_ERROR))
 }
 
 /// Goodbye: the context ends for all its connections.
-pub fn goodbye(d: &Daemon, ctx: &Context, _g: Goodbye) -> Response {
+pub fn goodbye(d: &Daemon, ctx: &Context, _g: Goodbye) -> Result<Response, Error> {
     let sessions = d.end_context(ctx);
     tracing::debug!(
         context = ctx.id,
@@ -20,5 +22,5 @@ pub fn goodbye(d: &Daemon, ctx: &Context, _g: Goodbye) -> Response {
         sessions,
         "client finalized"
     );
-    Response::rv(CKR_OK)
+    done()
 }

@@ -9,80 +9,81 @@ use kmsp11_proto::{
 };
 use pkcs11_sys::*;
 
-use super::{mechanism, object, try_resp};
+use super::{answer, done, mechanism, object, session};
 use crate::daemon::{Context, Daemon};
+use crate::error::Error;
 
 /// The `*Init` calls with a mechanism and a key.
-pub fn init(d: &Daemon, ctx: &Context, call: CallId, i: OpInit) -> Response {
-    let s = sess!(ctx, i.session);
-    let key = object(ctx, i.key);
-    let mut m = try_resp!(mechanism(d, ctx, &s, &i.mechanism));
-    Response::rv(d.backend.op_init(call, s.backend, &mut m, key))
+pub fn init(d: &Daemon, ctx: &Context, call: CallId, i: OpInit) -> Result<Response, Error> {
+    let s = session(ctx, i.session)?;
+    let mut m = mechanism(d, ctx, &s, &i.mechanism)?;
+    d.backend
+        .op_init(call, s.backend, &mut m, object(ctx, i.key))?;
+    done()
 }
 
 /// Single-part and update calls that produce output, with the caller's
 /// buffer semantics (NULL length query, `CKR_BUFFER_TOO_SMALL`) left to the backend.
-pub fn data_out(d: &Daemon, ctx: &Context, call: CallId, o: DataOut) -> Response {
-    let s = sess!(ctx, o.session);
+pub fn data_out(d: &Daemon, ctx: &Context, call: CallId, o: DataOut) -> Result<Response, Error> {
+    let s = session(ctx, o.session)?;
     let (rv, len, data) = d
         .backend
         .data_out(call, s.backend, o.data.as_deref(), o.out);
-    Response {
+    Ok(Response {
         rv,
         body: Body::Output { len, data },
-    }
+    })
 }
 
 /// The `C_*Final` calls that produce output.
-pub fn out_only(d: &Daemon, ctx: &Context, call: CallId, o: OutOnly) -> Response {
-    let s = sess!(ctx, o.session);
+pub fn out_only(d: &Daemon, ctx: &Context, call: CallId, o: OutOnly) -> Result<Response, Error> {
+    let s = session(ctx, o.session)?;
     let (rv, len, data) = d.backend.out_only(call, s.backend, o.out);
-    Response {
+    Ok(Response {
         rv,
         body: Body::Output { len, data },
-    }
+    })
 }
 
 /// Calls that take data only (`C_*Update` of signing and digesting,
 /// `C_SeedRandom`, `C_VerifyFinal`).
-pub fn data_in(d: &Daemon, ctx: &Context, call: CallId, i: DataIn) -> Response {
-    let s = sess!(ctx, i.session);
-    Response::rv(d.backend.data_in(call, s.backend, i.data.as_deref()))
+pub fn data_in(d: &Daemon, ctx: &Context, call: CallId, i: DataIn) -> Result<Response, Error> {
+    let s = session(ctx, i.session)?;
+    d.backend.data_in(call, s.backend, i.data.as_deref())?;
+    done()
 }
 
 /// C_DigestInit (§5.10).
-pub fn digest_init(d: &Daemon, ctx: &Context, q: DigestInit) -> Response {
-    let s = sess!(ctx, q.session);
-    let mut m = try_resp!(mechanism(d, ctx, &s, &q.mechanism));
-    Response::rv(d.backend.digest_init(s.backend, &mut m))
+pub fn digest_init(d: &Daemon, ctx: &Context, q: DigestInit) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let mut m = mechanism(d, ctx, &s, &q.mechanism)?;
+    d.backend.digest_init(s.backend, &mut m)?;
+    done()
 }
 
 /// C_DigestKey (§5.10).
-pub fn digest_key(d: &Daemon, ctx: &Context, q: DigestKey) -> Response {
-    let s = sess!(ctx, q.session);
-    Response::rv(d.backend.digest_key(s.backend, object(ctx, q.key)))
+pub fn digest_key(d: &Daemon, ctx: &Context, q: DigestKey) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    d.backend.digest_key(s.backend, object(ctx, q.key))?;
+    done()
 }
 
 /// C_Verify (§5.12).
-pub fn verify(d: &Daemon, ctx: &Context, q: Verify) -> Response {
-    let s = sess!(ctx, q.session);
-    Response::rv(
-        d.backend
-            .verify(s.backend, q.data.as_deref(), q.signature.as_deref()),
-    )
+pub fn verify(d: &Daemon, ctx: &Context, q: Verify) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    d.backend
+        .verify(s.backend, q.data.as_deref(), q.signature.as_deref())?;
+    done()
 }
 
-/// C_GenerateRandom (§5.15).
-pub fn generate_random(d: &Daemon, ctx: &Context, q: GenerateRandom) -> Response {
-    let s = sess!(ctx, q.session);
+/// C_GenerateRandom (§5.15): at most a frame's worth at once.
+pub fn generate_random(d: &Daemon, ctx: &Context, q: GenerateRandom) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
     if q.len > crate::hsm::MAX_OUT {
-        return Response::rv(CKR_DATA_LEN_RANGE);
+        return Err(Error::Rv(CKR_DATA_LEN_RANGE));
     }
-    let (rv, data) = d.backend.generate_random(s.backend, q.len);
-    if rv != CKR_OK {
-        return Response::rv(rv);
-    }
-    Response::ok(Body::Output {
+    let data = d.backend.generate_random(s.backend, q.len)?;
+    answer(Body::Output {
         len: q.len,
         data: Some(data),
     })

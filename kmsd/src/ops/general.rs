@@ -3,11 +3,13 @@
 
 use kmsp11_proto::{Body, GetInfo, Info, Response, SessionOnly, Version};
 
+use super::{answer, done, session};
 use crate::daemon::{pad, Context, Daemon};
+use crate::error::Error;
 
 /// C_GetInfo (§5.4): the library's own identity, not the backend's.
-pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Response {
-    Response::ok(Body::Info(Info {
+pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Result<Response, Error> {
+    answer(Body::Info(Info {
         cryptoki_version: Version {
             major: 2,
             minor: 40,
@@ -20,13 +22,15 @@ pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Response {
 }
 
 /// C_GetFunctionStatus (§5.20).
-pub fn function_status(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
-    let s = sess!(ctx, q.session);
-    Response::rv(d.backend.function_status(s.backend))
+pub fn function_status(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
+    d.backend
+        .function_status(session(ctx, q.session)?.backend)?;
+    done()
 }
 
 /// C_CancelFunction (§5.20).
-pub fn cancel_function(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
-    let s = sess!(ctx, q.session);
-    Response::rv(d.backend.cancel_function(s.backend))
+pub fn cancel_function(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
+    d.backend
+        .cancel_function(session(ctx, q.session)?.backend)?;
+    done()
 }

@@ -4,143 +4,93 @@ use kmsp11_proto::{
     Body, CopyObject, CreateObject, DestroyObject, FindObjects, FindObjectsInit, GetAttributeValue,
     GetObjectSize, Response, SessionOnly, SetAttributeValue,
 };
-use pkcs11_sys::*;
 
-use super::{
-    add, check_write, created, object, register, template, template_private, template_token,
-    try_resp,
-};
+use super::{answer, check_write, created, done, kind_of, object, register, session, template};
 use crate::daemon::{Context, Daemon};
+use crate::error::Error;
+use crate::handles::VObject;
 
 /// C_CreateObject (§5.7).
-pub fn create_object(d: &Daemon, ctx: &Context, q: CreateObject) -> Response {
-    let CreateObject {
-        session: v,
-        template: t,
-    } = q;
-    let s = sess!(ctx, v);
-    let raw = t.as_deref().unwrap_or_default();
-    try_resp!(check_write(
-        d,
-        ctx,
-        &s,
-        template_token(raw),
-        template_private(raw, false)
-    ));
-    let mut ct = try_resp!(template(&t));
-    let (rv, h) = d.backend.create_object(s.backend, &mut ct);
-    created(d, ctx, &s, v, rv, h)
+pub fn create_object(d: &Daemon, ctx: &Context, q: CreateObject) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    check_write(d, ctx, &s, kind_of(&q.template, false))?;
+    let mut t = template(&q.template)?;
+    let h = d.backend.create_object(s.backend, &mut t)?;
+    created(d, ctx, &s, q.session, h)
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy_object(d: &Daemon, ctx: &Context, q: CopyObject) -> Response {
-    let CopyObject {
-        session: v,
-        object: obj,
-        template: t,
-    } = q;
-    let s = sess!(ctx, v);
-    let src = object(ctx, obj);
-    let raw = t.as_deref().unwrap_or_default();
-    try_resp!(check_write(
-        d,
-        ctx,
-        &s,
-        template_token(raw),
-        template_private(raw, false)
-    ));
-    let mut ct = try_resp!(template(&t));
-    let (rv, h) = d.backend.copy_object(s.backend, src, &mut ct);
-    created(d, ctx, &s, v, rv, h)
+pub fn copy_object(d: &Daemon, ctx: &Context, q: CopyObject) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let src = object(ctx, q.object);
+    check_write(d, ctx, &s, kind_of(&q.template, false))?;
+    let mut t = template(&q.template)?;
+    let h = d.backend.copy_object(s.backend, src, &mut t)?;
+    created(d, ctx, &s, q.session, h)
 }
 
 /// C_DestroyObject (§5.7).
-pub fn destroy_object(d: &Daemon, ctx: &Context, q: DestroyObject) -> Response {
-    let DestroyObject {
-        session: v,
-        object: obj,
-    } = q;
-    let s = sess!(ctx, v);
-    let h = object(ctx, obj);
-    let rv = d.backend.destroy_object(s.backend, h);
-    if rv == CKR_OK {
-        ctx.remove_object(obj);
-        d.forget_session_objects(&[h]);
-    }
-    Response::rv(rv)
+pub fn destroy_object(d: &Daemon, ctx: &Context, q: DestroyObject) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let h = object(ctx, q.object);
+    d.backend.destroy_object(s.backend, h)?;
+    ctx.remove_object(VObject(q.object));
+    d.forget_session_objects(&[h]);
+    done()
 }
 
 /// C_GetObjectSize (§5.7).
-pub fn object_size(d: &Daemon, ctx: &Context, q: GetObjectSize) -> Response {
-    let GetObjectSize {
-        session: v,
-        object: obj,
-    } = q;
-    let s = sess!(ctx, v);
-    let (rv, n) = d.backend.object_size(s.backend, object(ctx, obj));
-    if rv != CKR_OK {
-        return Response::rv(rv);
-    }
-    Response::ok(Body::Size(n))
+pub fn object_size(d: &Daemon, ctx: &Context, q: GetObjectSize) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let n = d.backend.object_size(s.backend, object(ctx, q.object))?;
+    answer(Body::Size(n))
 }
 
 /// C_GetAttributeValue (§5.7): every attribute answered, with the backend's
 /// per-attribute lengths (`CK_UNAVAILABLE_INFORMATION` for invalid or
 /// sensitive ones) and its overall `CK_RV`. Memory follows what the object
 /// holds, not what the client claims (see `Backend::attribute_value`).
-pub fn attribute_value(d: &Daemon, ctx: &Context, q: GetAttributeValue) -> Response {
-    let GetAttributeValue {
-        session: v,
-        object: obj,
-        template: q,
-    } = q;
-    let s = sess!(ctx, v);
-    let (rv, answers) = d.backend.attribute_value(s.backend, object(ctx, obj), &q);
-    Response {
+pub fn attribute_value(d: &Daemon, ctx: &Context, q: GetAttributeValue) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let (rv, answers) = d
+        .backend
+        .attribute_value(s.backend, object(ctx, q.object), &q.template);
+    Ok(Response {
         rv,
         body: Body::Attributes(answers),
-    }
+    })
 }
 
 /// C_SetAttributeValue (§5.7).
-pub fn set_attribute_value(d: &Daemon, ctx: &Context, q: SetAttributeValue) -> Response {
-    let SetAttributeValue {
-        session: v,
-        object: obj,
-        template: t,
-    } = q;
-    let s = sess!(ctx, v);
-    let mut ct = try_resp!(template(&t));
-    Response::rv(
-        d.backend
-            .set_attribute_value(s.backend, object(ctx, obj), &mut ct),
-    )
+pub fn set_attribute_value(
+    d: &Daemon,
+    ctx: &Context,
+    q: SetAttributeValue,
+) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let mut t = template(&q.template)?;
+    d.backend
+        .set_attribute_value(s.backend, object(ctx, q.object), &mut t)?;
+    done()
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_objects_init(d: &Daemon, ctx: &Context, q: FindObjectsInit) -> Response {
-    let FindObjectsInit {
-        session: v,
-        template: t,
-    } = q;
-    let s = sess!(ctx, v);
-    let mut ct = try_resp!(template(&t));
-    Response::rv(d.backend.find_objects_init(s.backend, &mut ct))
+pub fn find_objects_init(d: &Daemon, ctx: &Context, q: FindObjectsInit) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let mut t = template(&q.template)?;
+    d.backend.find_objects_init(s.backend, &mut t)?;
+    done()
 }
 
 /// C_FindObjects (§5.7). Objects this context may not see (other clients'
 /// session objects, private objects before login) are skipped, and the
 /// backend is asked again so that a short answer still means "no more".
-pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Response {
-    let FindObjects { session: v, max } = q;
-    let s = sess!(ctx, v);
+pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
     let mut out = Vec::new();
     loop {
-        let want = max.saturating_sub(out.len() as u64);
-        let (rv, found) = d.backend.find_objects(s.backend, want);
-        if rv != CKR_OK {
-            return Response::rv(rv);
-        }
+        let want = q.max.saturating_sub(out.len() as u64);
+        let found = d.backend.find_objects(s.backend, want)?;
         let exhausted = (found.len() as u64) < want || want == 0;
         for h in found {
             let Some(o) = register(d, ctx, &s, h, None) else {
@@ -149,18 +99,18 @@ pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Response {
             if o.private && !ctx.state.lock().logged_in(s.slot) {
                 continue;
             }
-            out.push(add(ctx, o));
+            out.push(ctx.add_object(o).0);
         }
-        if exhausted || out.len() as u64 >= max {
+        if exhausted || out.len() as u64 >= q.max {
             break;
         }
     }
-    Response::ok(Body::Handles(out))
+    answer(Body::Handles(out))
 }
 
 /// C_FindObjectsFinal (§5.7).
-pub fn find_objects_final(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
-    let v = q.session;
-    let s = sess!(ctx, v);
-    Response::rv(d.backend.find_objects_final(s.backend))
+pub fn find_objects_final(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    d.backend.find_objects_final(s.backend)?;
+    done()
 }

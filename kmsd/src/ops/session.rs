@@ -8,81 +8,77 @@ use kmsp11_proto::{
 };
 use pkcs11_sys::*;
 
+use super::{answer, done, session};
 use crate::daemon::{give, take, Context, Daemon, Sess, VToken};
+use crate::error::Error;
+use crate::handles::VSession;
 use crate::pin::Refused;
 
 /// C_OpenSession (§5.6). Beyond `limits.max_sessions_per_identity`: `CKR_SESSION_COUNT`.
-pub fn open_session(d: &Daemon, ctx: &Context, q: OpenSession) -> Response {
-    let OpenSession { slot, flags } = q;
-    let Some(t) = d.token(ctx, slot) else {
-        return Response::rv(CKR_SLOT_ID_INVALID);
-    };
+pub fn open_session(d: &Daemon, ctx: &Context, q: OpenSession) -> Result<Response, Error> {
+    let t = d.token(ctx, q.slot).ok_or(Error::UnknownSlot(q.slot))?;
     let usage = &ctx.identity.usage;
     if !take(&usage.sessions, d.limits.max_sessions_per_identity) {
         tracing::warn!(identity = %ctx.identity.name, "C_OpenSession refused: limits.max_sessions_per_identity reached");
-        return Response::rv(CKR_SESSION_COUNT);
+        return Err(Error::Limit {
+            limit: "max_sessions_per_identity",
+            rv: CKR_SESSION_COUNT,
+        });
     }
-    let (rv, h) = d.backend.open_session(t.backend_slot, flags);
-    if rv != CKR_OK {
-        give(&usage.sessions, 1);
-        return Response::rv(rv);
-    }
-    match ctx.add_session(Sess {
+    let h = d
+        .backend
+        .open_session(t.backend_slot, q.flags)
+        .inspect_err(|_| give(&usage.sessions, 1))?;
+    let s = Sess {
         backend: h,
-        slot,
-        flags,
-    }) {
-        Some(v) => Response::ok(Body::Handle(v)),
+        slot: q.slot,
+        flags: q.flags,
+    };
+    match ctx.add_session(s) {
+        Some(v) => answer(Body::Handle(v.0)),
         None => {
             // The context ended while the backend opened the session.
-            d.backend.close_session(h);
+            let _ = d.backend.close_session(h);
             give(&usage.sessions, 1);
-            Response::rv(CKR_DEVICE_REMOVED)
+            Err(Error::ContextEnded)
         }
     }
 }
 
 /// C_CloseSession (§5.6): session objects go with the session; closing the
 /// last session on a token ends the login there.
-pub fn close_session(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
-    let v = q.session;
-    let s = match ctx.state.lock().sessions.remove(&v) {
-        Some(s) => s,
-        None => return Response::rv(CKR_SESSION_HANDLE_INVALID),
-    };
-    let rv = d.backend.close_session(s.backend);
+pub fn close_session(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
+    let v = VSession(q.session);
+    let s = ctx
+        .state
+        .lock()
+        .sessions
+        .remove(v)
+        .ok_or(Error::UnknownSession(v))?;
+    let closed = d.backend.close_session(s.backend);
     forget(d, ctx, &[v], s.slot);
-    Response::rv(rv)
+    closed?;
+    done()
 }
 
 /// C_CloseAllSessions (§5.6): this application's sessions only, never the
 /// backend's other clients'.
-pub fn close_all_sessions(d: &Daemon, ctx: &Context, q: CloseAllSessions) -> Response {
-    let slot = q.slot;
-    if d.token(ctx, slot).is_none() {
-        return Response::rv(CKR_SLOT_ID_INVALID);
-    }
-    let closed: Vec<(u64, Sess)> = {
-        let mut st = ctx.state.lock();
-        let ids: Vec<u64> = st
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.slot == slot)
-            .map(|(k, _)| *k)
-            .collect();
-        ids.into_iter()
-            .filter_map(|k| st.sessions.remove(&k).map(|s| (k, s)))
-            .collect()
-    };
+pub fn close_all_sessions(
+    d: &Daemon,
+    ctx: &Context,
+    q: CloseAllSessions,
+) -> Result<Response, Error> {
+    d.token(ctx, q.slot).ok_or(Error::UnknownSlot(q.slot))?;
+    let closed = ctx.state.lock().sessions.remove_where(|s| s.slot == q.slot);
     for (_, s) in &closed {
-        d.backend.close_session(s.backend);
+        let _ = d.backend.close_session(s.backend);
     }
-    let ids: Vec<u64> = closed.iter().map(|(k, _)| *k).collect();
-    forget(d, ctx, &ids, slot);
-    Response::rv(CKR_OK)
+    let ids: Vec<VSession> = closed.iter().map(|(v, _)| *v).collect();
+    forget(d, ctx, &ids, q.slot);
+    done()
 }
 
-fn forget(d: &Daemon, ctx: &Context, sessions: &[u64], slot: u64) {
+fn forget(d: &Daemon, ctx: &Context, sessions: &[VSession], slot: u64) {
     let (objects, logged_out) = ctx.forget_sessions(sessions, slot);
     d.forget_session_objects(&objects);
     if logged_out {
@@ -93,13 +89,9 @@ fn forget(d: &Daemon, ctx: &Context, sessions: &[u64], slot: u64) {
 }
 
 /// C_GetSessionInfo (§5.6): the state reflects this context's login, not the backend's.
-pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Response {
-    let v = q.session;
-    let s = sess!(ctx, v);
-    let (rv, si) = d.backend.session_info(s.backend);
-    if rv != CKR_OK {
-        return Response::rv(rv);
-    }
+pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let si = d.backend.session_info(s.backend)?;
     let st = ctx.state.lock();
     let rw = s.flags & CKF_RW_SESSION != 0;
     let state = if st.so.contains(&s.slot) {
@@ -115,7 +107,7 @@ pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Response {
     } else {
         CKS_RO_PUBLIC_SESSION
     };
-    Response::ok(Body::SessionInfo(SessionInfo {
+    answer(Body::SessionInfo(SessionInfo {
         slot: s.slot,
         state,
         flags: si.flags,
@@ -123,64 +115,62 @@ pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Response {
     }))
 }
 
+/// C_GetOperationState (§5.6): refused. An operation state is the module's
+/// own memory, serialised: kmsd never hands the module a blob a client made
+/// (SoftHSM does not implement it either).
+pub fn operation_state(
+    _d: &Daemon,
+    _ctx: &Context,
+    _q: GetOperationState,
+) -> Result<Response, Error> {
+    Err(Error::NotOffered("operation state"))
+}
+
+/// C_SetOperationState (§5.6): refused, as `C_GetOperationState`.
+pub fn set_operation_state(
+    _d: &Daemon,
+    _ctx: &Context,
+    _q: SetOperationState,
+) -> Result<Response, Error> {
+    Err(Error::NotOffered("operation state"))
+}
+
 /// C_Login (§5.6). Every PIN check counts against the identity's
 /// failed-login budget (`[login]`); a locked-out identity gets
 /// `CKR_PIN_LOCKED` whatever PIN it gives.
-pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Response {
-    let Login {
-        session: v,
-        user_type: user,
-        pin,
-    } = q;
-    let s = sess!(ctx, v);
-    let Some(t) = d.token(ctx, s.slot) else {
-        return Response::rv(CKR_SESSION_HANDLE_INVALID);
-    };
-    let pin = pin.as_ref().map(|p| p.expose());
+pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let t = d
+        .token(ctx, s.slot)
+        .ok_or(Error::UnknownSession(VSession(q.session)))?;
+    let user = q.user_type;
+    let pin = q.pin.as_ref().map(|p| p.expose());
     if user != CKU_CONTEXT_SPECIFIC {
         let st = ctx.state.lock();
-        if st.user.contains(&s.slot) {
-            return Response::rv(if user == CKU_USER {
+        let already = |as_this: bool| {
+            Err(Error::Rv(if as_this {
                 CKR_USER_ALREADY_LOGGED_IN
             } else {
                 CKR_USER_ANOTHER_ALREADY_LOGGED_IN
-            });
+            }))
+        };
+        if st.user.contains(&s.slot) {
+            return already(user == CKU_USER);
         }
         if st.so.contains(&s.slot) {
-            return Response::rv(if user == CKU_SO {
-                CKR_USER_ALREADY_LOGGED_IN
-            } else {
-                CKR_USER_ANOTHER_ALREADY_LOGGED_IN
-            });
+            return already(user == CKU_SO);
         }
     }
-    let rv = match user {
+    match user {
         CKU_USER | CKU_CONTEXT_SPECIFIC if t.anchored() => {
-            identity_login(d, ctx, &t, &s, user, pin)
+            identity_login(d, ctx, &t, &s, user, pin)?
         }
-        CKU_SO if !t.so_functions => CKR_USER_TYPE_INVALID,
-        CKU_CONTEXT_SPECIFIC => d.backend.login(s.backend, user, pin),
-        CKU_USER | CKU_SO => {
-            // A token whose PIN kmsd does not hold (transparent mode): the
-            // backend checks the PIN, once for all the contexts logged in.
-            let mut rv = CKR_GENERAL_ERROR;
-            let checked = d.pins.check_with(&ctx.identity.name, || {
-                rv = d.join_backend_login(ctx, &t, s.backend, user, pin);
-                match rv {
-                    CKR_OK => Some(true),
-                    CKR_PIN_INCORRECT => Some(false),
-                    // Not a verdict on the PIN.
-                    _ => None,
-                }
-            });
-            match checked {
-                Err(Refused::Locked) => CKR_PIN_LOCKED,
-                Ok(_) => rv,
-            }
-        }
-        _ => CKR_USER_TYPE_INVALID,
-    };
-    if rv == CKR_OK && user != CKU_CONTEXT_SPECIFIC {
+        CKU_SO if !t.so_functions => return Err(Error::Rv(CKR_USER_TYPE_INVALID)),
+        CKU_CONTEXT_SPECIFIC => d.backend.login(s.backend, user, pin)?,
+        CKU_USER | CKU_SO => transparent_login(d, ctx, &t, &s, user, pin)?,
+        _ => return Err(Error::Rv(CKR_USER_TYPE_INVALID)),
+    }
+    if user != CKU_CONTEXT_SPECIFIC {
         let mut st = ctx.state.lock();
         if user == CKU_SO {
             st.so.insert(s.slot);
@@ -188,7 +178,7 @@ pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Response {
             st.user.insert(s.slot);
         }
     }
-    Response::rv(rv)
+    done()
 }
 
 /// A login on a token whose PIN kmsd holds: the identity's PIN, checked
@@ -202,12 +192,10 @@ fn identity_login(
     s: &Sess,
     user: u64,
     pin: Option<&[u8]>,
-) -> CK_RV {
-    let Some(pin) = pin else {
-        return CKR_ARGUMENTS_BAD;
-    };
+) -> Result<(), Error> {
+    let pin = pin.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
     if user == CKU_CONTEXT_SPECIFIC && !ctx.state.lock().user.contains(&s.slot) {
-        return CKR_USER_NOT_LOGGED_IN;
+        return Err(Error::NotLoggedIn);
     }
     match d
         .pins
@@ -215,51 +203,65 @@ fn identity_login(
     {
         Err(Refused::Locked) => {
             tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login refused: identity locked out");
-            CKR_PIN_LOCKED
+            Err(Error::Rv(CKR_PIN_LOCKED))
         }
         Ok(false) => {
             tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login: PIN incorrect");
-            CKR_PIN_INCORRECT
+            Err(Error::Rv(CKR_PIN_INCORRECT))
         }
         Ok(true) if user == CKU_CONTEXT_SPECIFIC => {
             let backend_pin = t.backend_pin.as_deref().map(|p| p.as_slice());
             d.backend
                 .login(s.backend, CKU_CONTEXT_SPECIFIC, backend_pin)
         }
-        Ok(true) => CKR_OK,
+        Ok(true) => Ok(()),
+    }
+}
+
+/// A token whose PIN kmsd does not hold (transparent mode): the backend
+/// checks the PIN, once for all the contexts logged in; each check still
+/// counts against the identity's budget.
+fn transparent_login(
+    d: &Daemon,
+    ctx: &Context,
+    t: &VToken,
+    s: &Sess,
+    user: u64,
+    pin: Option<&[u8]>,
+) -> Result<(), Error> {
+    let mut result = Err(Error::Rv(CKR_GENERAL_ERROR));
+    let checked = d.pins.check_with(&ctx.identity.name, || {
+        result = d.join_backend_login(ctx, t, s.backend, user, pin);
+        match &result {
+            Ok(()) => Some(true),
+            Err(e) if e.rv() == CKR_PIN_INCORRECT => Some(false),
+            // Not a verdict on the PIN.
+            Err(_) => None,
+        }
+    });
+    match checked {
+        Err(Refused::Locked) => Err(Error::Rv(CKR_PIN_LOCKED)),
+        Ok(_) => result,
     }
 }
 
 /// C_Logout (§5.6).
-pub fn logout(d: &Daemon, ctx: &Context, q: SessionOnly) -> Response {
-    let v = q.session;
-    let s = sess!(ctx, v);
-    let Some(t) = d.token(ctx, s.slot) else {
-        return Response::rv(CKR_SESSION_HANDLE_INVALID);
-    };
+pub fn logout(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
+    let s = session(ctx, q.session)?;
+    let t = d
+        .token(ctx, s.slot)
+        .ok_or(Error::UnknownSession(VSession(q.session)))?;
     let was = {
         let mut st = ctx.state.lock();
         st.so.remove(&s.slot) | st.user.remove(&s.slot)
     };
     if !was {
-        return Response::rv(CKR_USER_NOT_LOGGED_IN);
+        return Err(Error::NotLoggedIn);
     }
     if !t.anchored() {
         d.leave_backend_login(ctx, &t);
     }
-    Response::rv(CKR_OK)
-}
-
-/// C_GetOperationState (§5.6): refused. An operation state is the module's
-/// own memory, serialised: kmsd never hands the module a blob a client made
-/// (SoftHSM does not implement it either).
-pub fn operation_state(_d: &Daemon, _ctx: &Context, _q: GetOperationState) -> Response {
-    Response::rv(CKR_FUNCTION_NOT_SUPPORTED)
-}
-
-/// C_SetOperationState (§5.6): refused, as `C_GetOperationState`.
-pub fn set_operation_state(_d: &Daemon, _ctx: &Context, _q: SetOperationState) -> Response {
-    Response::rv(CKR_FUNCTION_NOT_SUPPORTED)
+    done()
 }
 
 /// Runs an SO function where the configuration forwards them.
@@ -267,11 +269,11 @@ pub fn with_so(
     d: &Daemon,
     ctx: &Context,
     v: u64,
-    f: impl FnOnce(&Sess, &VToken) -> CK_RV,
-) -> Response {
-    let s = sess!(ctx, v);
+    f: impl FnOnce(&Sess, &VToken) -> Result<(), Error>,
+) -> Result<Response, Error> {
+    let s = session(ctx, v)?;
     match d.token(ctx, s.slot) {
-        Some(t) if t.so_functions => Response::rv(f(&s, &t)),
-        _ => Response::rv(CKR_FUNCTION_NOT_SUPPORTED),
+        Some(t) if t.so_functions => f(&s, &t).and_then(|_| done()),
+        _ => Err(Error::NotOffered("SO functions on this token")),
     }
 }
