@@ -12,12 +12,18 @@ const SOFTHSM_TEMPLATE: &str = include_str!("../../softhsm/softhsm2.conf.in");
 /// The dev user PIN (softhsm/init-tokens.sh): for development only.
 pub const DEV_PIN: &str = "123456";
 
+/// Where Debian and others install SoftHSM's module.
 pub const SOFTHSM_PATHS: &[&str] = &[
     "/usr/lib/softhsm/libsofthsm2.so",
     "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
     "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
     "/usr/local/lib/softhsm/libsofthsm2.so",
 ];
+
+/// SoftHSM's module on this machine.
+pub fn softhsm_module() -> Option<PathBuf> {
+    SOFTHSM_PATHS.iter().map(PathBuf::from).find(|p| p.exists())
+}
 
 pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -44,10 +50,10 @@ pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let module = SOFTHSM_PATHS
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or("libsofthsm2.so not found: apt-get install -y softhsm2")?;
+    let module = softhsm_module()
+        .ok_or("libsofthsm2.so not found: apt-get install -y softhsm2")?
+        .display()
+        .to_string();
     let pin_hash = crate::pin::hash_pin(DEV_PIN.as_bytes())?;
     let mut t = String::new();
     let _ = write!(

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod dev;
 pub mod error;

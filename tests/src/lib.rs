@@ -57,15 +57,7 @@ pub fn kmsd_bin() -> PathBuf {
 }
 
 pub fn softhsm_module() -> PathBuf {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("libsofthsm2.so not found: apt-get install -y softhsm2")
+    kmsd::dev::softhsm_module().expect("libsofthsm2.so not found: apt-get install -y softhsm2")
 }
 
 /// A fresh SoftHSM token store with the given token labels; returns the

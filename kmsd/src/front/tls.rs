@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use kmsp11_proto::pem;
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::CertificateRevocationListDer;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config;
@@ -72,11 +73,10 @@ impl Tls {
 
 fn build(cfg: &config::Tls) -> Result<Current, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = certificates(&cfg.cert, "tls.cert")?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key)
-        .map_err(|e| format!("tls.key {}: {e}", cfg.key.display()))?;
+    let certs = pem::certificates(&cfg.cert, "tls.cert")?;
+    let key = pem::private_key(&cfg.key, "tls.key")?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in certificates(&cfg.client_ca, "tls.client_ca")? {
+    for c in pem::certificates(&cfg.client_ca, "tls.client_ca")? {
         roots
             .add(c)
             .map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))?;
@@ -109,17 +109,6 @@ fn build(cfg: &config::Tls) -> Result<Current, String> {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         revoked,
     })
-}
-
-/// The certificates of a PEM file; none at all is an error.
-pub fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{what} {}: no certificate found", path.display()));
-    }
-    Ok(certs)
 }
 
 /// The CRLs of a file, PEM (any number) or DER (one).

@@ -4,7 +4,9 @@
 use kmsp11_proto::{Body, GetInfo, Info, Response, SessionOnly, Version};
 
 use super::{answer, done, session};
-use crate::daemon::{pad, Context, Daemon};
+use kmsp11_proto::pad;
+
+use crate::daemon::{Context, Daemon};
 use crate::error::Error;
 
 /// C_GetInfo (§5.4): the library's own identity, not the backend's.
@@ -14,9 +16,9 @@ pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Result<Response, Error>
             major: 2,
             minor: 40,
         },
-        manufacturer_id: pad::<32>("kmsp11").to_vec(),
+        manufacturer_id: pad::<32>(b"kmsp11").to_vec(),
         flags: 0,
-        library_description: pad::<32>("kmsp11 remote PKCS#11").to_vec(),
+        library_description: pad::<32>(b"kmsp11 remote PKCS#11").to_vec(),
         library_version: Version { major: 0, minor: 1 },
     }))
 }

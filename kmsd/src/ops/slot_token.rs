@@ -8,7 +8,9 @@ use pkcs11_sys::*;
 
 use super::session::with_so;
 use super::{answer, done};
-use crate::daemon::{pad, Context, Daemon, VToken};
+use kmsp11_proto::pad;
+
+use crate::daemon::{Context, Daemon, VToken};
 use crate::error::Error;
 use std::sync::Arc;
 
@@ -49,7 +51,7 @@ pub fn slot_info(d: &Daemon, ctx: &Context, q: GetSlotInfo) -> Result<Response, 
     let t = token(d, ctx, q.slot)?;
     let si = d.backend.slot_info(t.backend_slot)?;
     let slot_description = if t.serial.is_some() {
-        pad::<64>(&format!("kmsp11 virtual slot {}", t.name)).to_vec()
+        pad::<64>(format!("kmsp11 virtual slot {}", t.name).as_bytes()).to_vec()
     } else {
         si.slotDescription.to_vec()
     };
@@ -162,7 +164,7 @@ pub fn init_token(d: &Daemon, ctx: &Context, q: InitToken) -> Result<Response, E
     if ctx.state.lock().sessions.values().any(|s| s.slot == q.slot) {
         return Err(Error::Rv(CKR_SESSION_EXISTS));
     }
-    let label = pad_bytes::<32>(&q.label);
+    let label = kmsp11_proto::pad::<32>(&q.label);
     d.backend
         .init_token(t.backend_slot, q.pin.as_ref().map(|p| p.expose()), &label)?;
     done()
@@ -186,12 +188,4 @@ pub fn set_pin(d: &Daemon, ctx: &Context, q: SetPin) -> Result<Response, Error> 
         d.backend_pin_changed(t, new);
         Ok(())
     })
-}
-
-/// A byte string in a fixed, blank-padded field (truncated if longer).
-fn pad_bytes<const N: usize>(b: &[u8]) -> [u8; N] {
-    let mut out = [b' '; N];
-    let n = b.len().min(N);
-    out[..n].copy_from_slice(&b[..n]);
-    out
 }

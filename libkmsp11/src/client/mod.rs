@@ -35,29 +35,16 @@ impl Client {
     /// Builds the TLS configuration (TLS 1.3, our certificate, kmsd's CA).
     /// Fails closed on any unreadable or invalid file; connects lazily.
     pub fn new(cfg: Config) -> std::result::Result<Client, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use kmsp11_proto::pem;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        let cas = CertificateDer::pem_file_iter(&cfg.ca)
-            .map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
-        for c in cas {
-            let c = c.map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
+        for c in pem::certificates(&cfg.ca, "ca")? {
             roots
                 .add(c)
                 .map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
         }
-        if roots.is_empty() {
-            return Err(format!("ca {}: no certificate found", cfg.ca.display()));
-        }
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-            .and_then(|i| i.collect::<std::result::Result<_, _>>())
-            .map_err(|e| format!("cert {}: {e}", cfg.cert.display()))?;
-        if certs.is_empty() {
-            return Err(format!("cert {}: no certificate found", cfg.cert.display()));
-        }
-        let key = PrivateKeyDer::from_pem_file(&cfg.key)
-            .map_err(|e| format!("key {}: {e}", cfg.key.display()))?;
+        let certs = pem::certificates(&cfg.cert, "cert")?;
+        let key = pem::private_key(&cfg.key, "key")?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?

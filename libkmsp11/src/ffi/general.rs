@@ -4,7 +4,9 @@
 use pkcs11_sys::*;
 
 use super::list::FUNCTION_LIST;
-use super::ptr::{fill, put};
+use kmsp11_proto::pad;
+
+use super::ptr::put;
 use super::{guard, ok, version, with_client, INTERFACE};
 use crate::api;
 use crate::error::Error;
@@ -65,8 +67,8 @@ pub unsafe extern "C" fn C_GetInfo(pInfo: CK_INFO_PTR) -> CK_RV {
             libraryVersion: version(&i.library_version),
             ..Default::default()
         };
-        fill(&mut out.manufacturerID, &i.manufacturer_id);
-        fill(&mut out.libraryDescription, &i.library_description);
+        out.manufacturerID = pad(&i.manufacturer_id);
+        out.libraryDescription = pad(&i.library_description);
         // SAFETY: out-pointer per the spec.
         unsafe { put(pInfo, out) }?;
         Ok(CKR_OK)

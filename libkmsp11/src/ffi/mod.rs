@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod general;
 pub mod keymgmt;
 pub mod list;
+pub mod mechanism;
 pub mod object;
 pub mod ptr;
 pub mod session;
@@ -71,10 +72,10 @@ pub(super) fn creates(ph: CK_OBJECT_HANDLE_PTR, f: impl FnOnce() -> Result<u64>)
 /// A mechanism, its vendor parameters judged by what kmsd told this client.
 ///
 /// # Safety
-/// As [`convert::mechanism`].
+/// As [`mechanism::mechanism`].
 pub unsafe fn mechanism_of(c: &Client, p: *const CK_MECHANISM) -> Result<kmsp11_proto::Mechanism> {
     // SAFETY: forwarded caller contract.
-    unsafe { convert::mechanism(p, |m| c.raw_vendor(m)) }
+    unsafe { mechanism::mechanism(p, |m| c.raw_vendor(m)) }
 }
 
 pub fn version(v: &kmsp11_proto::Version) -> CK_VERSION {

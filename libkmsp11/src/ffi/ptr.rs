@@ -91,13 +91,6 @@ pub unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
     Ok(())
 }
 
-/// Copies a byte string into a fixed, blank-padded field.
-pub fn fill(dst: &mut [u8], src: &[u8]) {
-    dst.fill(b' ');
-    let n = src.len().min(dst.len());
-    dst[..n].copy_from_slice(&src[..n]);
-}
-
 /// Writes a list the PKCS#11 way: `NULL` asks for the count, a short buffer
 /// is `CKR_BUFFER_TOO_SMALL` with the count set.
 ///
@@ -132,4 +125,89 @@ pub unsafe fn write_list(p: *mut CK_ULONG, pn: *mut CK_ULONG, items: &[u64]) -> 
 pub unsafe fn pin_in(p: *const u8, n: CK_ULONG) -> Result<Option<Pin>> {
     // SAFETY: forwarded caller contract.
     Ok(unsafe { bytes_in(p, n) }?.map(Pin::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expect NULL with a length of 0 to be "no buffer", and NULL with a
+    // non-zero length to be CKR_ARGUMENTS_BAD.
+    #[test]
+    fn null_and_lengths() {
+        // SAFETY: NULL pointers and a live 3-byte buffer.
+        unsafe {
+            assert_eq!(bytes_in(ptr::null(), 0).unwrap(), None);
+            assert!(matches!(
+                bytes_in(ptr::null(), 3),
+                Err(Error::ArgumentsBad(_))
+            ));
+            let b = [1u8, 2, 3];
+            assert_eq!(bytes_in(b.as_ptr(), 3).unwrap(), Some(vec![1, 2, 3]));
+            assert_eq!(bytes_in(b.as_ptr(), 0).unwrap(), Some(vec![]));
+            assert!(matches!(
+                bytes_in(b.as_ptr(), MAX_INPUT + 1),
+                Err(Error::ArgumentsBad(_))
+            ));
+        }
+    }
+
+    // Expect CKR_ARGUMENTS_BAD for a NULL length pointer, and a NULL buffer
+    // to be a length query.
+    #[test]
+    fn output_buffers() {
+        let mut n: CK_ULONG = 8;
+        let mut buf = [0u8; 8];
+        // SAFETY: live buffer and length.
+        unsafe {
+            assert!(matches!(
+                out_buf(buf.as_ptr(), ptr::null()),
+                Err(Error::ArgumentsBad(_))
+            ));
+            assert_eq!(out_buf(ptr::null(), &n).unwrap(), None);
+            assert_eq!(out_buf(buf.as_ptr(), &n).unwrap(), Some(8));
+            let rv = write_out(
+                buf.as_mut_ptr(),
+                &mut n,
+                Some(8),
+                (CKR_OK, 2, Some(vec![7, 7])),
+            );
+            assert_eq!((rv, n, buf[..3].to_vec()), (CKR_OK, 2, vec![7, 7, 0]));
+            // An answer larger than the capacity given is a device error, not an overrun.
+            let rv = write_out(
+                buf.as_mut_ptr(),
+                &mut n,
+                Some(1),
+                (CKR_OK, 2, Some(vec![9, 9])),
+            );
+            assert_eq!(rv, CKR_DEVICE_ERROR);
+            assert_eq!(buf[1], 7);
+        }
+    }
+
+    // Expect a NULL list to give the count, a short one CKR_BUFFER_TOO_SMALL
+    // with the count, and CKR_ARGUMENTS_BAD for a NULL count pointer.
+    #[test]
+    fn lists() {
+        let items = [5u64, 6, 7];
+        let mut n: CK_ULONG = 0;
+        let mut out = [0 as CK_ULONG; 3];
+        // SAFETY: live buffers.
+        unsafe {
+            assert_eq!(write_list(ptr::null_mut(), &mut n, &items).unwrap(), CKR_OK);
+            assert_eq!(n, 3);
+            n = 2;
+            assert_eq!(
+                write_list(out.as_mut_ptr(), &mut n, &items).unwrap(),
+                CKR_BUFFER_TOO_SMALL
+            );
+            assert_eq!((n, out[0]), (3, 0));
+            assert_eq!(
+                write_list(out.as_mut_ptr(), &mut n, &items).unwrap(),
+                CKR_OK
+            );
+            assert_eq!(out, [5, 6, 7]);
+            assert!(write_list(out.as_mut_ptr(), ptr::null_mut(), &items).is_err());
+        }
+    }
 }

@@ -2,7 +2,9 @@
 
 use pkcs11_sys::*;
 
-use super::ptr::{bytes_in, fill, pin_in, put, write_list};
+use kmsp11_proto::pad;
+
+use super::ptr::{bytes_in, pin_in, put, write_list};
 use super::{ok, version, with_client};
 use crate::api::slot_token as api;
 use crate::error::Error;
@@ -35,8 +37,8 @@ pub unsafe extern "C" fn C_GetSlotInfo(slotID: CK_SLOT_ID, pInfo: CK_SLOT_INFO_P
             firmwareVersion: version(&s.firmware_version),
             ..Default::default()
         };
-        fill(&mut out.slotDescription, &s.slot_description);
-        fill(&mut out.manufacturerID, &s.manufacturer_id);
+        out.slotDescription = pad(&s.slot_description);
+        out.manufacturerID = pad(&s.manufacturer_id);
         // SAFETY: checked non-NULL.
         unsafe { put(pInfo, out) }?;
         Ok(CKR_OK)
@@ -67,11 +69,11 @@ pub unsafe extern "C" fn C_GetTokenInfo(slotID: CK_SLOT_ID, pInfo: CK_TOKEN_INFO
             firmwareVersion: version(&t.firmware_version),
             ..Default::default()
         };
-        fill(&mut out.label, &t.label);
-        fill(&mut out.manufacturerID, &t.manufacturer_id);
-        fill(&mut out.model, &t.model);
-        fill(&mut out.serialNumber, &t.serial_number);
-        fill(&mut out.utcTime, &t.utc_time);
+        out.label = pad(&t.label);
+        out.manufacturerID = pad(&t.manufacturer_id);
+        out.model = pad(&t.model);
+        out.serialNumber = pad(&t.serial_number);
+        out.utcTime = pad(&t.utc_time);
         // SAFETY: checked non-NULL.
         unsafe { put(pInfo, out) }?;
         Ok(CKR_OK)
