@@ -257,10 +257,8 @@ mod tests {
             ulValueLen: size_of::<CK_ATTRIBUTE>() as CK_ULONG,
         }];
         // SAFETY: live templates.
-        assert!(matches!(
-            unsafe { template(l3.as_ptr(), 1) },
-            Err(Error::ArgumentsBad(_))
-        ));
+        let deep = unsafe { template(l3.as_ptr(), 1) };
+        assert!(matches!(deep, Err(Error::ArgumentsBad(_))));
     }
 
     // A C_GetAttributeValue query keeps NULL pValues as size queries.
