@@ -1,0 +1,265 @@
+//! The shared fixture: SoftHSM direct (a fresh store, token `dev-a`) and the
+//! proxy (kmsd in dev mode, virtual token `kms-a`), each initialised and
+//! logged in once per test run, with the keys most cases use made once.
+//! Cases run one at a time: login state is the application's, and some
+//! cases log out and in again.
+
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::Error;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use kmsp11_tests::raw::Raw;
+use kmsp11_tests::{slot_by_label, Kmsd, PIN};
+
+pub const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// One module as a case sees it.
+pub struct Side {
+    pub name: &'static str,
+    pub p: Pkcs11,
+    pub raw: Raw,
+    pub slot: Slot,
+    pub keys: Keys,
+    /// Keeps the application logged in and the session keys alive.
+    _anchor: Session,
+}
+
+pub struct Keys {
+    pub rsa_pub: ObjectHandle,
+    pub rsa_priv: ObjectHandle,
+    pub ec_pub: ObjectHandle,
+    pub ec_priv: ObjectHandle,
+    pub ec2_pub: ObjectHandle,
+    pub ec2_priv: ObjectHandle,
+    pub ed_pub: ObjectHandle,
+    pub ed_priv: ObjectHandle,
+    pub aes: ObjectHandle,
+    pub aes_small: ObjectHandle,
+}
+
+struct Fixture {
+    direct: Side,
+    proxy: Side,
+    one_at_a_time: Mutex<()>,
+    _kmsd: Kmsd,
+    _tmp: tempfile::TempDir,
+}
+
+// SAFETY-free: the modules are used from one case at a time (the lock).
+unsafe impl Sync for Fixture {}
+unsafe impl Send for Fixture {}
+
+/// What a case observes: CK_RVs, lengths, outcomes. `spec` holds
+/// observations where the proxy follows the spec to the letter although
+/// SoftHSM is laxer; they are not compared.
+#[derive(Default)]
+pub struct Transcript {
+    pub seen: Vec<String>,
+    pub spec: Vec<String>,
+}
+
+impl Transcript {
+    pub fn rec(&mut self, what: &str, v: impl std::fmt::Debug) {
+        self.seen.push(format!("{what}: {v:?}"));
+    }
+}
+
+/// A cryptoki result's CK_RV by name, for the transcript.
+pub fn rv<T>(r: &Result<T, Error>) -> String {
+    match r {
+        Ok(_) => "CKR_OK".into(),
+        Err(Error::Pkcs11(e, _)) => format!("{e:?}"),
+        Err(e) => format!("{e}"),
+    }
+}
+
+/// A raw CK_RV by its name, for the transcript.
+pub fn ck(rv: u64) -> String {
+    kmsp11_tests::raw::rv_name(rv)
+}
+
+/// Runs a case against SoftHSM direct and through the proxy, each in a new
+/// read-write session, and checks that the two transcripts are equal.
+/// Returns the proxy's transcript (for its `spec` observations).
+pub fn contract(case: &str, f: impl Fn(&mut Transcript, &Side, &Session)) -> Transcript {
+    let fx = fixture();
+    let _one = fx.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |side: &Side| {
+        let mut t = Transcript::default();
+        let s = side.p.open_rw_session(side.slot).unwrap();
+        f(&mut t, side, &s);
+        t
+    };
+    let direct = run(&fx.direct);
+    let proxy = run(&fx.proxy);
+    if let Some(dir) = std::env::var_os("KMSP11_TRANSCRIPTS") {
+        let dir = Path::new(&dir);
+        std::fs::write(
+            dir.join(format!("{case}.direct.txt")),
+            direct.seen.join("\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{case}.proxy.txt")), proxy.seen.join("\n")).unwrap();
+    }
+    assert!(!direct.seen.is_empty(), "{case}: nothing observed");
+    for (i, (d, p)) in direct.seen.iter().zip(&proxy.seen).enumerate() {
+        assert_eq!(
+            d, p,
+            "{case}: SoftHSM direct and the proxy differ at observation {i}"
+        );
+    }
+    assert_eq!(
+        direct.seen.len(),
+        proxy.seen.len(),
+        "{case}: transcripts of different lengths"
+    );
+    proxy
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = kmsp11_tests::softhsm_store(&tmp.path().join("direct"), &["dev-a"]);
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let direct = side("SoftHSM direct", &kmsp11_tests::softhsm_module(), "dev-a");
+        let kmsd = Kmsd::start();
+        std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
+        let proxy = side("proxy", &kmsp11_tests::libkmsp11(), "kms-a");
+        Fixture {
+            direct,
+            proxy,
+            one_at_a_time: Mutex::new(()),
+            _kmsd: kmsd,
+            _tmp: tmp,
+        }
+    })
+}
+
+fn side(name: &'static str, module: &Path, label: &str) -> Side {
+    let p = Pkcs11::new(module).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let raw = Raw::open(module);
+    let slot = slot_by_label(&p, label);
+    let anchor = p.open_rw_session(slot).unwrap();
+    anchor
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let keys = keys(&anchor);
+    Side {
+        name,
+        p,
+        raw,
+        slot,
+        keys,
+        _anchor: anchor,
+    }
+}
+
+/// The keys most cases use: token RSA, EC and Ed25519 pairs and an AES-256
+/// key, a session EC pair and a session AES-128 key.
+fn keys(s: &Session) -> Keys {
+    let pair = |m: Mechanism, pu: Vec<Attribute>, pr: Vec<Attribute>| {
+        s.generate_key_pair(&m, &pu, &pr).unwrap()
+    };
+    let (rsa_pub, rsa_priv) = pair(
+        Mechanism::RsaPkcsKeyPairGen,
+        vec![
+            Attribute::Token(true),
+            Attribute::ModulusBits(2048.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Verify(true),
+            Attribute::Encrypt(true),
+            Attribute::Wrap(true),
+            Attribute::Label(b"rsa".to_vec()),
+            Attribute::Id(vec![1]),
+        ],
+        vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Sign(true),
+            Attribute::Decrypt(true),
+            Attribute::Unwrap(true),
+            Attribute::Label(b"rsa".to_vec()),
+            Attribute::Id(vec![1]),
+        ],
+    );
+    let (ec_pub, ec_priv) = pair(
+        Mechanism::EccKeyPairGen,
+        vec![
+            Attribute::Token(true),
+            Attribute::EcParams(P256.to_vec()),
+            Attribute::Verify(true),
+            Attribute::Id(vec![2]),
+        ],
+        vec![
+            Attribute::Token(true),
+            Attribute::Sign(true),
+            Attribute::Derive(true),
+            Attribute::Sensitive(true),
+            Attribute::Id(vec![2]),
+        ],
+    );
+    let (ec2_pub, ec2_priv) = pair(
+        Mechanism::EccKeyPairGen,
+        vec![Attribute::EcParams(P256.to_vec()), Attribute::Verify(true)],
+        vec![Attribute::Sign(true), Attribute::Derive(true)],
+    );
+    let (ed_pub, ed_priv) = pair(
+        Mechanism::EccEdwardsKeyPairGen,
+        vec![
+            Attribute::Token(true),
+            Attribute::EcParams(ED25519.to_vec()),
+            Attribute::Verify(true),
+        ],
+        vec![Attribute::Token(true), Attribute::Sign(true)],
+    );
+    let aes = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Extractable(true),
+                Attribute::Label(b"aes".to_vec()),
+            ],
+        )
+        .unwrap();
+    let aes_small = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(16.into()),
+                Attribute::Encrypt(true),
+                Attribute::Extractable(true),
+                Attribute::Sensitive(false),
+            ],
+        )
+        .unwrap();
+    Keys {
+        rsa_pub,
+        rsa_priv,
+        ec_pub,
+        ec_priv,
+        ec2_pub,
+        ec2_priv,
+        ed_pub,
+        ed_priv,
+        aes,
+        aes_small,
+    }
+}
