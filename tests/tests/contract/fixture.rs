@@ -95,6 +95,7 @@ pub fn contract(case: &str, f: impl Fn(&mut Transcript, &Side, &Session)) -> Tra
         let mut t = Transcript::default();
         let s = side.p.open_rw_session(side.slot).unwrap();
         f(&mut t, side, &s);
+        assert!(!t.seen.is_empty(), "{case}: nothing observed on {}", side.name);
         t
     };
     let direct = run(&fx.direct);
@@ -108,7 +109,6 @@ pub fn contract(case: &str, f: impl Fn(&mut Transcript, &Side, &Session)) -> Tra
         .unwrap();
         std::fs::write(dir.join(format!("{case}.proxy.txt")), proxy.seen.join("\n")).unwrap();
     }
-    assert!(!direct.seen.is_empty(), "{case}: nothing observed");
     for (i, (d, p)) in direct.seen.iter().zip(&proxy.seen).enumerate() {
         assert_eq!(
             d, p,
