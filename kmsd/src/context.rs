@@ -191,6 +191,23 @@ impl Context {
         }
     }
 
+    /// This context's login on `slot` ended (PKCS#11 3.0 §5.6, C_Logout):
+    /// its handles to private objects there become invalid, even after a
+    /// later login, and its private session objects there are to be
+    /// destroyed. Returns those objects' backend handles.
+    pub fn logged_out(&self, slot: u64) -> Vec<BObject> {
+        let mut st = self.state.lock();
+        let gone = st.objects.remove_where(|o| o.slot == slot && o.private);
+        let owned: Vec<BObject> = gone
+            .iter()
+            .filter(|(_, o)| o.session.is_some())
+            .map(|(_, o)| o.backend)
+            .collect();
+        st.owned_objects -= owned.len();
+        give(&self.identity.usage.objects, owned.len());
+        owned
+    }
+
     /// Removes closed sessions and their session objects; returns the
     /// backend handles of those objects and whether the token's last session
     /// of this context closed (its login ends).

@@ -1,44 +1,107 @@
 //! kmsd under stress from outside: restarts, wrong certificates and
-//! malformed traffic. Other clients must never notice.
-#![allow(
-    clippy::undocumented_unsafe_blocks,
-    clippy::manual_c_str_literals,
-    clippy::manual_dangling_ptr
-)]
+//! malformed traffic. Other clients must never notice. The tests that load
+//! libkmsp11 (a process-wide singleton) take turns.
+#![allow(clippy::undocumented_unsafe_blocks)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
+use kmsp11_proto::frame::{FrameHeader, MAGIC};
+use kmsp11_tests::raw::{self, rv_name, Raw};
+use kmsp11_tests::wire::Wire;
 use kmsp11_tests::Kmsd;
 
-fn init(p: &Pkcs11) {
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
+static LIBRARY: Mutex<()> = Mutex::new(());
+
+/// A client that keeps working while others misbehave.
+fn serves(kmsd: &Kmsd) {
+    let mut w = Wire::connect(kmsd);
+    w.hello(None);
+    let r = w.call(kmsp11_proto::Request::GetSlotList(
+        kmsp11_proto::GetSlotList {
+            token_present: true,
+        },
+    ));
+    assert_eq!(r.rv, raw::CKR_OK, "{}", rv_name(r.rv));
 }
 
 #[test]
-fn daemon_resilience() {
+fn plain_tcp_garbage_is_closed() {
+    let kmsd = Kmsd::start();
+    let mut t = TcpStream::connect(&kmsd.addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    t.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    // At most a TLS alert comes back, never a kmsp11 frame, then the close.
+    let mut all = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut t, &mut all);
+    assert!(
+        all.len() < 64 && !all.windows(4).any(|w| w == MAGIC),
+        "{all:?}"
+    );
+    serves(&kmsd);
+}
+
+// After a valid handshake: garbage, a header beyond the limit, a truncated
+// frame, a payload that does not decode, a request before Hello. Each
+// closes that connection only.
+#[test]
+fn malformed_frames_close_only_that_connection() {
+    let kmsd = Kmsd::start();
+    let mut w = Wire::connect(&kmsd);
+    w.send_raw(&[0xff; 64]);
+    assert!(w.closed_without_answer(), "garbage");
+
+    let mut w = Wire::connect(&kmsd);
+    let mut h = FrameHeader::new(0).unwrap().to_bytes();
+    h[8..12].copy_from_slice(&(kmsp11_proto::MAX_PAYLOAD + 1).to_be_bytes());
+    w.send_raw(&h);
+    assert!(w.closed_without_answer(), "oversized header");
+
+    let mut w = Wire::connect(&kmsd);
+    w.send_raw(&FrameHeader::new(100).unwrap().to_bytes());
+    w.send_raw(&[0u8; 10]);
+    w.s.conn.send_close_notify();
+    let _ = w.s.flush();
+    assert!(w.closed_without_answer(), "truncated frame");
+
+    let mut w = Wire::connect(&kmsd);
+    let mut f = MAGIC.to_vec();
+    f.extend_from_slice(&kmsp11_proto::PROTOCOL_VERSION.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]);
+    w.send_raw(&f);
+    assert!(w.closed_without_answer(), "undecodable payload");
+
+    let mut w = Wire::connect(&kmsd);
+    assert!(
+        w.call_with(
+            1,
+            false,
+            kmsp11_proto::Request::GetInfo(kmsp11_proto::GetInfo)
+        )
+        .is_none(),
+        "a request before Hello"
+    );
+    serves(&kmsd);
+}
+
+// After a restart old sessions answer CKR_SESSION_HANDLE_INVALID; new ones
+// work without C_Initialize again.
+#[test]
+fn a_restart_ends_old_sessions_and_new_ones_work() {
+    let _one = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
     let mut kmsd = Kmsd::start();
     std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
     let p = Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap();
-    init(&p);
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
     let slot = p.get_slots_with_token().unwrap()[0];
     let s = p.open_ro_session(slot).unwrap();
     assert_eq!(s.digest(&Mechanism::Sha256, b"x").unwrap().len(), 32);
-
-    malformed_traffic_leaves_others_serving(&kmsd);
-    assert_eq!(
-        s.digest(&Mechanism::Sha256, b"x").unwrap().len(),
-        32,
-        "the well-behaved client is unaffected"
-    );
-
-    // After a restart the old session is gone, new ones work without C_Initialize again.
     kmsd.restart();
     let old = s.digest(&Mechanism::Sha256, b"x");
     assert!(
@@ -50,147 +113,64 @@ fn daemon_resilience() {
     assert_eq!(s2.digest(&Mechanism::Sha256, b"y").unwrap().len(), 32);
     drop(s2);
     p.finalize().unwrap();
+}
 
-    wrong_certificates_are_refused(&kmsd);
-    assert!(
-        kmsd.log().contains("names no configured [[identity]]"),
-        "the refusal is logged"
+/// C_GetSlotList through the library with this certificate and CA.
+fn slot_list_as(kmsd: &Kmsd, cert: &std::path::Path, key: &std::path::Path) -> raw::CK_RV {
+    let _one = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "endpoints = [\"{}\"]\nserver_name = \"localhost\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            kmsd.addr,
+            kmsd.dir.join("ca.pem").display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    std::env::set_var("KMSP11_CONFIG", &cfg);
+    let raw = Raw::open(&kmsp11_tests::libkmsp11());
+    unsafe {
+        assert_eq!(
+            raw.f.C_Initialize.unwrap()(std::ptr::null_mut()),
+            raw::CKR_OK
+        );
+        let mut n = 0;
+        let rv = raw.f.C_GetSlotList.unwrap()(0, std::ptr::null_mut(), &mut n);
+        assert_eq!(raw.f.C_Finalize.unwrap()(std::ptr::null_mut()), raw::CKR_OK);
+        rv
+    }
+}
+
+// A valid certificate that names no identity: the library reports the
+// refused connection as CKR_DEVICE_REMOVED, and kmsd logs it.
+#[test]
+fn a_certificate_naming_no_identity_is_refused() {
+    let kmsd = Kmsd::start();
+    let rv = slot_list_as(
+        &kmsd,
+        &kmsd.dir.join("stranger.pem"),
+        &kmsd.dir.join("stranger.key"),
+    );
+    assert_eq!(rv, raw::CKR_DEVICE_REMOVED, "{}", rv_name(rv));
+    kmsd.wait_for_log(
+        &["names no configured [[identity]]"],
+        Duration::from_secs(5),
     );
 }
 
-/// Raw TLS with the dev client certificate, then bad frames.
-fn tls(kmsd: &Kmsd) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let d = &kmsd.dir;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(d.join("ca.pem")).unwrap())
-        .unwrap();
-    let certs = vec![CertificateDer::from_pem_file(d.join("client.pem")).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(d.join("client.key")).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(certs, key)
-    .unwrap();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("localhost").unwrap())
-            .unwrap();
-    let tcp = TcpStream::connect(&kmsd.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
-}
-
-/// Reads until the server closes; true if it closed (EOF, reset or TLS
-/// alert) without ever sending a kmsp11 frame.
-fn closed_without_answer(s: &mut impl Read) -> bool {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-        }
-        if all.len() > 1 << 16 {
-            return false;
-        }
-    }
-    !all.windows(4).any(|w| w == kmsp11_proto::frame::MAGIC)
-}
-
-fn malformed_traffic_leaves_others_serving(kmsd: &Kmsd) {
-    use kmsp11_proto::frame::{FrameHeader, MAGIC};
-    // Not TLS at all.
-    let mut t = TcpStream::connect(&kmsd.addr).unwrap();
-    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    t.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    assert!(closed_without_answer(&mut t));
-    // Garbage after a valid handshake.
-    let mut s = tls(kmsd);
-    s.write_all(&[0xff; 64]).unwrap();
-    assert!(closed_without_answer(&mut s));
-    // A header announcing more than the limit.
-    let mut s = tls(kmsd);
-    let mut h = FrameHeader::new(0).unwrap().to_bytes();
-    h[8..12].copy_from_slice(&(kmsp11_proto::MAX_PAYLOAD + 1).to_be_bytes());
-    s.write_all(&h).unwrap();
-    assert!(closed_without_answer(&mut s));
-    // A truncated frame: header promises 100 bytes, 10 arrive, then the client goes quiet and leaves.
-    let mut s = tls(kmsd);
-    let h = FrameHeader::new(100).unwrap().to_bytes();
-    s.write_all(&h).unwrap();
-    s.write_all(&[0u8; 10]).unwrap();
-    s.conn.send_close_notify();
-    let _ = s.flush();
-    assert!(closed_without_answer(&mut s));
-    // A well-framed payload that does not decode.
-    let mut s = tls(kmsd);
-    let mut f = MAGIC.to_vec();
-    f.extend_from_slice(&kmsp11_proto::PROTOCOL_VERSION.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]);
-    s.write_all(&f).unwrap();
-    assert!(closed_without_answer(&mut s));
-    // A valid request that is not Hello first.
-    let mut s = tls(kmsd);
-    let payload =
-        kmsp11_proto::encode(&kmsp11_proto::Request::GetInfo(kmsp11_proto::GetInfo)).unwrap();
-    s.write_all(&kmsp11_proto::frame::frame(&payload).unwrap())
-        .unwrap();
-    assert!(closed_without_answer(&mut s));
-}
-
-fn wrong_certificates_are_refused(kmsd: &Kmsd) {
-    let raw = kmsp11_tests::raw::Raw::open(&kmsp11_tests::libkmsp11());
-    let tmp = tempfile::tempdir().unwrap();
-    // A certificate from the right CA that names no configured identity,
-    // then one from another CA altogether.
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let kmsd = Kmsd::start();
     let other = Kmsd::start();
-    let cases = [
-        (
-            kmsd.dir.join("stranger.pem"),
-            kmsd.dir.join("stranger.key"),
-            kmsd.dir.join("ca.pem"),
-        ),
-        (
-            other.dir.join("client.pem"),
-            other.dir.join("client.key"),
-            kmsd.dir.join("ca.pem"),
-        ),
-    ];
-    for (i, (cert, key, ca)) in cases.iter().enumerate() {
-        let cfg = tmp.path().join(format!("c{i}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "endpoints = [\"{}\"]\nserver_name = \"localhost\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                kmsd.addr,
-                ca.display(),
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        std::env::set_var("KMSP11_CONFIG", &cfg);
-        unsafe {
-            assert_eq!(
-                raw.f.C_Initialize.unwrap()(std::ptr::null_mut()),
-                kmsp11_tests::raw::CKR_OK
-            );
-            let mut n = 0;
-            let rv = raw.f.C_GetSlotList.unwrap()(0, std::ptr::null_mut(), &mut n);
-            assert_eq!(
-                rv,
-                kmsp11_tests::raw::CKR_DEVICE_REMOVED,
-                "case {i}: refused connection is 'device removed'"
-            );
-            assert_eq!(
-                raw.f.C_Finalize.unwrap()(std::ptr::null_mut()),
-                kmsp11_tests::raw::CKR_OK
-            );
-        }
-    }
+    let rv = slot_list_as(
+        &kmsd,
+        &other.dir.join("client.pem"),
+        &other.dir.join("client.key"),
+    );
+    assert_eq!(rv, raw::CKR_DEVICE_REMOVED, "{}", rv_name(rv));
+    serves(&kmsd);
 }

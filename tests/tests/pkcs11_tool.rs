@@ -1,105 +1,139 @@
 //! OpenSC's pkcs11-tool through the proxy: the commands of
-//! shared/reference/client-behaviour.md §2a, outputs checked.
+//! shared/reference/client-behaviour.md §2a, outputs checked (signatures
+//! by software OpenSSL). One kmsd and one pair of keys (made by pkcs11-tool
+//! itself) serve every test.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use kmsp11_tests::{have, run, Kmsd, PIN};
 
-#[test]
-fn pkcs11_tool_through_the_proxy() {
-    if !have("pkcs11-tool") || !have("openssl") {
-        panic!("pkcs11-tool and openssl are required: apt-get install -y opensc openssl");
-    }
-    let kmsd = Kmsd::start();
-    let lib = kmsp11_tests::libkmsp11();
-    let tmp = tempfile::tempdir().unwrap();
-    let w = tmp.path();
-    let tool = |args: &[&str]| {
+struct Fixture {
+    kmsd: Kmsd,
+    _tmp: tempfile::TempDir,
+    /// Files shared by the tests: data, exported public keys.
+    work: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        assert!(
+            have("pkcs11-tool") && have("openssl"),
+            "pkcs11-tool and openssl are required: apt-get install -y opensc openssl"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let f = Fixture {
+            kmsd: Kmsd::start(),
+            work: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        };
+        for (kind, id, label, usage) in [
+            ("rsa:2048", "01", "rsa2048", "--usage-decrypt"),
+            ("EC:prime256v1", "02", "ecp256", "--usage-derive"),
+        ] {
+            let (ok, out) = f.token(&[
+                "-l",
+                "-p",
+                PIN,
+                "--keypairgen",
+                "--key-type",
+                kind,
+                "--id",
+                id,
+                "--label",
+                label,
+                "--usage-sign",
+                usage,
+            ]);
+            assert!(ok, "{out}");
+            let der = format!("{label}.der");
+            let (ok, out) = f.token(&["--read-object", "--type", "pubkey", "--id", id, "-o", &der]);
+            assert!(ok, "{out}");
+            f.openssl(&[
+                "pkey",
+                "-pubin",
+                "-inform",
+                "DER",
+                "-in",
+                &der,
+                "-out",
+                &format!("{label}.pem"),
+            ]);
+        }
+        std::fs::write(f.work.join("data.txt"), b"hello from kmsp11\n").unwrap();
+        f.openssl(&[
+            "dgst",
+            "-sha256",
+            "-binary",
+            "-out",
+            "data.sha256",
+            "data.txt",
+        ]);
+        f
+    })
+}
+
+impl Fixture {
+    /// pkcs11-tool on libkmsp11.so.
+    fn tool(&self, args: &[&str]) -> (bool, String) {
         let mut c = Command::new("pkcs11-tool");
         c.arg("--module")
-            .arg(&lib)
+            .arg(kmsp11_tests::libkmsp11())
             .args(args)
-            .env("KMSP11_CONFIG", kmsd.client_config())
-            .current_dir(w);
+            .env("KMSP11_CONFIG", self.kmsd.client_config())
+            .current_dir(&self.work);
         run(&mut c)
-    };
-    let t = |args: &[&str]| {
+    }
+
+    /// pkcs11-tool on the virtual token kms-a.
+    fn token(&self, args: &[&str]) -> (bool, String) {
         let mut a = vec!["--token-label", "kms-a"];
         a.extend_from_slice(args);
-        tool(&a)
-    };
+        self.tool(&a)
+    }
 
-    let (ok, out) = tool(&["-L"]);
+    fn openssl(&self, args: &[&str]) -> String {
+        let (ok, out) = run(Command::new("openssl").args(args).current_dir(&self.work));
+        assert!(ok, "openssl {args:?}: {out}");
+        out
+    }
+}
+
+#[test]
+fn lists_both_tokens() {
+    let (ok, out) = fixture().tool(&["-L"]);
     assert!(ok, "{out}");
     assert!(
         out.contains("token label        : kms-a") && out.contains("token label        : kms-b"),
         "{out}"
     );
+}
 
-    let (ok, out) = t(&[
-        "-l",
-        "-p",
-        PIN,
-        "--keypairgen",
-        "--key-type",
-        "rsa:2048",
-        "--id",
-        "01",
-        "--label",
-        "rsa2048",
-        "--usage-sign",
-        "--usage-decrypt",
-    ]);
-    assert!(ok, "{out}");
-    let (ok, out) = t(&[
-        "-l",
-        "-p",
-        PIN,
-        "--keypairgen",
-        "--key-type",
-        "EC:prime256v1",
-        "--id",
-        "02",
-        "--label",
-        "ecp256",
-        "--usage-sign",
-        "--usage-derive",
-    ]);
-    assert!(ok, "{out}");
-
-    let (ok, out) = t(&["-O", "-l", "-p", PIN]);
+// Private keys only after login; public objects without it.
+#[test]
+fn lists_objects_with_and_without_login() {
+    let f = fixture();
+    let (ok, out) = f.token(&["-O", "-l", "-p", PIN]);
     assert!(ok, "{out}");
     assert!(
         out.contains("Private Key Object; RSA") && out.contains("Private Key Object; EC"),
         "{out}"
     );
-    // Without login only public objects are listed.
-    let (ok, out) = t(&["-O"]);
+    let (ok, out) = f.token(&["-O"]);
     assert!(ok, "{out}");
     assert!(
         !out.contains("Private Key Object") && out.contains("Public Key Object; RSA"),
         "{out}"
     );
+}
 
-    // Sign with the HSM key, verify with pkcs11-tool and with software OpenSSL.
-    std::fs::write(w.join("data.txt"), b"hello from kmsp11\n").unwrap();
-    let (ok, out) = t(&[
-        "--read-object",
-        "--type",
-        "pubkey",
-        "--id",
-        "01",
-        "-o",
-        "rsa.der",
-    ]);
-    assert!(ok, "{out}");
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "pkey", "-pubin", "-inform", "DER", "-in", "rsa.der", "-out", "rsa.pem",
-        ])
-        .current_dir(w));
-    assert!(ok, "{out}");
-    let (ok, out) = t(&[
+// SHA256-RSA-PKCS by the HSM key, verified by pkcs11-tool and by OpenSSL.
+#[test]
+fn rsa_signature_verified_by_openssl() {
+    let f = fixture();
+    let (ok, out) = f.token(&[
         "-l",
         "-p",
         PIN,
@@ -114,7 +148,7 @@ fn pkcs11_tool_through_the_proxy() {
         "sig.rsa",
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = t(&[
+    let (ok, out) = f.token(&[
         "--verify",
         "-m",
         "SHA256-RSA-PKCS",
@@ -126,19 +160,22 @@ fn pkcs11_tool_through_the_proxy() {
         "sig.rsa",
     ]);
     assert!(ok && out.contains("Signature is valid"), "{out}");
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            "rsa.pem",
-            "-signature",
-            "sig.rsa",
-            "data.txt",
-        ])
-        .current_dir(w));
-    assert!(ok && out.contains("Verified OK"), "openssl: {out}");
-    let (ok, out) = t(&[
+    let out = f.openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        "rsa2048.pem",
+        "-signature",
+        "sig.rsa",
+        "data.txt",
+    ]);
+    assert!(out.contains("Verified OK"), "openssl: {out}");
+}
+
+#[test]
+fn pss_signature_verified_by_openssl() {
+    let f = fixture();
+    let (ok, out) = f.token(&[
         "-l",
         "-p",
         PIN,
@@ -153,35 +190,28 @@ fn pkcs11_tool_through_the_proxy() {
         "sig.pss",
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            "rsa.pem",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-sigopt",
-            "rsa_pss_saltlen:32",
-            "-signature",
-            "sig.pss",
-            "data.txt",
-        ])
-        .current_dir(w));
-    assert!(ok && out.contains("Verified OK"), "openssl PSS: {out}");
-    // ECDSA over a SHA-256 digest: raw r||s, converted to DER for OpenSSL.
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-binary",
-            "-out",
-            "data.sha256",
-            "data.txt",
-        ])
-        .current_dir(w));
-    assert!(ok, "{out}");
-    let (ok, out) = t(&[
+    let out = f.openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        "rsa2048.pem",
+        "-sigopt",
+        "rsa_padding_mode:pss",
+        "-sigopt",
+        "rsa_pss_saltlen:32",
+        "-signature",
+        "sig.pss",
+        "data.txt",
+    ]);
+    assert!(out.contains("Verified OK"), "openssl PSS: {out}");
+}
+
+// ECDSA over a SHA-256 digest, in OpenSSL's DER format.
+#[test]
+fn ecdsa_signature_verified_by_openssl() {
+    let f = fixture();
+    assert!(f.work.join("data.sha256").exists());
+    let (ok, out) = f.token(&[
         "-l",
         "-p",
         PIN,
@@ -198,51 +228,40 @@ fn pkcs11_tool_through_the_proxy() {
         "openssl",
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = t(&[
-        "--read-object",
-        "--type",
-        "pubkey",
-        "--id",
-        "02",
-        "-o",
-        "ec.der",
+    let out = f.openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        "ecp256.pem",
+        "-signature",
+        "sig.ec",
+        "data.txt",
     ]);
-    assert!(ok, "{out}");
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "pkey", "-pubin", "-inform", "DER", "-in", "ec.der", "-out", "ec.pem",
-        ])
-        .current_dir(w));
-    assert!(ok, "{out}");
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            "ec.pem",
-            "-signature",
-            "sig.ec",
-            "data.txt",
-        ])
-        .current_dir(w));
-    assert!(ok && out.contains("Verified OK"), "openssl ECDSA: {out}");
+    assert!(out.contains("Verified OK"), "openssl ECDSA: {out}");
+}
 
-    // --test: SoftHSM direct gets as far as SHA-256 OAEP (unsupported); the proxy must too.
-    let (_, out) = t(&["-l", "-p", PIN, "--test"]);
+// --test: SoftHSM direct gets as far as SHA-256 OAEP (unsupported); the proxy must too.
+#[test]
+fn test_mode_gets_as_far_as_softhsm() {
+    let (_, out) = fixture().token(&["-l", "-p", PIN, "--test"]);
     assert!(out.contains("all 4 digest functions seem to work"), "{out}");
     assert!(
         out.contains("RSA-PKCS: OK") && out.contains("RSA-PKCS-OAEP"),
         "{out}"
     );
+}
 
-    // -M equals SoftHSM direct on the same backend token.
-    let (ok, proxied) = t(&["-M"]);
+// -M equals SoftHSM direct on the same backend token.
+#[test]
+fn mechanisms_equal_softhsm_direct() {
+    let f = fixture();
+    let (ok, proxied) = f.token(&["-M"]);
     assert!(ok, "{proxied}");
     let (ok, direct) = run(Command::new("pkcs11-tool")
         .args(["--module"])
         .arg(kmsp11_tests::softhsm_module())
         .args(["--token-label", "dev-a", "-M"])
-        .env("SOFTHSM2_CONF", kmsd.softhsm_conf()));
+        .env("SOFTHSM2_CONF", f.kmsd.softhsm_conf()));
     assert!(ok, "{direct}");
     assert_eq!(proxied, direct, "mechanism lists differ");
 }

@@ -1,5 +1,7 @@
 //! Transparent mode (every backend slot 1:1, SO functions forwarded when
-//! configured) and context rejoin after kmsd closed an idle connection.
+//! configured), context rejoin after kmsd closed an idle connection, and the
+//! login state of several applications over one backend login. The tests
+//! that load libkmsp11 (a process-wide singleton) take turns.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -7,6 +9,8 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
+use std::sync::{Mutex, MutexGuard};
+
 use kmsp11_tests::raw;
 use kmsp11_tests::wire::Wire;
 use kmsp11_tests::{Kmsd, PIN, SO_PIN};
@@ -39,22 +43,19 @@ tokens = ["*"]
 pin_hash = "{hash}"
 "#;
 
-#[test]
-fn transparent_mode_and_rejoin() {
-    let hash = {
-        let mut c = std::process::Command::new(kmsp11_tests::kmsd_bin());
-        c.arg("--hash-pin")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped());
-        let mut ch = c.spawn().unwrap();
-        use std::io::Write;
-        ch.stdin.take().unwrap().write_all(PIN.as_bytes()).unwrap();
-        String::from_utf8(ch.wait_with_output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let kmsd = Kmsd::start_with_config(&CONFIG.replace("{hash}", &hash));
+static LIBRARY: Mutex<()> = Mutex::new(());
+
+/// The library, initialised against a transparent kmsd, for one test at a time.
+struct Lib {
+    p: Pkcs11,
+    kmsd: Kmsd,
+    _cfg: tempfile::TempDir,
+    _one: MutexGuard<'static, ()>,
+}
+
+fn library() -> Lib {
+    let one = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
+    let kmsd = transparent_kmsd();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("client.toml");
     std::fs::write(
@@ -67,61 +68,74 @@ fn transparent_mode_and_rejoin() {
     )
     .unwrap();
     std::env::set_var("KMSP11_CONFIG", &cfg);
-    // What SoftHSM shows directly: its slot ids and labels.
-    std::env::set_var("SOFTHSM2_CONF", kmsd.softhsm_conf());
-    let direct = Pkcs11::new(kmsp11_tests::softhsm_module()).unwrap();
-    direct
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let direct_slots: Vec<(u64, String)> = direct
-        .get_all_slots()
-        .unwrap()
-        .into_iter()
-        .map(|s| {
-            (
-                s.id(),
-                direct
-                    .get_token_info(s)
-                    .map(|t| t.label().to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    direct.finalize().unwrap();
-
     let p = Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
-    let slots: Vec<(u64, String)> = p
-        .get_all_slots()
-        .unwrap()
-        .into_iter()
-        .map(|s| {
-            (
-                s.id(),
-                p.get_token_info(s)
-                    .map(|t| t.label().to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        slots, direct_slots,
-        "transparent mode shows the backend's slots as they are"
-    );
+    Lib {
+        p,
+        kmsd,
+        _cfg: tmp,
+        _one: one,
+    }
+}
 
-    // The anchored token: user login checked by kmsd.
-    let a = p
-        .get_all_slots()
+impl Drop for Lib {
+    fn drop(&mut self) {
+        // `Pkcs11::finalize` consumes it: finalise the same module directly.
+        let raw = kmsp11_tests::raw::Raw::open(&kmsp11_tests::libkmsp11());
+        unsafe { raw.f.C_Finalize.unwrap()(std::ptr::null_mut()) };
+    }
+}
+
+fn slot_labelled(p: &Pkcs11, label: &str) -> cryptoki::slot::Slot {
+    p.get_all_slots()
         .unwrap()
         .into_iter()
         .find(|s| {
             p.get_token_info(*s)
-                .map(|t| t.label() == "dev-a")
+                .map(|t| t.label() == label)
                 .unwrap_or(false)
         })
+        .unwrap_or_else(|| panic!("no token labelled {label}"))
+}
+
+fn slots_and_labels(p: &Pkcs11) -> Vec<(u64, String)> {
+    p.get_all_slots()
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let label = p
+                .get_token_info(s)
+                .map(|t| t.label().to_string())
+                .unwrap_or_default();
+            (s.id(), label)
+        })
+        .collect()
+}
+
+// Transparent mode shows the backend's slots with their own ids and labels.
+#[test]
+fn slots_are_the_backends() {
+    let lib = library();
+    std::env::set_var("SOFTHSM2_CONF", lib.kmsd.softhsm_conf());
+    let direct = Pkcs11::new(kmsp11_tests::softhsm_module()).unwrap();
+    direct
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
-    let s = p.open_rw_session(a).unwrap();
+    let expected = slots_and_labels(&direct);
+    direct.finalize().unwrap();
+    assert_eq!(slots_and_labels(&lib.p), expected);
+}
+
+// kmsd closes an idle connection (after 1 s here); the library reconnects
+// and rejoins its context: same session, same handle, still logged in.
+#[test]
+fn a_reconnecting_library_rejoins_its_context() {
+    let lib = library();
+    let s = lib
+        .p
+        .open_rw_session(slot_labelled(&lib.p, "dev-a"))
+        .unwrap();
     s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
     let o = s
@@ -131,9 +145,6 @@ fn transparent_mode_and_rejoin() {
             Attribute::Value(vec![1, 2, 3]),
         ])
         .unwrap();
-
-    // kmsd closes the idle connection after 1 s; the library reconnects and
-    // rejoins its context: same session, same object handle, still logged in.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(
         s.get_attributes(o, &[cryptoki::object::AttributeType::Value])
@@ -144,10 +155,14 @@ fn transparent_mode_and_rejoin() {
         .find_objects(&[Attribute::Class(ObjectClass::DATA)])
         .unwrap()
         .contains(&o));
-    drop(s);
+}
 
-    // An application that exits without C_Finalize (libp11 and Java never
-    // call it): after the grace period kmsd closes its sessions.
+// An application that exits without C_Finalize (libp11 and Java never call
+// it): after the grace period kmsd closes its sessions.
+#[test]
+fn sessions_of_a_vanished_client_are_closed() {
+    let lib = library();
+    let a = slot_labelled(&lib.p, "dev-a");
     let raw = kmsp11_tests::raw::Raw::open(&kmsp11_tests::libkmsp11());
     let child = unsafe {
         let pid = libc::fork();
@@ -167,38 +182,24 @@ fn transparent_mode_and_rejoin() {
         assert_eq!(libc::WEXITSTATUS(status), 0);
         pid
     };
-    let expected = format!("pid={child} sessions=3");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !kmsd
-        .log()
-        .lines()
-        .any(|l| l.contains("context expired") && strip_ansi(l).contains(&expected))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sessions of a vanished client were never closed:\n{}",
-            kmsd.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    lib.kmsd.wait_for_log(
+        &["context expired", &format!("pid={child} sessions=3")],
+        std::time::Duration::from_secs(30),
+    );
+}
 
-    // A token whose PIN kmsd does not hold: the parent logs in, and a forked
-    // child that initialises again logs in too (its own context), as against
-    // SoftHSM direct.
-    let b = p
-        .get_all_slots()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            p.get_token_info(*s)
-                .map(|t| t.label() == "dev-b")
-                .unwrap_or(false)
-        })
-        .unwrap();
-    let parent = p.open_ro_session(b).unwrap();
+// A token whose PIN kmsd does not hold: the parent logs in, and a forked
+// child that initialises again logs in too (its own context), as against
+// SoftHSM direct.
+#[test]
+fn a_forked_child_logs_in_again() {
+    let lib = library();
+    let b = slot_labelled(&lib.p, "dev-b");
+    let parent = lib.p.open_ro_session(b).unwrap();
     parent
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
+    let raw = kmsp11_tests::raw::Raw::open(&kmsp11_tests::libkmsp11());
     unsafe {
         let pid = libc::fork();
         assert!(pid >= 0);
@@ -223,9 +224,14 @@ fn transparent_mode_and_rejoin() {
             "the forked child could not log in"
         );
     }
-    drop(parent);
+}
 
-    // SO functions are forwarded: initialise the free slot, set its user PIN, use it.
+// SO functions are forwarded when configured: initialise the free slot,
+// set its user PIN, log in with it, change it, use it.
+#[test]
+fn so_functions_are_forwarded() {
+    let lib = library();
+    let p = &lib.p;
     let free = p
         .get_all_slots()
         .unwrap()
@@ -247,26 +253,6 @@ fn transparent_mode_and_rejoin() {
     )
     .unwrap();
     assert_eq!(s.digest(&Mechanism::Sha256, b"abc").unwrap().len(), 32);
-    drop(s);
-    p.finalize().unwrap();
-}
-
-/// kmsd's log lines carry terminal colour codes around field names.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\u{1b}' {
-            for d in it.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn transparent_kmsd() -> Kmsd {

@@ -82,6 +82,9 @@ fn forget(d: &Daemon, ctx: &Context, sessions: &[VSession], slot: u64) {
     let (objects, logged_out) = ctx.forget_sessions(sessions, slot);
     d.forget_session_objects(&objects);
     if logged_out {
+        // The context's last session on the token closed: its login ends,
+        // and its private session objects went with their sessions.
+        d.forget_session_objects(&ctx.logged_out(slot));
         if let Some(t) = d.token(ctx, slot).filter(|t| !t.anchored()) {
             d.leave_backend_login(ctx, &t);
         }
@@ -258,6 +261,19 @@ pub fn logout(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Err
     if !was {
         return Err(Error::NotLoggedIn);
     }
+    // As the spec has it: the application's handles to private objects
+    // become invalid and its private session objects are destroyed. The
+    // backend may stay logged in for others, so kmsd destroys them itself.
+    let private = ctx.logged_out(s.slot);
+    for h in &private {
+        if let Err(e) = d.backend.destroy_object(s.backend, *h) {
+            tracing::warn!(
+                context = ctx.id,
+                "destroying a private session object at logout: {e}"
+            );
+        }
+    }
+    d.forget_session_objects(&private);
     if !t.anchored() {
         d.leave_backend_login(ctx, &t);
     }

@@ -25,7 +25,7 @@ fn pss() -> PkcsPssParams {
 #[test]
 fn sign_verify() {
     contract("sign_verify", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let cases: Vec<(&str, Mechanism, ObjectHandle, ObjectHandle, Vec<u8>)> = vec![
             (
                 "RSA-PKCS",
@@ -100,7 +100,7 @@ fn sign_verify() {
 #[test]
 fn multipart_signing() {
     contract("multipart_signing", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let big: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
         s.sign_init(&Mechanism::Sha256RsaPkcs, k.rsa_priv).unwrap();
         for c in big.chunks(1024) {
@@ -127,7 +127,7 @@ fn multipart_signing() {
 #[test]
 fn signature_length_query() {
     contract("signature_length_query", |t, side, s| {
-        let (raw, k, h) = (&side.raw, &side.keys, s.handle());
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
         let expected = s.sign(&Mechanism::RsaPkcs, k.rsa_priv, DATA).unwrap();
         t.rec(
             "raw sign init",
@@ -152,7 +152,7 @@ fn unsupported_mechanism() {
     contract("unsupported_mechanism", |t, side, s| {
         t.rec(
             "ECDSA-SHA256 init",
-            rv(&s.sign_init(&Mechanism::EcdsaSha256, side.keys.ec_priv)),
+            rv(&s.sign_init(&Mechanism::EcdsaSha256, side.keys().ec_priv)),
         );
     });
 }
@@ -160,7 +160,7 @@ fn unsupported_mechanism() {
 #[test]
 fn aes_cbc_pad() {
     contract("aes_cbc_pad", |t, side, s| {
-        let (k, iv) = (&side.keys, [7u8; 16]);
+        let (k, iv) = (&side.keys(), [7u8; 16]);
         let ct = s.encrypt(&Mechanism::AesCbcPad(iv), k.aes, MSG);
         t.rec(
             "AES-CBC-PAD encrypt",
@@ -192,7 +192,7 @@ fn aes_cbc_pad() {
 #[test]
 fn aes_gcm_both_layouts() {
     contract("aes_gcm_both_layouts", |t, side, s| {
-        let (raw, k, h) = (&side.raw, &side.keys, s.handle());
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
         for with_bits in [true, false] {
             let mut iv12 = [3u8; 12];
             let mut aad = *b"header";
@@ -219,7 +219,7 @@ fn aes_gcm_both_layouts() {
 #[test]
 fn rsa_oaep() {
     contract("rsa_oaep", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let oaep =
             |h, mgf| Mechanism::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, PkcsOaepSource::empty()));
         let sha1 = oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1);
@@ -239,7 +239,7 @@ fn rsa_oaep() {
 #[test]
 fn rsa_pkcs_decrypt() {
     contract("rsa_pkcs_decrypt", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let c = s.encrypt(&Mechanism::RsaPkcs, k.rsa_pub, MSG).unwrap();
         t.rec(
             "RSA-PKCS round trip",

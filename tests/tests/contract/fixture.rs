@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::Error;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectHandle};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -26,11 +26,12 @@ pub struct Side {
     pub p: Pkcs11,
     pub raw: Raw,
     pub slot: Slot,
-    pub keys: Keys,
+    keys: Mutex<Keys>,
     /// Keeps the application logged in and the session keys alive.
     _anchor: Session,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Keys {
     pub rsa_pub: ObjectHandle,
     pub rsa_priv: ObjectHandle,
@@ -52,8 +53,10 @@ struct Fixture {
     _tmp: tempfile::TempDir,
 }
 
-// SAFETY-free: the modules are used from one case at a time (the lock).
+// SAFETY: the fixture's sessions (cryptoki's `Session` is not `Sync`) are
+// only used by the case holding `one_at_a_time`.
 unsafe impl Sync for Fixture {}
+// SAFETY: as above; a `Session` may move between threads.
 unsafe impl Send for Fixture {}
 
 /// What a case observes: CK_RVs, lengths, outcomes. `spec` holds
@@ -95,7 +98,11 @@ pub fn contract(case: &str, f: impl Fn(&mut Transcript, &Side, &Session)) -> Tra
         let mut t = Transcript::default();
         let s = side.p.open_rw_session(side.slot).unwrap();
         f(&mut t, side, &s);
-        assert!(!t.seen.is_empty(), "{case}: nothing observed on {}", side.name);
+        assert!(
+            !t.seen.is_empty(),
+            "{case}: nothing observed on {}",
+            side.name
+        );
         t
     };
     let direct = run(&fx.direct);
@@ -159,8 +166,47 @@ fn side(name: &'static str, module: &Path, label: &str) -> Side {
         p,
         raw,
         slot,
-        keys,
+        keys: Mutex::new(keys),
         _anchor: anchor,
+    }
+}
+
+impl Side {
+    /// The fixture's keys (handles as this module gives them now).
+    pub fn keys(&self) -> Keys {
+        *self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Restores the fixture's keys after a case logged out and in again.
+    /// A logout invalidates the application's handles to private objects
+    /// and destroys its private session objects (PKCS#11 3.0 §5.6): the
+    /// token keys are found again by label, the session keys made anew.
+    pub fn restore_keys(&self) {
+        let s = &self._anchor;
+        let find = |label: &str, class: ObjectClass| {
+            let found = s
+                .find_objects(&[
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Class(class),
+                ])
+                .unwrap();
+            assert_eq!(found.len(), 1, "{}: fixture key {label}", self.name);
+            found[0]
+        };
+        use ObjectClass as C;
+        let (ec2_pub, ec2_priv, aes_small) = session_keys(s);
+        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = Keys {
+            rsa_pub: find("rsa", C::PUBLIC_KEY),
+            rsa_priv: find("rsa", C::PRIVATE_KEY),
+            ec_pub: find("ec", C::PUBLIC_KEY),
+            ec_priv: find("ec", C::PRIVATE_KEY),
+            ec2_pub,
+            ec2_priv,
+            ed_pub: find("ed", C::PUBLIC_KEY),
+            ed_priv: find("ed", C::PRIVATE_KEY),
+            aes: find("aes", C::SECRET_KEY),
+            aes_small,
+        };
     }
 }
 
@@ -200,6 +246,7 @@ fn keys(s: &Session) -> Keys {
             Attribute::EcParams(P256.to_vec()),
             Attribute::Verify(true),
             Attribute::Id(vec![2]),
+            Attribute::Label(b"ec".to_vec()),
         ],
         vec![
             Attribute::Token(true),
@@ -207,12 +254,8 @@ fn keys(s: &Session) -> Keys {
             Attribute::Derive(true),
             Attribute::Sensitive(true),
             Attribute::Id(vec![2]),
+            Attribute::Label(b"ec".to_vec()),
         ],
-    );
-    let (ec2_pub, ec2_priv) = pair(
-        Mechanism::EccKeyPairGen,
-        vec![Attribute::EcParams(P256.to_vec()), Attribute::Verify(true)],
-        vec![Attribute::Sign(true), Attribute::Derive(true)],
     );
     let (ed_pub, ed_priv) = pair(
         Mechanism::EccEdwardsKeyPairGen,
@@ -220,8 +263,13 @@ fn keys(s: &Session) -> Keys {
             Attribute::Token(true),
             Attribute::EcParams(ED25519.to_vec()),
             Attribute::Verify(true),
+            Attribute::Label(b"ed".to_vec()),
         ],
-        vec![Attribute::Token(true), Attribute::Sign(true)],
+        vec![
+            Attribute::Token(true),
+            Attribute::Sign(true),
+            Attribute::Label(b"ed".to_vec()),
+        ],
     );
     let aes = s
         .generate_key(
@@ -238,18 +286,7 @@ fn keys(s: &Session) -> Keys {
             ],
         )
         .unwrap();
-    let aes_small = s
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Token(false),
-                Attribute::ValueLen(16.into()),
-                Attribute::Encrypt(true),
-                Attribute::Extractable(true),
-                Attribute::Sensitive(false),
-            ],
-        )
-        .unwrap();
+    let (ec2_pub, ec2_priv, aes_small) = session_keys(s);
     Keys {
         rsa_pub,
         rsa_priv,
@@ -262,4 +299,39 @@ fn keys(s: &Session) -> Keys {
         aes,
         aes_small,
     }
+}
+
+/// The session keys (private session objects): a P-256 pair and an
+/// extractable AES-128 key.
+fn session_keys(s: &Session) -> (ObjectHandle, ObjectHandle, ObjectHandle) {
+    let pair = |m: Mechanism, pu: Vec<Attribute>, pr: Vec<Attribute>| {
+        s.generate_key_pair(&m, &pu, &pr).unwrap()
+    };
+    let (ec2_pub, ec2_priv) = pair(
+        Mechanism::EccKeyPairGen,
+        vec![
+            Attribute::EcParams(P256.to_vec()),
+            Attribute::Verify(true),
+            Attribute::Label(b"ec2".to_vec()),
+        ],
+        vec![
+            Attribute::Sign(true),
+            Attribute::Derive(true),
+            Attribute::Label(b"ec2".to_vec()),
+        ],
+    );
+    let aes_small = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(16.into()),
+                Attribute::Encrypt(true),
+                Attribute::Extractable(true),
+                Attribute::Sensitive(false),
+                Attribute::Label(b"aes-small".to_vec()),
+            ],
+        )
+        .unwrap();
+    (ec2_pub, ec2_priv, aes_small)
 }

@@ -24,7 +24,7 @@ fn initialize_twice() {
 #[test]
 fn rarely_used_functions() {
     contract("rarely_used_functions", |t, side, s| {
-        let (f, k) = (side.raw.f, &side.keys);
+        let (f, k) = (side.raw.f, &side.keys());
         let h = s.handle();
         let mut buf = [0u8; 512];
         let mut n: raw::CK_ULONG = buf.len() as raw::CK_ULONG;

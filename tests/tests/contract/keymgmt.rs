@@ -67,7 +67,7 @@ fn key_generation() {
 #[test]
 fn wrap_and_unwrap() {
     contract("wrap_and_unwrap", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let w = s.wrap_key(&Mechanism::AesKeyWrap, k.aes, k.aes_small);
         t.rec(
             "AES-KEY-WRAP",
@@ -114,7 +114,7 @@ fn wrap_and_unwrap() {
 #[test]
 fn ecdh_derive() {
     contract("ecdh_derive", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let point = |h: ObjectHandle| match s
             .get_attributes(h, &[AttributeType::EcPoint])
             .unwrap()

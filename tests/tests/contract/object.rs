@@ -53,7 +53,7 @@ fn find_batches() {
 #[test]
 fn attribute_size_queries() {
     contract("attribute_size_queries", |t, side, s| {
-        let (raw, k, h) = (&side.raw, &side.keys, s.handle());
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
         let q = [
             (raw::CKA_CLASS, None),
             (raw::CKA_KEY_TYPE, None),
@@ -113,7 +113,7 @@ fn attribute_short_buffer() {
     contract("attribute_short_buffer", |t, side, s| {
         let (rv3, a3) = side.raw.attributes(
             s.handle(),
-            side.keys.rsa_pub.handle(),
+            side.keys().rsa_pub.handle(),
             &[(raw::CKA_MODULUS, Some(10)), (raw::CKA_CLASS, Some(8))],
         );
         t.rec("short buffer", (ck(rv3), a3[0].0, a3[1].1.clone()));
@@ -124,7 +124,7 @@ fn attribute_short_buffer() {
 #[test]
 fn ec_attributes() {
     contract("ec_attributes", |t, side, s| {
-        let (raw, k, h) = (&side.raw, &side.keys, s.handle());
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
         let (rv4, a4) = raw.attributes(h, k.ec_priv.handle(), &[(raw::CKA_EC_POINT, None)]);
         t.rec("ec point on private key", (ck(rv4), a4[0].0));
         let (rv5, a5) = raw.attributes(
@@ -145,7 +145,7 @@ fn ec_attributes() {
 fn typed_attributes() {
     contract("typed_attributes", |t, side, s| {
         let attrs = s.get_attributes(
-            side.keys.aes,
+            side.keys().aes,
             &[
                 AttributeType::ValueLen,
                 AttributeType::KeyType,

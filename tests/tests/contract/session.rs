@@ -22,6 +22,13 @@ fn login_and_logout() {
             s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
                 .map(|v| v.len())
         };
+        let old_key = side.keys().rsa_priv;
+        let private_data = [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Private(true),
+            Attribute::Label(b"private-session-data".to_vec()),
+        ];
+        s.create_object(&private_data).unwrap();
         t.rec("logout", rv(&s.logout()));
         // Expect CKR_USER_NOT_LOGGED_IN from C_Logout when not logged in
         // (SoftHSM 2.6 answers CKR_OK): the spec's answer, not compared.
@@ -36,6 +43,18 @@ fn login_and_logout() {
         let ro = side.p.open_ro_session(side.slot).unwrap();
         t.rec("ro session state", state(&ro));
         t.rec("private keys after login", private_keys().map(|n| n > 0));
+        // Expect the application's handles to private objects invalid after a
+        // logout, even once logged in again, and its private session objects
+        // destroyed.
+        t.rec(
+            "old private key handle",
+            rv(&s.get_attributes(old_key, &[cryptoki::object::AttributeType::Label])),
+        );
+        t.rec(
+            "private session object after logout",
+            s.find_objects(&private_data[2..]).map(|v| v.len()),
+        );
+        side.restore_keys();
     });
     assert_eq!(
         proxy.spec,
@@ -48,7 +67,7 @@ fn login_and_logout() {
 #[test]
 fn handles_across_sessions() {
     contract("handles_across_sessions", |t, side, s| {
-        let k = &side.keys;
+        let k = &side.keys();
         let s2 = side.p.open_ro_session(side.slot).unwrap();
         let sig = s2.sign(&Mechanism::Ecdsa, k.ec_priv, &[7u8; 32]);
         t.rec("sign in a second session", rv(&sig));
