@@ -8,16 +8,18 @@ use kmsp11_proto::{
 };
 
 fn codec(c: &mut Criterion) {
+    // A typical request: C_SignInit with PSS parameters.
+    let pss = MechParam::RsaPkcsPss {
+        hash_alg: 0x250,
+        mgf: 2,
+        salt_len: 32,
+    };
     let init = Request::SignInit(OpInit {
         session: 0x10002,
         key: 0x20003,
         mechanism: Mechanism {
-            mechanism: 0x0d,
-            param: MechParam::RsaPkcsPss {
-                hash_alg: 0x250,
-                mgf: 2,
-                salt_len: 32,
-            },
+            mechanism: 0x43,
+            param: pss,
         },
     });
     let sign = Request::Sign(DataOut {

@@ -205,7 +205,7 @@ pub struct IdentityCfg {
     pub name: String,
     /// Token labels this identity sees ("*" for all).
     pub tokens: Vec<String>,
-    /// Argon2 PHC string of this identity's PIN for C_Login (`kmsd hash-pin`).
+    /// Argon2 PHC string of this identity's PIN for C_Login (`kmsd --hash-pin`).
     #[serde(default)]
     pub pin_hash: Option<String>,
 }

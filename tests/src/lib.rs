@@ -37,7 +37,16 @@ pub fn bin_dir() -> PathBuf {
 }
 
 pub fn libkmsp11() -> PathBuf {
-    let p = bin_dir().join("libkmsp11.so");
+    built("libkmsp11.so")
+}
+
+pub fn kmsd_bin() -> PathBuf {
+    built("kmsd")
+}
+
+/// An artefact of `cargo build --workspace`.
+fn built(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
     assert!(
         p.exists(),
         "{} missing: run `cargo build --workspace` first",
@@ -46,15 +55,10 @@ pub fn libkmsp11() -> PathBuf {
     p
 }
 
-pub fn kmsd_bin() -> PathBuf {
-    let p = bin_dir().join("kmsd");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
+/// DER of the P-256 curve's OID (`CKA_EC_PARAMS`).
+pub const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of Ed25519's OID.
+pub const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 pub fn softhsm_module() -> PathBuf {
     kmsd::dev::softhsm_module().expect("libsofthsm2.so not found: apt-get install -y softhsm2")
@@ -261,6 +265,28 @@ impl Drop for Kmsd {
     }
 }
 
+/// A module loaded and initialised with `CKF_OS_LOCKING_OK`, as most clients do.
+pub fn initialized(module: &Path) -> cryptoki::context::Pkcs11 {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let p = Pkcs11::new(module).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    p
+}
+
+/// A read-write session logged in as the user with the dev PIN.
+pub fn user_session(
+    p: &cryptoki::context::Pkcs11,
+    slot: cryptoki::slot::Slot,
+) -> cryptoki::session::Session {
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let s = p.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    s
+}
+
 /// The slot whose token carries this label.
 pub fn slot_by_label(p: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::slot::Slot {
     p.get_slots_with_token()
@@ -300,6 +326,18 @@ pub fn hash_pin(pin: &str) -> String {
         .to_string()
 }
 
+/// The dev CA of a dev folder, to issue certificates and CRLs with.
+fn dev_ca(dir: &Path) -> (rcgen::Certificate, rcgen::KeyPair) {
+    use rcgen::{CertificateParams, KeyPair};
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let key = KeyPair::from_pem(&read("ca.key")).unwrap();
+    let ca = CertificateParams::from_ca_cert_pem(&read("ca.pem"))
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (ca, key)
+}
+
 /// A client certificate from the dev CA in `dir`, with this CN, these SANs
 /// and this serial number; written as `<file>.pem` and `<file>.key` (0600).
 pub fn issue_cert(
@@ -310,12 +348,7 @@ pub fn issue_cert(
     serial: u64,
 ) -> (PathBuf, PathBuf) {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SerialNumber};
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
-    let ca =
-        CertificateParams::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.pem")).unwrap())
-            .unwrap()
-            .self_signed(&ca_key)
-            .unwrap();
+    let (ca, ca_key) = dev_ca(dir);
     let key = KeyPair::generate().unwrap();
     let mut p =
         CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
@@ -336,16 +369,8 @@ pub fn issue_cert(
 
 /// A CRL from the dev CA in `dir` revoking these serial numbers, written to `crl.pem`.
 pub fn write_crl(dir: &Path, revoked: &[u64]) -> PathBuf {
-    use rcgen::{
-        CertificateParams, CertificateRevocationListParams, KeyIdMethod, KeyPair,
-        RevokedCertParams, SerialNumber,
-    };
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
-    let ca =
-        CertificateParams::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.pem")).unwrap())
-            .unwrap()
-            .self_signed(&ca_key)
-            .unwrap();
+    use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+    let (ca, ca_key) = dev_ca(dir);
     let now = rcgen::date_time_ymd(2020, 1, 1);
     let crl = CertificateRevocationListParams {
         this_update: now,

@@ -11,8 +11,7 @@ use kmsp11_proto::frame::{self, FrameHeader};
 use kmsp11_proto::{
     Body, Envelope, Hello, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::Kmsd;
 
@@ -25,12 +24,13 @@ pub struct Wire {
 
 /// The dev CA, and a client certificate and key of the dev folder (`client`, `stranger`, ...).
 pub fn tls_config(dir: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
+    use kmsp11_proto::pem;
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
-        .unwrap();
-    let certs = vec![CertificateDer::from_pem_file(cert).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    for c in pem::certificates(&dir.join("ca.pem"), "ca").unwrap() {
+        roots.add(c).unwrap();
+    }
+    let certs = pem::certificates(cert, "cert").unwrap();
+    let key = pem::private_key(key, "key").unwrap();
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

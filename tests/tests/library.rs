@@ -13,13 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 use kmsp11_tests::raw::{self, rv_name, Raw};
-use kmsp11_tests::{Kmsd, PIN};
+use kmsp11_tests::Kmsd;
 
 /// One test at a time, with kmsd running and the library uninitialised.
 struct Turn {
@@ -283,20 +281,14 @@ fn forked_child_must_reinitialise() {
 #[test]
 fn eight_threads_mixed_operations() {
     let _t = turn();
-    let p = Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
+    let p = kmsp11_tests::initialized(&kmsp11_tests::libkmsp11());
     let slot = p.get_slots_with_token().unwrap()[0];
-    let s = p.open_rw_session(slot).unwrap();
-    s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
+    let s = kmsp11_tests::user_session(&p, slot);
     let (_, ec) = s
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
             &[
-                Attribute::EcParams(vec![
-                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-                ]),
+                Attribute::EcParams(kmsp11_tests::P256.to_vec()),
                 Attribute::Token(true),
                 Attribute::Verify(true),
             ],

@@ -15,34 +15,6 @@ use kmsp11_tests::raw;
 use kmsp11_tests::wire::Wire;
 use kmsp11_tests::{Kmsd, PIN, SO_PIN};
 
-const CONFIG: &str = r#"
-[listen]
-address = "127.0.0.1:0"
-address_file = "address"
-idle_timeout_secs = 1
-context_grace_secs = 4
-
-[tls]
-cert = "server.pem"
-key = "server.key"
-client_ca = "ca.pem"
-
-[backend]
-module = "{module}"
-mode = "transparent"
-allow_so_functions = true
-env = { SOFTHSM2_CONF = "{dir}/softhsm/softhsm2.conf" }
-
-[[token]]
-backend_label = "dev-a"
-pin_file = "softhsm/backend-pin"
-
-[[identity]]
-name = "dev-client"
-tokens = ["*"]
-pin_hash = "{hash}"
-"#;
-
 static LIBRARY: Mutex<()> = Mutex::new(());
 
 /// The library, initialised against a transparent kmsd, for one test at a time.
@@ -87,18 +59,6 @@ impl Drop for Lib {
     }
 }
 
-fn slot_labelled(p: &Pkcs11, label: &str) -> cryptoki::slot::Slot {
-    p.get_all_slots()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            p.get_token_info(*s)
-                .map(|t| t.label() == label)
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| panic!("no token labelled {label}"))
-}
-
 fn slots_and_labels(p: &Pkcs11) -> Vec<(u64, String)> {
     p.get_all_slots()
         .unwrap()
@@ -134,7 +94,7 @@ fn a_reconnecting_library_rejoins_its_context() {
     let lib = library();
     let s = lib
         .p
-        .open_rw_session(slot_labelled(&lib.p, "dev-a"))
+        .open_rw_session(kmsp11_tests::slot_by_label(&lib.p, "dev-a"))
         .unwrap();
     s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
@@ -162,7 +122,7 @@ fn a_reconnecting_library_rejoins_its_context() {
 #[test]
 fn sessions_of_a_vanished_client_are_closed() {
     let lib = library();
-    let a = slot_labelled(&lib.p, "dev-a");
+    let a = kmsp11_tests::slot_by_label(&lib.p, "dev-a");
     let raw = kmsp11_tests::raw::Raw::open(&kmsp11_tests::libkmsp11());
     let child = unsafe {
         let pid = libc::fork();
@@ -194,7 +154,7 @@ fn sessions_of_a_vanished_client_are_closed() {
 #[test]
 fn a_forked_child_logs_in_again() {
     let lib = library();
-    let b = slot_labelled(&lib.p, "dev-b");
+    let b = kmsp11_tests::slot_by_label(&lib.p, "dev-b");
     let parent = lib.p.open_ro_session(b).unwrap();
     parent
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
@@ -255,9 +215,26 @@ fn so_functions_are_forwarded() {
     assert_eq!(s.digest(&Mechanism::Sha256, b"abc").unwrap().len(), 32);
 }
 
+/// kmsd in transparent mode over the dev setup: SO functions forwarded,
+/// the PIN of `dev-a` held by kmsd and that of `dev-b` not, connections
+/// closed after one idle second, contexts kept four.
 fn transparent_kmsd() -> Kmsd {
-    let hash = kmsp11_tests::hash_pin(PIN);
-    Kmsd::start_with_config(&CONFIG.replace("{hash}", &hash))
+    Kmsd::start_edited(|dev, _| {
+        let kms_b = "[[token]]\nlabel = \"kms-b\"\nbackend_label = \"dev-b\"\npin_file = \"softhsm/backend-pin\"\n";
+        assert!(dev.contains(kms_b), "the dev configuration changed: {dev}");
+        let t = dev
+            .replace(kms_b, "")
+            .replace(
+                "mode = \"virtual\"",
+                "mode = \"transparent\"\nallow_so_functions = true",
+            )
+            .replace("tokens = [\"kms-a\", \"kms-b\"]", "tokens = [\"*\"]");
+        kmsp11_tests::set_in(
+            &t,
+            "listen",
+            "idle_timeout_secs = 1\ncontext_grace_secs = 4",
+        )
+    })
 }
 
 /// The backend slot of the token labelled `label`, as a wire client sees it.

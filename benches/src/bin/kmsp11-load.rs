@@ -12,12 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
-use kmsp11_tests::{Kmsd, PIN};
+use cryptoki::session::Session;
+use kmsp11_tests::Kmsd;
 
 /// Latency of PKCS#11 operations: SoftHSM direct vs through kmsp11.
 #[derive(Parser, Debug)]
@@ -28,7 +26,7 @@ struct Args {
     iterations: usize,
 }
 
-const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+use kmsp11_tests::P256;
 
 struct Keys {
     ec: ObjectHandle,
@@ -99,13 +97,9 @@ fn tempfile_dir() -> std::path::PathBuf {
 }
 
 fn measure(module: &Path, label: &str, n: usize) -> Vec<(&'static str, Vec<Duration>)> {
-    let p = Pkcs11::new(module).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
+    let p = kmsp11_tests::initialized(module);
     let slot = kmsp11_tests::slot_by_label(&p, label);
-    let s = p.open_rw_session(slot).unwrap();
-    s.login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
+    let s = kmsp11_tests::user_session(&p, slot);
     let (_, ec) = s
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,

@@ -64,22 +64,8 @@ impl Backend {
             .collect();
         let claimed: u64 = caps.iter().flatten().map(|n| *n as u64).sum();
         if claimed > ATTR_CLAIM {
-            let mut t: Vec<CK_ATTRIBUTE> = q
-                .iter()
-                .map(|a| CK_ATTRIBUTE {
-                    type_: a.kind,
-                    pValue: ptr::null_mut(),
-                    ulValueLen: 0,
-                })
-                .collect();
-            let rv = call!(
-                self,
-                C_GetAttributeValue,
-                s.0,
-                o.0,
-                t.as_mut_ptr(),
-                t.len() as CK_ULONG
-            );
+            let mut t: Vec<CK_ATTRIBUTE> = q.iter().map(|a| attribute(a.kind, None)).collect();
+            let rv = self.fill_attributes(s, o, &mut t);
             if !per_attribute(rv) {
                 return (rv, vec![]);
             }
@@ -104,27 +90,9 @@ impl Backend {
         let mut t: Vec<CK_ATTRIBUTE> = q
             .iter()
             .zip(bufs.iter_mut())
-            .map(|(a, b)| match b {
-                Some(b) => CK_ATTRIBUTE {
-                    type_: a.kind,
-                    pValue: b.as_mut_ptr().cast(),
-                    ulValueLen: b.len() as CK_ULONG,
-                },
-                None => CK_ATTRIBUTE {
-                    type_: a.kind,
-                    pValue: ptr::null_mut(),
-                    ulValueLen: 0,
-                },
-            })
+            .map(|(a, b)| attribute(a.kind, b.as_mut()))
             .collect();
-        let rv = call!(
-            self,
-            C_GetAttributeValue,
-            s.0,
-            o.0,
-            t.as_mut_ptr(),
-            t.len() as CK_ULONG
-        );
+        let rv = self.fill_attributes(s, o, &mut t);
         if !per_attribute(rv) {
             return (rv, vec![]);
         }
@@ -146,6 +114,18 @@ impl Backend {
             })
             .collect();
         (rv, answers)
+    }
+
+    /// One `C_GetAttributeValue` over a template whose buffers the caller owns.
+    fn fill_attributes(&self, s: BSession, o: BObject, t: &mut [CK_ATTRIBUTE]) -> CK_RV {
+        call!(
+            self,
+            C_GetAttributeValue,
+            s.0,
+            o.0,
+            t.as_mut_ptr(),
+            t.len() as CK_ULONG
+        )
     }
 
     pub fn set_attribute_value(
@@ -179,5 +159,21 @@ impl Backend {
 
     pub fn find_objects_final(&self, s: BSession) -> Result<(), Error> {
         checked!(self, C_FindObjectsFinal, s.0)
+    }
+}
+
+/// A `CK_ATTRIBUTE` asking for `kind`, into `buf` or (`None`) for its length.
+fn attribute(kind: CK_ATTRIBUTE_TYPE, buf: Option<&mut Vec<u8>>) -> CK_ATTRIBUTE {
+    match buf {
+        Some(b) => CK_ATTRIBUTE {
+            type_: kind,
+            pValue: b.as_mut_ptr().cast(),
+            ulValueLen: b.len() as CK_ULONG,
+        },
+        None => CK_ATTRIBUTE {
+            type_: kind,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        },
     }
 }

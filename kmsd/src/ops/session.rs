@@ -164,13 +164,19 @@ pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Result<Response, Error> {
             return already(user == CKU_SO);
         }
     }
+    let attempt = Attempt {
+        d,
+        ctx,
+        t: &t,
+        s: &s,
+        user,
+        pin,
+    };
     match user {
-        CKU_USER | CKU_CONTEXT_SPECIFIC if t.anchored() => {
-            identity_login(d, ctx, &t, &s, user, pin)?
-        }
+        CKU_USER | CKU_CONTEXT_SPECIFIC if t.anchored() => attempt.identity_pin()?,
         CKU_SO if !t.so_functions => return Err(Error::Rv(CKR_USER_TYPE_INVALID)),
         CKU_CONTEXT_SPECIFIC => d.backend.login(s.backend, user, pin)?,
-        CKU_USER | CKU_SO => transparent_login(d, ctx, &t, &s, user, pin)?,
+        CKU_USER | CKU_SO => attempt.backend_pin()?,
         _ => return Err(Error::Rv(CKR_USER_TYPE_INVALID)),
     }
     if user != CKU_CONTEXT_SPECIFIC {
@@ -184,67 +190,81 @@ pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Result<Response, Error> {
     done()
 }
 
-/// A login on a token whose PIN kmsd holds: the identity's PIN, checked
-/// here. For `CKU_CONTEXT_SPECIFIC` (a key with `CKA_ALWAYS_AUTHENTICATE`)
-/// the backend session is then re-authenticated with the PIN kmsd holds,
-/// as the backend requires before the key's next use.
-fn identity_login(
-    d: &Daemon,
-    ctx: &Context,
-    t: &VToken,
-    s: &Sess,
+/// One `C_Login`: who, on which token and session, as which user, with what PIN.
+struct Attempt<'a> {
+    d: &'a Daemon,
+    ctx: &'a Context,
+    t: &'a VToken,
+    s: &'a Sess,
     user: u64,
-    pin: Option<&[u8]>,
-) -> Result<(), Error> {
-    let pin = pin.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
-    if user == CKU_CONTEXT_SPECIFIC && !ctx.state.lock().user.contains(&s.slot) {
-        return Err(Error::NotLoggedIn);
-    }
-    match d
-        .pins
-        .check(&ctx.identity.name, ctx.identity.pin_hash.as_deref(), pin)
-    {
-        Err(Refused::Locked) => {
-            tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login refused: identity locked out");
-            Err(Error::Rv(CKR_PIN_LOCKED))
-        }
-        Ok(false) => {
-            tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login: PIN incorrect");
-            Err(Error::Rv(CKR_PIN_INCORRECT))
-        }
-        Ok(true) if user == CKU_CONTEXT_SPECIFIC => {
-            let backend_pin = t.backend_pin.as_deref().map(|p| p.as_slice());
-            d.backend
-                .login(s.backend, CKU_CONTEXT_SPECIFIC, backend_pin)
-        }
-        Ok(true) => Ok(()),
-    }
+    pin: Option<&'a [u8]>,
 }
 
-/// A token whose PIN kmsd does not hold (transparent mode): the backend
-/// checks the PIN, once for all the contexts logged in; each check still
-/// counts against the identity's budget.
-fn transparent_login(
-    d: &Daemon,
-    ctx: &Context,
-    t: &VToken,
-    s: &Sess,
-    user: u64,
-    pin: Option<&[u8]>,
-) -> Result<(), Error> {
-    let mut result = Err(Error::Rv(CKR_GENERAL_ERROR));
-    let checked = d.pins.check_with(&ctx.identity.name, || {
-        result = d.join_backend_login(ctx, t, s.backend, user, pin);
-        match &result {
-            Ok(()) => Some(true),
-            Err(e) if e.rv() == CKR_PIN_INCORRECT => Some(false),
-            // Not a verdict on the PIN.
-            Err(_) => None,
+impl Attempt<'_> {
+    /// A token whose PIN kmsd holds: the identity's PIN, checked here. For
+    /// `CKU_CONTEXT_SPECIFIC` (a key with `CKA_ALWAYS_AUTHENTICATE`) the
+    /// backend session is then re-authenticated with the PIN kmsd holds, as
+    /// the backend requires before the key's next use.
+    fn identity_pin(&self) -> Result<(), Error> {
+        let Attempt {
+            d,
+            ctx,
+            t,
+            s,
+            user,
+            pin,
+        } = *self;
+        let pin = pin.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        if user == CKU_CONTEXT_SPECIFIC && !ctx.state.lock().user.contains(&s.slot) {
+            return Err(Error::NotLoggedIn);
         }
-    });
-    match checked {
-        Err(Refused::Locked) => Err(Error::Rv(CKR_PIN_LOCKED)),
-        Ok(_) => result,
+        match d
+            .pins
+            .check(&ctx.identity.name, ctx.identity.pin_hash.as_deref(), pin)
+        {
+            Err(Refused::Locked) => {
+                tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login refused: identity locked out");
+                Err(Error::Rv(CKR_PIN_LOCKED))
+            }
+            Ok(false) => {
+                tracing::warn!(identity = %ctx.identity.name, token = %t.name, "C_Login: PIN incorrect");
+                Err(Error::Rv(CKR_PIN_INCORRECT))
+            }
+            Ok(true) if user == CKU_CONTEXT_SPECIFIC => {
+                let backend_pin = t.backend_pin.as_deref().map(|p| p.as_slice());
+                d.backend
+                    .login(s.backend, CKU_CONTEXT_SPECIFIC, backend_pin)
+            }
+            Ok(true) => Ok(()),
+        }
+    }
+
+    /// A token whose PIN kmsd does not hold (transparent mode): the backend
+    /// checks the PIN, once for all the contexts logged in; each check
+    /// still counts against the identity's budget.
+    fn backend_pin(&self) -> Result<(), Error> {
+        let Attempt {
+            d,
+            ctx,
+            t,
+            s,
+            user,
+            pin,
+        } = *self;
+        let mut result = Err(Error::Rv(CKR_GENERAL_ERROR));
+        let checked = d.pins.check_with(&ctx.identity.name, || {
+            result = d.join_backend_login(ctx, t, s.backend, user, pin);
+            match &result {
+                Ok(()) => Some(true),
+                Err(e) if e.rv() == CKR_PIN_INCORRECT => Some(false),
+                // Not a verdict on the PIN.
+                Err(_) => None,
+            }
+        });
+        match checked {
+            Err(Refused::Locked) => Err(Error::Rv(CKR_PIN_LOCKED)),
+            Ok(_) => result,
+        }
     }
 }
 

@@ -72,6 +72,20 @@ unsafe fn structure(kind: ParamKind, pp: *const u8, len: usize) -> Result<MechPa
             }
         };
     }
+    /// `CK_X9_42_DH2_DERIVE_PARAMS` and the MQV structure that extends it.
+    macro_rules! x942_2 {
+        ($s:expr, $public_key:expr) => {
+            MechParam::X942Dh2 {
+                kdf: $s.kdf,
+                other_info: bytes_in($s.pOtherInfo, $s.ulOtherInfoLen)?,
+                public_data: bytes_in($s.pPublicData, $s.ulPublicDataLen)?,
+                private_data_len: $s.ulPrivateDataLen,
+                private_data: $s.hPrivateData,
+                public_data2: bytes_in($s.pPublicData2, $s.ulPublicDataLen2)?,
+                public_key: $public_key,
+            }
+        };
+    }
     // SAFETY: each structure is read only at its exact size (`read!`); every
     // pointer inside it is the caller's, read by `bytes_in` for the length
     // the structure gives (NULL with a length is refused there).
@@ -154,27 +168,11 @@ unsafe fn structure(kind: ParamKind, pp: *const u8, len: usize) -> Result<MechPa
             }
             K::X942Dh2 => {
                 let s = read!(CK_X9_42_DH2_DERIVE_PARAMS);
-                MechParam::X942Dh2 {
-                    kdf: s.kdf,
-                    other_info: bytes_in(s.pOtherInfo, s.ulOtherInfoLen)?,
-                    public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
-                    private_data_len: s.ulPrivateDataLen,
-                    private_data: s.hPrivateData,
-                    public_data2: bytes_in(s.pPublicData2, s.ulPublicDataLen2)?,
-                    public_key: None,
-                }
+                x942_2!(s, None)
             }
             K::X942Mqv => {
                 let s = read!(CK_X9_42_MQV_DERIVE_PARAMS);
-                MechParam::X942Dh2 {
-                    kdf: s.kdf,
-                    other_info: bytes_in(s.pOtherInfo, s.ulOtherInfoLen)?,
-                    public_data: bytes_in(s.pPublicData, s.ulPublicDataLen)?,
-                    private_data_len: s.ulPrivateDataLen,
-                    private_data: s.hPrivateData,
-                    public_data2: bytes_in(s.pPublicData2, s.ulPublicDataLen2)?,
-                    public_key: Some(s.publicKey),
-                }
+                x942_2!(s, Some(s.publicKey))
             }
             K::Eddsa => {
                 let s = read!(CK_EDDSA_PARAMS);

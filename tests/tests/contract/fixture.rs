@@ -7,18 +7,16 @@
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::Error;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
 use kmsp11_tests::raw::Raw;
-use kmsp11_tests::{slot_by_label, Kmsd, PIN};
+use kmsp11_tests::{slot_by_label, Kmsd};
 
-pub const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-pub const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+pub use kmsp11_tests::{ED25519, P256};
 
 /// One module as a case sees it.
 pub struct Side {
@@ -151,15 +149,10 @@ fn fixture() -> &'static Fixture {
 }
 
 fn side(name: &'static str, module: &Path, label: &str) -> Side {
-    let p = Pkcs11::new(module).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
+    let p = kmsp11_tests::initialized(module);
     let raw = Raw::open(module);
     let slot = slot_by_label(&p, label);
-    let anchor = p.open_rw_session(slot).unwrap();
-    anchor
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
+    let anchor = kmsp11_tests::user_session(&p, slot);
     let keys = keys(&anchor);
     Side {
         name,
