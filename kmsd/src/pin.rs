@@ -288,17 +288,18 @@ mod tests {
         assert_eq!(c.check("b", Some(&h), b"123456"), Ok(true));
     }
 
+    // Two wrong PINs and the right one, twice over: with a budget of 3 the
+    // identity is never locked, because a success resets the count.
     #[test]
     fn success_resets_the_budget() {
         let c = checker(3, 3600);
         let h = hash_pin(b"123456").unwrap();
-        assert_eq!(c.check("a", Some(&h), b"0"), Ok(false));
-        assert_eq!(c.check("a", Some(&h), b"0"), Ok(false));
-        assert_eq!(c.check("a", Some(&h), b"123456"), Ok(true));
-        assert_eq!(c.flags("a"), 0);
-        assert_eq!(c.check("a", Some(&h), b"0"), Ok(false));
-        assert_eq!(c.check("a", Some(&h), b"0"), Ok(false));
-        assert_eq!(c.check("a", Some(&h), b"123456"), Ok(true));
+        for _ in 0..2 {
+            assert_eq!(c.check("a", Some(&h), b"0"), Ok(false));
+            assert_eq!(c.check("a", Some(&h), b"0"), Ok(false));
+            assert_eq!(c.check("a", Some(&h), b"123456"), Ok(true));
+            assert_eq!(c.flags("a"), 0);
+        }
     }
 
     #[test]

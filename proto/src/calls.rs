@@ -49,7 +49,7 @@ macro_rules! calls {
             [  42  CloseAllSessions      close_all_sessions   C_CloseAllSessions      session     CloseAllSessions ]
             [  43  GetSessionInfo        session_info         C_GetSessionInfo        session     GetSessionInfo ]
             [  44  GetOperationState     operation_state      C_GetOperationState     session     GetOperationState ]
-            [  45  SetOperationState     set_operation_state  C_SetOperationState     session     SetOperationState ]
+            [  45  SetOperationState     operation_state      C_SetOperationState     session     SetOperationState ]
             [  46  Login                 login                C_Login                 session     Login ]
             [  47  Logout                logout               C_Logout                session     SessionOnly ]
             [  60  CreateObject          create_object        C_CreateObject          object      CreateObject ]
@@ -308,10 +308,18 @@ mod tests {
             ),
             (Request::Goodbye(crate::Goodbye), "0200"),
         ];
-        for (req, hex) in cases {
-            let bytes = encode(&req).unwrap();
-            assert_eq!(to_hex(&bytes), hex, "{req:?}");
-            assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        golden(cases);
+    }
+
+    /// Each value encodes to exactly its bytes and decodes back to itself.
+    fn golden<T>(cases: Vec<(T, &str)>)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        for (value, hex) in cases {
+            let bytes = encode(&value).unwrap();
+            assert_eq!(to_hex(&bytes), hex, "{value:?}");
+            assert_eq!(decode::<T>(&bytes).unwrap(), value);
         }
     }
 
@@ -331,11 +339,7 @@ mod tests {
                 "00000000000000000e00000002000000000000000102000000000000000102",
             ),
         ];
-        for (resp, hex) in cases {
-            let bytes = encode(&resp).unwrap();
-            assert_eq!(to_hex(&bytes), hex, "{resp:?}");
-            assert_eq!(decode::<Response>(&bytes).unwrap(), resp);
-        }
+        golden(cases);
     }
 
     #[test]

@@ -91,29 +91,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        let mut b = FrameHeader::new(1).unwrap().to_bytes();
-        b[0] = b'X';
-        assert!(matches!(
-            FrameHeader::parse(&b),
-            Err(FrameError::BadMagic(_))
-        ));
-        let mut b = FrameHeader::new(1).unwrap().to_bytes();
-        b[4] = 9;
-        assert!(matches!(
-            FrameHeader::parse(&b),
-            Err(FrameError::Version(_))
-        ));
-        let mut b = FrameHeader::new(1).unwrap().to_bytes();
-        b[8..12].copy_from_slice(&(MAX_PAYLOAD + 1).to_be_bytes());
-        assert!(matches!(
-            FrameHeader::parse(&b),
-            Err(FrameError::TooLarge(_))
-        ));
-        let mut b = FrameHeader::new(1).unwrap().to_bytes();
-        b[7] = 1;
-        assert!(matches!(
-            FrameHeader::parse(&b),
-            Err(FrameError::Reserved(_))
-        ));
+        let with = |at: usize, bytes: &[u8]| {
+            let mut b = FrameHeader::new(1).unwrap().to_bytes();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            FrameHeader::parse(&b)
+        };
+        assert!(matches!(with(0, b"X"), Err(FrameError::BadMagic(_))));
+        assert!(matches!(with(4, &[9]), Err(FrameError::Version(_))));
+        let too_large = (MAX_PAYLOAD + 1).to_be_bytes();
+        assert!(matches!(with(8, &too_large), Err(FrameError::TooLarge(_))));
+        assert!(matches!(with(7, &[1]), Err(FrameError::Reserved(_))));
     }
 }

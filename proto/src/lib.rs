@@ -30,6 +30,7 @@ pub mod pem;
 pub mod secret;
 pub mod session;
 pub mod slot_token;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 

@@ -175,6 +175,25 @@ impl Kmsd {
         self.dir.join("kmsp11.toml")
     }
 
+    /// A library config in `dir` for this kmsd's current address, presenting
+    /// `cert` and `key` (the dev client's when `None`).
+    pub fn client_config_as(&self, dir: &Path, cert_key: Option<(&Path, &Path)>) -> PathBuf {
+        let (cert, key) = match cert_key {
+            Some((c, k)) => (c.to_path_buf(), k.to_path_buf()),
+            None => (self.dir.join("client.pem"), self.dir.join("client.key")),
+        };
+        let cfg = dir.join("client.toml");
+        let text = format!(
+            "endpoints = [\"{}\"]\nserver_name = \"localhost\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.addr,
+            self.dir.join("ca.pem").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    }
+
     pub fn softhsm_conf(&self) -> PathBuf {
         self.dir.join("softhsm/softhsm2.conf")
     }

@@ -12,6 +12,9 @@ pub use pkcs11_sys::*;
 /// Per attribute: `ulValueLen` and the bytes filled, if any.
 pub type AttrResults = Vec<(u64, Option<Vec<u8>>)>;
 
+/// A call of the `C_Sign` shape: its CK_RV, `*pulLen`, and the bytes written.
+pub type Out = (CK_RV, usize, Vec<u8>);
+
 pub struct Raw {
     pub f: &'static CK_FUNCTION_LIST,
     _lib: libloading::Library,
@@ -30,31 +33,16 @@ impl Raw {
     }
 
     /// C_Digest with a caller buffer of `cap` bytes, or NULL for `None`.
-    pub fn digest(
-        &self,
-        s: CK_SESSION_HANDLE,
-        data: &[u8],
-        cap: Option<usize>,
-    ) -> (CK_RV, usize, Vec<u8>) {
+    pub fn digest(&self, s: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Out {
         Self::data_out(self.f.C_Digest.unwrap(), s, data, cap)
     }
 
     pub fn digest_init(&self, s: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE) -> CK_RV {
-        let mut m = CK_MECHANISM {
-            mechanism: mech,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        unsafe { self.f.C_DigestInit.unwrap()(s, &mut m) }
+        unsafe { self.f.C_DigestInit.unwrap()(s, &mut mechanism(mech)) }
     }
 
     /// C_Sign with a caller buffer of `cap` bytes, or NULL.
-    pub fn sign(
-        &self,
-        s: CK_SESSION_HANDLE,
-        data: &[u8],
-        cap: Option<usize>,
-    ) -> (CK_RV, usize, Vec<u8>) {
+    pub fn sign(&self, s: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Out {
         Self::data_out(self.f.C_Sign.unwrap(), s, data, cap)
     }
 
@@ -70,7 +58,7 @@ impl Raw {
         s: CK_SESSION_HANDLE,
         data: &[u8],
         cap: Option<usize>,
-    ) -> (CK_RV, usize, Vec<u8>) {
+    ) -> Out {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut n = buf.len() as CK_ULONG;
         let out = if cap.is_some() {
@@ -97,12 +85,7 @@ impl Raw {
         mech: CK_MECHANISM_TYPE,
         key: CK_OBJECT_HANDLE,
     ) -> CK_RV {
-        let mut m = CK_MECHANISM {
-            mechanism: mech,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        unsafe { self.f.C_SignInit.unwrap()(s, &mut m, key) }
+        unsafe { self.f.C_SignInit.unwrap()(s, &mut mechanism(mech), key) }
     }
 
     /// C_GetAttributeValue with one buffer per attribute (`None` = NULL
@@ -119,16 +102,8 @@ impl Raw {
             .iter()
             .zip(bufs.iter_mut())
             .map(|((k, _), b)| match b {
-                Some(b) => CK_ATTRIBUTE {
-                    type_: *k,
-                    pValue: b.as_mut_ptr().cast(),
-                    ulValueLen: b.len() as CK_ULONG,
-                },
-                None => CK_ATTRIBUTE {
-                    type_: *k,
-                    pValue: ptr::null_mut(),
-                    ulValueLen: 0,
-                },
+                Some(b) => attr_bytes(*k, b),
+                None => attr_null(*k),
             })
             .collect();
         let rv = unsafe {
@@ -184,17 +159,9 @@ impl Raw {
             tag_bits: 128,
         };
         let mut m = if with_iv_bits {
-            CK_MECHANISM {
-                mechanism: CKM_AES_GCM,
-                pParameter: (&mut p48 as *mut CK_GCM_PARAMS).cast(),
-                ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-            }
+            with_param(CKM_AES_GCM, &mut p48)
         } else {
-            CK_MECHANISM {
-                mechanism: CKM_AES_GCM,
-                pParameter: (&mut p40 as *mut Gcm40).cast(),
-                ulParameterLen: std::mem::size_of::<Gcm40>() as CK_ULONG,
-            }
+            with_param(CKM_AES_GCM, &mut p40)
         };
         unsafe { self.f.C_EncryptInit.unwrap()(s, &mut m, key) }
     }
@@ -213,6 +180,51 @@ impl Raw {
         };
         buf.truncate(n as usize);
         (rv, buf)
+    }
+}
+
+/// A mechanism without a parameter.
+pub fn mechanism(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+/// A mechanism whose parameter is `p`, its length `size_of::<T>()`.
+pub fn with_param<T>(mechanism: CK_MECHANISM_TYPE, p: &mut T) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism,
+        pParameter: (p as *mut T).cast(),
+        ulParameterLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}
+
+/// An attribute whose value is `v`, its length `size_of::<T>()`.
+pub fn attr<T>(type_: CK_ATTRIBUTE_TYPE, v: &mut T) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_,
+        pValue: (v as *mut T).cast(),
+        ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}
+
+/// An attribute whose value is the bytes of `b`.
+pub fn attr_bytes(type_: CK_ATTRIBUTE_TYPE, b: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_,
+        pValue: b.as_mut_ptr().cast(),
+        ulValueLen: b.len() as CK_ULONG,
+    }
+}
+
+/// An attribute with a NULL value: a length query.
+pub fn attr_null(type_: CK_ATTRIBUTE_TYPE) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_,
+        pValue: ptr::null_mut(),
+        ulValueLen: 0,
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use kmsp11_proto::frame::{self, FrameHeader};
 use kmsp11_proto::{
-    Body, Envelope, Hello, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    Body, Envelope, Hello, HelloOk, Pin, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use rustls::pki_types::ServerName;
 
+use crate::raw::{rv_name, CKF_SERIAL_SESSION, CKU_USER, CK_RV};
 use crate::Kmsd;
 
 pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -24,23 +25,9 @@ pub struct Wire {
 
 /// The dev CA, and a client certificate and key of the dev folder (`client`, `stranger`, ...).
 pub fn tls_config(dir: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-    use kmsp11_proto::pem;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem::certificates(&dir.join("ca.pem"), "ca").unwrap() {
-        roots.add(c).unwrap();
-    }
-    let certs = pem::certificates(cert, "cert").unwrap();
-    let key = pem::private_key(key, "key").unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap(),
-    )
+    let names = ["ca", "cert", "key"];
+    let ca = dir.join("ca.pem");
+    Arc::new(kmsp11_proto::tls::client_config(&ca, cert, key, names).unwrap())
 }
 
 impl Wire {
@@ -104,6 +91,32 @@ impl Wire {
             .expect("kmsd closed the connection")
     }
 
+    /// C_OpenSession on `slot` with `flags` (serial implied); panics on failure.
+    pub fn open_session(&mut self, slot: u64, flags: u64) -> u64 {
+        let r = self.call(Request::OpenSession(kmsp11_proto::OpenSession {
+            slot,
+            flags: flags | CKF_SERIAL_SESSION,
+        }));
+        handle(r)
+    }
+
+    /// C_Login as the user with `pin`: its CK_RV.
+    pub fn login(&mut self, session: u64, pin: &str) -> CK_RV {
+        let pin = Some(Pin::new(pin.as_bytes().to_vec()));
+        let login = kmsp11_proto::Login {
+            session,
+            user_type: CKU_USER,
+            pin,
+        };
+        self.call(Request::Login(login)).rv
+    }
+
+    /// C_Logout: its CK_RV.
+    pub fn logout(&mut self, session: u64) -> CK_RV {
+        let op = kmsp11_proto::SessionOnly { session };
+        self.call(Request::Logout(op)).rv
+    }
+
     /// One request with the given id and resend flag; `None` if closed.
     pub fn call_with(&mut self, id: u64, resend: bool, request: Request) -> Option<Response> {
         self.send(Envelope {
@@ -160,6 +173,14 @@ impl Wire {
 }
 
 /// Opens a TCP connection from a given local address (any of 127/8) that never speaks.
+/// The handle a call answered; panics, naming the CK_RV, otherwise.
+pub fn handle(r: Response) -> u64 {
+    match r.body {
+        Body::Handle(h) => h,
+        _ => panic!("expected a handle, got {} {:?}", rv_name(r.rv), r.body),
+    }
+}
+
 pub fn silent_tcp(from: &str, to: &str) -> std::io::Result<TcpStream> {
     let to: SocketAddr = to.parse().unwrap();
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;

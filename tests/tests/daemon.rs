@@ -115,22 +115,16 @@ fn a_restart_ends_old_sessions_and_new_ones_work() {
     p.finalize().unwrap();
 }
 
-/// C_GetSlotList through the library with this certificate and CA.
-fn slot_list_as(kmsd: &Kmsd, cert: &std::path::Path, key: &std::path::Path) -> raw::CK_RV {
+/// C_GetSlotList through the library presenting the certificate `name` of
+/// the dev folder `dir` (`name.pem`, `name.key`).
+fn slot_list_as(kmsd: &Kmsd, dir: &std::path::Path, name: &str) -> raw::CK_RV {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     let _one = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("client.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "endpoints = [\"{}\"]\nserver_name = \"localhost\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            kmsd.addr,
-            kmsd.dir.join("ca.pem").display(),
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let cfg = kmsd.client_config_as(tmp.path(), Some((&cert, &key)));
     std::env::set_var("KMSP11_CONFIG", &cfg);
     let raw = Raw::open(&kmsp11_tests::libkmsp11());
     unsafe {
@@ -150,11 +144,7 @@ fn slot_list_as(kmsd: &Kmsd, cert: &std::path::Path, key: &std::path::Path) -> r
 #[test]
 fn a_certificate_naming_no_identity_is_refused() {
     let kmsd = Kmsd::start();
-    let rv = slot_list_as(
-        &kmsd,
-        &kmsd.dir.join("stranger.pem"),
-        &kmsd.dir.join("stranger.key"),
-    );
+    let rv = slot_list_as(&kmsd, &kmsd.dir, "stranger");
     assert_eq!(rv, raw::CKR_DEVICE_REMOVED, "{}", rv_name(rv));
     kmsd.wait_for_log(
         &["names no configured [[identity]]"],
@@ -166,11 +156,7 @@ fn a_certificate_naming_no_identity_is_refused() {
 fn a_certificate_from_another_ca_is_refused() {
     let kmsd = Kmsd::start();
     let other = Kmsd::start();
-    let rv = slot_list_as(
-        &kmsd,
-        &other.dir.join("client.pem"),
-        &other.dir.join("client.key"),
-    );
+    let rv = slot_list_as(&kmsd, &other.dir, "client");
     assert_eq!(rv, raw::CKR_DEVICE_REMOVED, "{}", rv_name(rv));
     serves(&kmsd);
 }

@@ -53,6 +53,14 @@ fn initialize(t: &Turn, a: &mut raw::CK_C_INITIALIZE_ARGS) -> raw::CK_RV {
     unsafe { t.raw.f.C_Initialize.unwrap()((a as *mut raw::CK_C_INITIALIZE_ARGS).cast()) }
 }
 
+/// A turn with the library initialised the way most applications do it.
+fn initialized_turn() -> Turn {
+    let t = turn();
+    let rv = initialize(&t, &mut init_args(raw::CKF_OS_LOCKING_OK));
+    assert_eq!(rv, raw::CKR_OK, "C_Initialize: {}", rv_name(rv));
+    t
+}
+
 fn slot_count(t: &Turn) -> (raw::CK_RV, raw::CK_ULONG) {
     let mut n: raw::CK_ULONG = 0;
     let rv = unsafe { t.raw.f.C_GetSlotList.unwrap()(0, ptr::null_mut(), &mut n) };
@@ -126,12 +134,8 @@ fn works_without_creating_threads() {
 // slots and sessions have their own codes.
 #[test]
 fn bad_pointers_are_arguments_bad() {
-    let t = turn();
+    let t = initialized_turn();
     let f = t.raw.f;
-    assert_eq!(
-        initialize(&t, &mut init_args(raw::CKF_OS_LOCKING_OK)),
-        raw::CKR_OK
-    );
     unsafe {
         let mut ti = raw::CK_TOKEN_INFO::default();
         assert_eq!(
@@ -170,11 +174,7 @@ fn bad_pointers_are_arguments_bad() {
             f.C_DigestInit.unwrap()(s, ptr::null_mut()),
             raw::CKR_ARGUMENTS_BAD
         );
-        let mut m = raw::CK_MECHANISM {
-            mechanism: raw::CKM_SHA256,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
+        let mut m = raw::mechanism(raw::CKM_SHA256);
         assert_eq!(f.C_DigestInit.unwrap()(s, &mut m), raw::CKR_OK);
         let abc = b"abc".as_ptr() as *mut u8;
         // Expect CKR_ARGUMENTS_BAD if pulDigestLen is NULL.
@@ -199,11 +199,7 @@ fn bad_pointers_are_arguments_bad() {
 // C_WaitForSlotEvent answers as SoftHSM does (not supported) and never hangs.
 #[test]
 fn wait_for_slot_event_answers_as_the_backend() {
-    let t = turn();
-    assert_eq!(
-        initialize(&t, &mut init_args(raw::CKF_OS_LOCKING_OK)),
-        raw::CKR_OK
-    );
+    let t = initialized_turn();
     let mut slot: raw::CK_SLOT_ID = 0;
     let rv = unsafe { t.raw.f.C_WaitForSlotEvent.unwrap()(0, &mut slot, ptr::null_mut()) };
     assert_eq!(rv, raw::CKR_FUNCTION_NOT_SUPPORTED, "{}", rv_name(rv));
@@ -269,11 +265,7 @@ fn config_found_in_the_home_directory() {
 // C_Initialize itself, and then works on its own connections.
 #[test]
 fn forked_child_must_reinitialise() {
-    let t = turn();
-    assert_eq!(
-        initialize(&t, &mut init_args(raw::CKF_OS_LOCKING_OK)),
-        raw::CKR_OK
-    );
+    let t = initialized_turn();
     fork_child_must_reinitialise(&t.raw);
 }
 

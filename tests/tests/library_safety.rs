@@ -82,21 +82,9 @@ fn a_stale_template_is_never_overrun() {
         let mut class = CKO_DATA;
         let mut no: CK_BBOOL = 0;
         let mut t = [
-            CK_ATTRIBUTE {
-                type_: CKA_CLASS,
-                pValue: (&mut class as *mut CK_ULONG).cast(),
-                ulValueLen: 8,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_TOKEN,
-                pValue: (&mut no as *mut u8).cast(),
-                ulValueLen: 1,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE,
-                pValue: value.as_mut_ptr().cast(),
-                ulValueLen: 32,
-            },
+            attr(CKA_CLASS, &mut class),
+            attr(CKA_TOKEN, &mut no),
+            attr_bytes(CKA_VALUE, &mut value),
         ];
         let mut o = 0;
         assert_eq!(
@@ -107,9 +95,8 @@ fn a_stale_template_is_never_overrun() {
         // 16 bytes of buffer followed by a canary, declared as "unavailable" (-1).
         let mut buf = [0xAAu8; 64];
         let mut q = [CK_ATTRIBUTE {
-            type_: CKA_VALUE,
-            pValue: buf.as_mut_ptr().cast(),
             ulValueLen: CK_UNAVAILABLE_INFORMATION,
+            ..attr_bytes(CKA_VALUE, &mut buf)
         }];
         let rv = p.C_GetAttributeValue.unwrap()(s, o, q.as_mut_ptr(), 1);
         assert!(
@@ -135,22 +122,10 @@ fn a_template_attribute_of_the_wrong_length_is_refused() {
         let mut len: CK_ULONG = 32;
         let mut bogus = [0x10u8; 20];
         let mut t = [
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE_LEN,
-                pValue: (&mut len as *mut CK_ULONG).cast(),
-                ulValueLen: 8,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_WRAP_TEMPLATE,
-                pValue: bogus.as_mut_ptr().cast(),
-                ulValueLen: 20,
-            },
+            attr(CKA_VALUE_LEN, &mut len),
+            attr_bytes(CKA_WRAP_TEMPLATE, &mut bogus),
         ];
-        let mut m = CK_MECHANISM {
-            mechanism: CKM_AES_KEY_GEN,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
+        let mut m = mechanism(CKM_AES_KEY_GEN);
         let mut h = 0;
         rv_name(raw.f.C_GenerateKey.unwrap()(
             s,

@@ -33,44 +33,14 @@ fn fixture() -> &'static Fixture {
             ("rsa:2048", "01", "rsa2048", "--usage-decrypt"),
             ("EC:prime256v1", "02", "ecp256", "--usage-derive"),
         ] {
-            let (ok, out) = f.token(&[
-                "-l",
-                "-p",
-                PIN,
-                "--keypairgen",
-                "--key-type",
-                kind,
-                "--id",
-                id,
-                "--label",
-                label,
-                "--usage-sign",
-                usage,
-            ]);
-            assert!(ok, "{out}");
-            let der = format!("{label}.der");
-            let (ok, out) = f.token(&["--read-object", "--type", "pubkey", "--id", id, "-o", &der]);
-            assert!(ok, "{out}");
-            f.openssl(&[
-                "pkey",
-                "-pubin",
-                "-inform",
-                "DER",
-                "-in",
-                &der,
-                "-out",
-                &format!("{label}.pem"),
-            ]);
+            f.token_ok(&format!(
+                "-l -p {PIN} --keypairgen --key-type {kind} --id {id} --label {label} --usage-sign {usage}"
+            ));
+            f.token_ok(&format!("--read-object --type pubkey --id {id} -o {label}.der"));
+            f.openssl(&format!("pkey -pubin -inform DER -in {label}.der -out {label}.pem"));
         }
         std::fs::write(f.work.join("data.txt"), b"hello from kmsp11\n").unwrap();
-        f.openssl(&[
-            "dgst",
-            "-sha256",
-            "-binary",
-            "-out",
-            "data.sha256",
-            "data.txt",
-        ]);
+        f.openssl("dgst -sha256 -binary -out data.sha256 data.txt");
         f
     })
 }
@@ -87,20 +57,43 @@ impl Fixture {
         run(&mut c)
     }
 
-    /// pkcs11-tool on the virtual token kms-a.
-    fn token(&self, args: &[&str]) -> (bool, String) {
+    /// pkcs11-tool on the virtual token kms-a, with a command line of
+    /// arguments without spaces.
+    fn token(&self, args: &str) -> (bool, String) {
         let mut a = vec!["--token-label", "kms-a"];
-        a.extend_from_slice(args);
+        a.extend(args.split_whitespace());
         self.tool(&a)
     }
 
-    fn openssl(&self, args: &[&str]) -> String {
-        let (ok, out) = run(Command::new("openssl").args(args).current_dir(&self.work));
+    /// [`Fixture::token`], which must succeed.
+    fn token_ok(&self, args: &str) -> String {
+        let (ok, out) = self.token(args);
+        assert!(ok, "pkcs11-tool {args}: {out}");
+        out
+    }
+
+    /// `pkcs11-tool -l --sign` with the rest of a command line; it must succeed.
+    fn sign(&self, args: &str) {
+        self.token_ok(&format!("-l -p {PIN} --sign {args}"));
+    }
+
+    /// `openssl dgst -sha256 -verify` with the rest of a command line: OpenSSL
+    /// must say "Verified OK".
+    fn verified_by_openssl(&self, args: &str) {
+        let out = self.openssl(&format!("dgst -sha256 -verify {args}"));
+        assert!(out.contains("Verified OK"), "openssl {args}: {out}");
+    }
+
+    /// OpenSSL with a command line of arguments without spaces; it must succeed.
+    fn openssl(&self, args: &str) -> String {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let (ok, out) = run(Command::new("openssl").args(&args).current_dir(&self.work));
         assert!(ok, "openssl {args:?}: {out}");
         out
     }
 }
 
+// -L: both virtual tokens.
 #[test]
 fn lists_both_tokens() {
     let (ok, out) = fixture().tool(&["-L"]);
@@ -115,14 +108,12 @@ fn lists_both_tokens() {
 #[test]
 fn lists_objects_with_and_without_login() {
     let f = fixture();
-    let (ok, out) = f.token(&["-O", "-l", "-p", PIN]);
-    assert!(ok, "{out}");
+    let out = f.token_ok(&format!("-O -l -p {PIN}"));
     assert!(
         out.contains("Private Key Object; RSA") && out.contains("Private Key Object; EC"),
         "{out}"
     );
-    let (ok, out) = f.token(&["-O"]);
-    assert!(ok, "{out}");
+    let out = f.token_ok("-O");
     assert!(
         !out.contains("Private Key Object") && out.contains("Public Key Object; RSA"),
         "{out}"
@@ -133,117 +124,35 @@ fn lists_objects_with_and_without_login() {
 #[test]
 fn rsa_signature_verified_by_openssl() {
     let f = fixture();
-    let (ok, out) = f.token(&[
-        "-l",
-        "-p",
-        PIN,
-        "--sign",
-        "-m",
-        "SHA256-RSA-PKCS",
-        "--id",
-        "01",
-        "-i",
-        "data.txt",
-        "-o",
-        "sig.rsa",
-    ]);
-    assert!(ok, "{out}");
-    let (ok, out) = f.token(&[
-        "--verify",
-        "-m",
-        "SHA256-RSA-PKCS",
-        "--id",
-        "01",
-        "-i",
-        "data.txt",
-        "--signature-file",
-        "sig.rsa",
-    ]);
-    assert!(ok && out.contains("Signature is valid"), "{out}");
-    let out = f.openssl(&[
-        "dgst",
-        "-sha256",
-        "-verify",
-        "rsa2048.pem",
-        "-signature",
-        "sig.rsa",
-        "data.txt",
-    ]);
-    assert!(out.contains("Verified OK"), "openssl: {out}");
+    f.sign("-m SHA256-RSA-PKCS --id 01 -i data.txt -o sig.rsa");
+    let out =
+        f.token_ok("--verify -m SHA256-RSA-PKCS --id 01 -i data.txt --signature-file sig.rsa");
+    assert!(out.contains("Signature is valid"), "{out}");
+    f.verified_by_openssl("rsa2048.pem -signature sig.rsa data.txt");
 }
 
 #[test]
 fn pss_signature_verified_by_openssl() {
     let f = fixture();
-    let (ok, out) = f.token(&[
-        "-l",
-        "-p",
-        PIN,
-        "--sign",
-        "-m",
-        "SHA256-RSA-PKCS-PSS",
-        "--id",
-        "01",
-        "-i",
-        "data.txt",
-        "-o",
-        "sig.pss",
-    ]);
-    assert!(ok, "{out}");
-    let out = f.openssl(&[
-        "dgst",
-        "-sha256",
-        "-verify",
-        "rsa2048.pem",
-        "-sigopt",
-        "rsa_padding_mode:pss",
-        "-sigopt",
-        "rsa_pss_saltlen:32",
-        "-signature",
-        "sig.pss",
-        "data.txt",
-    ]);
-    assert!(out.contains("Verified OK"), "openssl PSS: {out}");
+    f.sign("-m SHA256-RSA-PKCS-PSS --id 01 -i data.txt -o sig.pss");
+    f.verified_by_openssl(
+        "rsa2048.pem -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 \
+         -signature sig.pss data.txt",
+    );
 }
 
 // ECDSA over a SHA-256 digest, in OpenSSL's DER format.
 #[test]
 fn ecdsa_signature_verified_by_openssl() {
     let f = fixture();
-    assert!(f.work.join("data.sha256").exists());
-    let (ok, out) = f.token(&[
-        "-l",
-        "-p",
-        PIN,
-        "--sign",
-        "-m",
-        "ECDSA",
-        "--id",
-        "02",
-        "-i",
-        "data.sha256",
-        "-o",
-        "sig.ec",
-        "--signature-format",
-        "openssl",
-    ]);
-    assert!(ok, "{out}");
-    let out = f.openssl(&[
-        "dgst",
-        "-sha256",
-        "-verify",
-        "ecp256.pem",
-        "-signature",
-        "sig.ec",
-        "data.txt",
-    ]);
-    assert!(out.contains("Verified OK"), "openssl ECDSA: {out}");
+    f.sign("-m ECDSA --id 02 -i data.sha256 -o sig.ec --signature-format openssl");
+    f.verified_by_openssl("ecp256.pem -signature sig.ec data.txt");
 }
 
 // --test: SoftHSM direct gets as far as SHA-256 OAEP (unsupported); the proxy must too.
 #[test]
 fn test_mode_gets_as_far_as_softhsm() {
-    let (_, out) = fixture().token(&["-l", "-p", PIN, "--test"]);
+    let (_, out) = fixture().token(&format!("-l -p {PIN} --test"));
     assert!(out.contains("all 4 digest functions seem to work"), "{out}");
     assert!(
         out.contains("RSA-PKCS: OK") && out.contains("RSA-PKCS-OAEP"),
@@ -255,8 +164,7 @@ fn test_mode_gets_as_far_as_softhsm() {
 #[test]
 fn mechanisms_equal_softhsm_direct() {
     let f = fixture();
-    let (ok, proxied) = f.token(&["-M"]);
-    assert!(ok, "{proxied}");
+    let proxied = f.token_ok("-M");
     let (ok, direct) = run(Command::new("pkcs11-tool")
         .args(["--module"])
         .arg(kmsp11_tests::softhsm_module())

@@ -7,34 +7,20 @@ use std::time::Duration;
 
 use kmsp11_proto::mechanism::MAX_BAD_LENGTH;
 use kmsp11_proto::{
-    AttrQuery, AttrValue, Attribute, Body, MechParam, Mechanism, OpInit, Pin, Request, Response,
+    AttrQuery, AttrValue, Attribute, Body, MechParam, Mechanism, OpInit, Request, Response,
 };
 use kmsp11_tests::raw::*;
-use kmsp11_tests::wire::Wire;
+use kmsp11_tests::wire::{handle, Wire};
 use kmsp11_tests::{Kmsd, PIN};
 
 /// A logged-in read-write session on kms-a, on a fresh context.
 fn logged_in(kmsd: &Kmsd) -> (Wire, u64) {
     let mut w = Wire::connect(kmsd);
     w.hello(None);
-    let s = handle(w.call(Request::OpenSession(kmsp11_proto::OpenSession {
-        slot: 0,
-        flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
-    })));
-    let r = w.call(Request::Login(kmsp11_proto::Login {
-        session: s,
-        user_type: CKU_USER,
-        pin: Some(Pin::new(PIN.as_bytes().to_vec())),
-    }));
-    assert_eq!(r.rv, CKR_OK, "login: {}", rv_name(r.rv));
+    let s = w.open_session(0, CKF_RW_SESSION);
+    let rv = w.login(s, PIN);
+    assert_eq!(rv, CKR_OK, "login: {}", rv_name(rv));
     (w, s)
-}
-
-fn handle(r: Response) -> u64 {
-    match r.body {
-        Body::Handle(h) => h,
-        _ => panic!("expected a handle, got {} {:?}", rv_name(r.rv), r.body),
-    }
 }
 
 fn attr(kind: u64, value: AttrValue) -> Attribute {
@@ -213,20 +199,8 @@ fn attribute_query_on_an_invalid_handle_allocates_nothing() {
     let kmsd = Kmsd::start();
     let (mut w, s) = logged_in(&kmsd);
     let before = peak_mib(&kmsd);
-    let q: Vec<AttrQuery> = (0..4096)
-        .map(|_| AttrQuery {
-            kind: CKA_VALUE,
-            buf: Some(16 << 20),
-        })
-        .collect();
     for _ in 0..4 {
-        let r = w.call(Request::GetAttributeValue(
-            kmsp11_proto::GetAttributeValue {
-                session: s,
-                object: 0x7fff_0001,
-                template: q.clone(),
-            },
-        ));
+        let r = ask_values(&mut w, s, 0x7fff_0001, 4096);
         assert_eq!(r.rv, CKR_OBJECT_HANDLE_INVALID, "{}", rv_name(r.rv));
         assert_eq!(
             r.body,
@@ -237,6 +211,23 @@ fn attribute_query_on_an_invalid_handle_allocates_nothing() {
     let grew = peak_mib(&kmsd) - before;
     assert!(grew < 64, "kmsd's peak memory grew by {grew} MiB");
     still_serving(&kmsd);
+}
+
+/// C_GetAttributeValue asking for CKA_VALUE `n` times, claiming a 16 MiB
+/// buffer each time.
+fn ask_values(w: &mut Wire, session: u64, object: u64, n: usize) -> Response {
+    let claim = AttrQuery {
+        kind: CKA_VALUE,
+        buf: Some(16 << 20),
+    };
+    let template = vec![claim; n];
+    w.call(Request::GetAttributeValue(
+        kmsp11_proto::GetAttributeValue {
+            session,
+            object,
+            template,
+        },
+    ))
 }
 
 // Claims on a real object are answered from its real lengths; an answer
@@ -253,35 +244,15 @@ fn attribute_query_amplification_is_bounded() {
         ]),
     })));
     let before = peak_mib(&kmsd);
-    let ask = |n: usize| {
-        (0..n)
-            .map(|_| AttrQuery {
-                kind: CKA_VALUE,
-                buf: Some(16 << 20),
-            })
-            .collect::<Vec<_>>()
-    };
     // 64 × 8 KiB: answered in full.
-    let r = w.call(Request::GetAttributeValue(
-        kmsp11_proto::GetAttributeValue {
-            session: s,
-            object,
-            template: ask(64),
-        },
-    ));
+    let r = ask_values(&mut w, s, object, 64);
     assert_eq!(r.rv, CKR_OK, "{}", rv_name(r.rv));
     let Body::Attributes(a) = r.body else {
         panic!("no attributes")
     };
     assert!(a.iter().all(|x| x.len == 8192));
     // 4096 × 8 KiB = 32 MiB: more than a frame.
-    let r = w.call(Request::GetAttributeValue(
-        kmsp11_proto::GetAttributeValue {
-            session: s,
-            object,
-            template: ask(4096),
-        },
-    ));
+    let r = ask_values(&mut w, s, object, 4096);
     assert_eq!(r.rv, CKR_DEVICE_MEMORY, "{}", rv_name(r.rv));
     let grew = peak_mib(&kmsd) - before;
     assert!(grew < 96, "kmsd's peak memory grew by {grew} MiB");
@@ -316,15 +287,6 @@ fn output_claims_follow_the_modules_answer() {
     assert!(grew < 64, "kmsd's peak memory grew by {grew} MiB");
 }
 
-fn login_rv(w: &mut Wire, s: u64, pin: &str) -> u64 {
-    w.call(Request::Login(kmsp11_proto::Login {
-        session: s,
-        user_type: CKU_USER,
-        pin: Some(Pin::new(pin.as_bytes().to_vec())),
-    }))
-    .rv
-}
-
 fn token_flags(w: &mut Wire) -> u64 {
     match w
         .call(Request::GetTokenInfo(kmsp11_proto::GetTokenInfo {
@@ -337,13 +299,6 @@ fn token_flags(w: &mut Wire) -> u64 {
     }
 }
 
-fn session(w: &mut Wire) -> u64 {
-    handle(w.call(Request::OpenSession(kmsp11_proto::OpenSession {
-        slot: 0,
-        flags: CKF_SERIAL_SESSION,
-    })))
-}
-
 // 500 wrong PINs once left the right PIN working. Expect CKF_USER_PIN_COUNT_LOW
 // after a wrong PIN, CKF_USER_PIN_FINAL_TRY before the last try, then
 // CKR_PIN_LOCKED and CKF_USER_PIN_LOCKED, even for the right PIN.
@@ -352,21 +307,21 @@ fn wrong_pins_lock_the_identity_out() {
     let kmsd = Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "login", "max_failures = 3"));
     let mut w = Wire::connect(&kmsd);
     w.hello(None);
-    let s = session(&mut w);
+    let s = w.open_session(0, 0);
     assert_eq!(token_flags(&mut w) & CKF_USER_PIN_COUNT_LOW, 0);
-    assert_eq!(login_rv(&mut w, s, "000000"), CKR_PIN_INCORRECT);
+    assert_eq!(w.login(s, "000000"), CKR_PIN_INCORRECT);
     assert_ne!(token_flags(&mut w) & CKF_USER_PIN_COUNT_LOW, 0);
-    assert_eq!(login_rv(&mut w, s, "000001"), CKR_PIN_INCORRECT);
+    assert_eq!(w.login(s, "000001"), CKR_PIN_INCORRECT);
     assert_ne!(token_flags(&mut w) & CKF_USER_PIN_FINAL_TRY, 0);
-    assert_eq!(login_rv(&mut w, s, "000002"), CKR_PIN_INCORRECT);
+    assert_eq!(w.login(s, "000002"), CKR_PIN_INCORRECT);
     assert_ne!(token_flags(&mut w) & CKF_USER_PIN_LOCKED, 0);
-    let rv = login_rv(&mut w, s, PIN);
+    let rv = w.login(s, PIN);
     assert_eq!(rv, CKR_PIN_LOCKED, "{}", rv_name(rv));
     // Another context of the same identity is locked out too.
     let mut w2 = Wire::connect(&kmsd);
     w2.hello(None);
-    let s2 = session(&mut w2);
-    assert_eq!(login_rv(&mut w2, s2, PIN), CKR_PIN_LOCKED);
+    let s2 = w2.open_session(0, 0);
+    assert_eq!(w2.login(s2, PIN), CKR_PIN_LOCKED);
     kmsd.wait_for_log(&["locked out", "dev-client"], Duration::from_secs(5));
 }
 
@@ -388,9 +343,9 @@ fn concurrent_pin_checks_keep_memory_flat() {
             sc.spawn(move || {
                 let mut w = Wire::connect(kmsd);
                 w.hello(None);
-                let s = session(&mut w);
+                let s = w.open_session(0, 0);
                 for j in 0..6 {
-                    let rv = login_rv(&mut w, s, &format!("{i:03}{j:03}"));
+                    let rv = w.login(s, &format!("{i:03}{j:03}"));
                     assert_eq!(rv, CKR_PIN_INCORRECT, "{}", rv_name(rv));
                 }
             });
@@ -497,7 +452,7 @@ fn sessions_and_objects_per_identity_are_bounded() {
     });
     let mut w = Wire::connect(&kmsd);
     w.hello(None);
-    let sessions: Vec<u64> = (0..4).map(|_| session(&mut w)).collect();
+    let sessions: Vec<u64> = (0..4).map(|_| w.open_session(0, 0)).collect();
     let r = w.call(Request::OpenSession(kmsp11_proto::OpenSession {
         slot: 0,
         flags: CKF_SERIAL_SESSION,
@@ -528,7 +483,7 @@ fn sessions_and_objects_per_identity_are_bounded() {
         .rv,
         CKR_OK
     );
-    let s = session(&mut w);
+    let s = w.open_session(0, 0);
     handle(w.call(Request::CreateObject(kmsp11_proto::CreateObject {
         session: s,
         template: data(1),
@@ -668,9 +623,9 @@ fn pins_never_reach_the_log() {
     let kmsd = Kmsd::start_edited_env(|t, _| t, &[("KMSD_LOG", "trace")]);
     let mut w = Wire::connect(&kmsd);
     w.hello(None);
-    let s = session(&mut w);
-    assert_eq!(login_rv(&mut w, s, "97531"), CKR_PIN_INCORRECT);
-    assert_eq!(login_rv(&mut w, s, PIN), CKR_OK);
+    let s = w.open_session(0, 0);
+    assert_eq!(w.login(s, "97531"), CKR_PIN_INCORRECT);
+    assert_eq!(w.login(s, PIN), CKR_OK);
     let log = kmsd.log();
     assert!(log.contains("PIN incorrect"), "trace log is on");
     for secret in ["97531", "57, 55, 53", PIN, "49, 50, 51"] {

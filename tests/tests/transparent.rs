@@ -29,16 +29,7 @@ fn library() -> Lib {
     let one = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
     let kmsd = transparent_kmsd();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("client.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "endpoints = [\"{}\"]\nserver_name = \"localhost\"\nca = \"{d}/ca.pem\"\ncert = \"{d}/client.pem\"\nkey = \"{d}/client.key\"\n",
-            kmsd.addr,
-            d = kmsd.dir.display()
-        ),
-    )
-    .unwrap();
+    let cfg = kmsd.client_config_as(tmp.path(), None);
     std::env::set_var("KMSP11_CONFIG", &cfg);
     let p = Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -262,27 +253,11 @@ fn slot_of(w: &mut Wire, label: &str) -> Option<u64> {
 }
 
 fn wire_login(w: &mut Wire, slot: u64, pin: &str) -> (u64, u64) {
-    use kmsp11_proto::{Body, Pin, Request};
-    let Body::Handle(s) = w
-        .call(Request::OpenSession(kmsp11_proto::OpenSession {
-            slot,
-            flags: raw::CKF_SERIAL_SESSION | raw::CKF_RW_SESSION,
-        }))
-        .body
-    else {
-        panic!("no session")
-    };
-    let rv = w
-        .call(Request::Login(kmsp11_proto::Login {
-            session: s,
-            user_type: raw::CKU_USER,
-            pin: Some(Pin::new(pin.as_bytes().to_vec())),
-        }))
-        .rv;
-    (s, rv)
+    let s = w.open_session(slot, raw::CKF_RW_SESSION);
+    (s, w.login(s, pin))
 }
 
-/// Creates a private session object: CKR_OK only while logged in.
+/// Creating a private object: CKR_OK only while the session is logged in.
 fn private_object_rv(w: &mut Wire, s: u64) -> u64 {
     use kmsp11_proto::{AttrValue, Attribute, Request};
     w.call(Request::CreateObject(kmsp11_proto::CreateObject {
@@ -322,30 +297,12 @@ fn two_applications_log_in_independently() {
     assert_eq!(rv, raw::CKR_PIN_INCORRECT, "{}", raw::rv_name(rv));
     assert_eq!(private_object_rv(&mut c, sc), raw::CKR_USER_NOT_LOGGED_IN);
     // A logs out: B stays logged in.
-    assert_eq!(
-        a.call(kmsp11_proto::Request::Logout(kmsp11_proto::SessionOnly {
-            session: sa
-        }))
-        .rv,
-        raw::CKR_OK
-    );
+    assert_eq!(a.logout(sa), raw::CKR_OK);
     assert_eq!(private_object_rv(&mut a, sa), raw::CKR_USER_NOT_LOGGED_IN);
     assert_eq!(private_object_rv(&mut b, sb), raw::CKR_OK);
     // B logs out: the backend is logged out, and checks the next PIN itself.
-    assert_eq!(
-        b.call(kmsp11_proto::Request::Logout(kmsp11_proto::SessionOnly {
-            session: sb
-        }))
-        .rv,
-        raw::CKR_OK
-    );
-    let rv = c
-        .call(kmsp11_proto::Request::Login(kmsp11_proto::Login {
-            session: sc,
-            user_type: raw::CKU_USER,
-            pin: Some(kmsp11_proto::Pin::new(PIN.as_bytes().to_vec())),
-        }))
-        .rv;
+    assert_eq!(b.logout(sb), raw::CKR_OK);
+    let rv = c.login(sc, PIN);
     assert_eq!(rv, raw::CKR_OK, "{}", raw::rv_name(rv));
 }
 

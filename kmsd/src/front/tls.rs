@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use kmsp11_proto::pem;
+use kmsp11_proto::{pem, tls};
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateRevocationListDer;
@@ -72,15 +72,9 @@ impl Tls {
 }
 
 fn build(cfg: &config::Tls) -> Result<Current, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = pem::certificates(&cfg.cert, "tls.cert")?;
     let key = pem::private_key(&cfg.key, "tls.key")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem::certificates(&cfg.client_ca, "tls.client_ca")? {
-        roots
-            .add(c)
-            .map_err(|e| format!("tls.client_ca {}: {e}", cfg.client_ca.display()))?;
-    }
+    let roots = tls::roots(&cfg.client_ca, "tls.client_ca")?;
     let mut crls = Vec::new();
     let mut revoked = HashSet::new();
     for p in &cfg.crl {
@@ -91,7 +85,7 @@ fn build(cfg: &config::Tls) -> Result<Current, String> {
     }
     let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
-        provider.clone(),
+        tls::provider(),
     );
     if !crls.is_empty() {
         verifier = verifier.with_crls(crls);
@@ -99,9 +93,7 @@ fn build(cfg: &config::Tls) -> Result<Current, String> {
     let verifier = verifier
         .build()
         .map_err(|e| format!("tls.client_ca / tls.crl: {e}"))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+    let config = tls::server_builder()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls.cert/tls.key: {e}"))?;

@@ -3,7 +3,7 @@
 use kmsp11_proto::OutBuf;
 use pkcs11_sys::*;
 
-use super::{marshal, with_out, Backend, CMechanism, CTemplate, Output};
+use super::{made, marshal, with_out, Backend, CMechanism, CTemplate, Output};
 use crate::error::Error;
 use crate::handles::{BObject, BSession};
 
@@ -14,17 +14,17 @@ impl Backend {
         m: &mut CMechanism,
         t: &mut CTemplate,
     ) -> Result<BObject, Error> {
-        let mut h: CK_OBJECT_HANDLE = 0;
-        checked!(
-            self,
-            C_GenerateKey,
-            s.0,
-            m.as_mut_ptr(),
-            t.as_mut_ptr(),
-            t.len(),
-            &mut h
-        )?;
-        Ok(BObject(h))
+        made(|h| {
+            checked!(
+                self,
+                C_GenerateKey,
+                s.0,
+                m.as_mut_ptr(),
+                t.as_mut_ptr(),
+                t.len(),
+                h
+            )
+        })
     }
 
     pub fn generate_key_pair(
@@ -77,21 +77,22 @@ impl Backend {
         wrapped: Option<&[u8]>,
         t: &mut CTemplate,
     ) -> Result<BObject, Error> {
-        let mut h: CK_OBJECT_HANDLE = 0;
         let (pw, nw) = marshal::opt_in(wrapped);
-        checked!(
-            self,
-            C_UnwrapKey,
-            s.0,
-            m.as_mut_ptr(),
-            unwrapping.0,
-            pw,
-            nw,
-            t.as_mut_ptr(),
-            t.len(),
-            &mut h
-        )?;
-        Ok(BObject(h))
+        let (m, u) = (m.as_mut_ptr(), unwrapping.0);
+        made(|h| {
+            checked!(
+                self,
+                C_UnwrapKey,
+                s.0,
+                m,
+                u,
+                pw,
+                nw,
+                t.as_mut_ptr(),
+                t.len(),
+                h
+            )
+        })
     }
 
     pub fn derive_key(
@@ -101,17 +102,18 @@ impl Backend {
         base: BObject,
         t: &mut CTemplate,
     ) -> Result<BObject, Error> {
-        let mut h: CK_OBJECT_HANDLE = 0;
-        checked!(
-            self,
-            C_DeriveKey,
-            s.0,
-            m.as_mut_ptr(),
-            base.0,
-            t.as_mut_ptr(),
-            t.len(),
-            &mut h
-        )?;
-        Ok(BObject(h))
+        let m = m.as_mut_ptr();
+        made(|h| {
+            checked!(
+                self,
+                C_DeriveKey,
+                s.0,
+                m,
+                base.0,
+                t.as_mut_ptr(),
+                t.len(),
+                h
+            )
+        })
     }
 }

@@ -123,39 +123,22 @@ macro_rules! pick {
     };
 }
 
-/// The module's entry for each call of a shared shape, from proto's call table.
+/// The module's entry for each call of a shared shape, from proto's call
+/// table: one lookup function per shape.
 macro_rules! entries {
     (() $([$id:literal $v:ident $h:ident $c:ident $ch:ident $p:ident])*) => {
+        entries!(@lookup op_init_fn OpInitPtr OpInit $([$v $c $p])*);
+        entries!(@lookup data_out_fn DataOutPtr DataOut $([$v $c $p])*);
+        entries!(@lookup out_only_fn OutOnlyPtr OutOnly $([$v $c $p])*);
+        entries!(@lookup data_in_fn DataInPtr DataIn $([$v $c $p])*);
+    };
+    (@lookup $name:ident $ty:ident $shape:ident $([$v:ident $c:ident $p:ident])*) => {
         impl Backend {
-            fn op_init_fn(&self, call: CallId) -> Option<OpInitPtr> {
+            fn $name(&self, call: CallId) -> Option<$ty> {
                 // SAFETY: the module's own list, valid while `_lib` is loaded.
                 let f = unsafe { &*self.fns };
                 match call {
-                    $( CallId::$v => pick!($p, OpInit, f.$c), )*
-                }
-            }
-
-            fn data_out_fn(&self, call: CallId) -> Option<DataOutPtr> {
-                // SAFETY: as above.
-                let f = unsafe { &*self.fns };
-                match call {
-                    $( CallId::$v => pick!($p, DataOut, f.$c), )*
-                }
-            }
-
-            fn out_only_fn(&self, call: CallId) -> Option<OutOnlyPtr> {
-                // SAFETY: as above.
-                let f = unsafe { &*self.fns };
-                match call {
-                    $( CallId::$v => pick!($p, OutOnly, f.$c), )*
-                }
-            }
-
-            fn data_in_fn(&self, call: CallId) -> Option<DataInPtr> {
-                // SAFETY: as above.
-                let f = unsafe { &*self.fns };
-                match call {
-                    $( CallId::$v => pick!($p, DataIn, f.$c), )*
+                    $( CallId::$v => pick!($p, $shape, f.$c), )*
                 }
             }
         }
@@ -224,6 +207,15 @@ impl Drop for Backend {
     fn drop(&mut self) {
         let _ = call!(self, C_Finalize, ptr::null_mut());
     }
+}
+
+/// A call that creates one object, given where the module writes its handle.
+fn made(
+    f: impl FnOnce(&mut CK_OBJECT_HANDLE) -> Result<(), crate::error::Error>,
+) -> Result<crate::handles::BObject, crate::error::Error> {
+    let mut h: CK_OBJECT_HANDLE = 0;
+    f(&mut h)?;
+    Ok(crate::handles::BObject(h))
 }
 
 /// Whether a `C_GetAttributeValue` result still carries per-attribute answers.

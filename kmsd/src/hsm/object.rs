@@ -5,15 +5,13 @@ use std::ptr;
 use kmsp11_proto as proto;
 use pkcs11_sys::*;
 
-use super::{marshal, per_attribute, Backend, CTemplate, ATTR_CLAIM, MAX_OUT};
+use super::{made, marshal, per_attribute, Backend, CTemplate, ATTR_CLAIM, MAX_OUT};
 use crate::error::Error;
 use crate::handles::{BObject, BSession};
 
 impl Backend {
     pub fn create_object(&self, s: BSession, t: &mut CTemplate) -> Result<BObject, Error> {
-        let mut h: CK_OBJECT_HANDLE = 0;
-        checked!(self, C_CreateObject, s.0, t.as_mut_ptr(), t.len(), &mut h)?;
-        Ok(BObject(h))
+        made(|h| checked!(self, C_CreateObject, s.0, t.as_mut_ptr(), t.len(), h))
     }
 
     pub fn copy_object(
@@ -22,17 +20,7 @@ impl Backend {
         o: BObject,
         t: &mut CTemplate,
     ) -> Result<BObject, Error> {
-        let mut h: CK_OBJECT_HANDLE = 0;
-        checked!(
-            self,
-            C_CopyObject,
-            s.0,
-            o.0,
-            t.as_mut_ptr(),
-            t.len(),
-            &mut h
-        )?;
-        Ok(BObject(h))
+        made(|h| checked!(self, C_CopyObject, s.0, o.0, t.as_mut_ptr(), t.len(), h))
     }
 
     pub fn destroy_object(&self, s: BSession, o: BObject) -> Result<(), Error> {

@@ -3,8 +3,7 @@
 //! PIN and a client's `C_Login` is checked against its identity's PIN hash.
 
 use kmsp11_proto::{
-    Body, CloseAllSessions, GetOperationState, GetSessionInfo, Login, OpenSession, Response,
-    SessionInfo, SessionOnly, SetOperationState,
+    Body, CloseAllSessions, GetSessionInfo, Login, OpenSession, Response, SessionInfo, SessionOnly,
 };
 use pkcs11_sys::*;
 
@@ -118,23 +117,10 @@ pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Result<Resp
     }))
 }
 
-/// C_GetOperationState (§5.6): refused. An operation state is the module's
-/// own memory, serialised: kmsd never hands the module a blob a client made
-/// (SoftHSM does not implement it either).
-pub fn operation_state(
-    _d: &Daemon,
-    _ctx: &Context,
-    _q: GetOperationState,
-) -> Result<Response, Error> {
-    Err(Error::NotOffered("operation state"))
-}
-
-/// C_SetOperationState (§5.6): refused, as `C_GetOperationState`.
-pub fn set_operation_state(
-    _d: &Daemon,
-    _ctx: &Context,
-    _q: SetOperationState,
-) -> Result<Response, Error> {
+/// C_GetOperationState and C_SetOperationState (§5.6): refused. An
+/// operation state is the module's own memory, serialised: kmsd never hands
+/// the module a blob a client made (SoftHSM does not implement it either).
+pub fn operation_state<Q>(_d: &Daemon, _ctx: &Context, _q: Q) -> Result<Response, Error> {
     Err(Error::NotOffered("operation state"))
 }
 
@@ -206,15 +192,8 @@ impl Attempt<'_> {
     /// backend session is then re-authenticated with the PIN kmsd holds, as
     /// the backend requires before the key's next use.
     fn identity_pin(&self) -> Result<(), Error> {
-        let Attempt {
-            d,
-            ctx,
-            t,
-            s,
-            user,
-            pin,
-        } = *self;
-        let pin = pin.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let (d, ctx, t, s, user) = (self.d, self.ctx, self.t, self.s, self.user);
+        let pin = self.pin.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
         if user == CKU_CONTEXT_SPECIFIC && !ctx.state.lock().user.contains(&s.slot) {
             return Err(Error::NotLoggedIn);
         }
@@ -243,14 +222,7 @@ impl Attempt<'_> {
     /// checks the PIN, once for all the contexts logged in; each check
     /// still counts against the identity's budget.
     fn backend_pin(&self) -> Result<(), Error> {
-        let Attempt {
-            d,
-            ctx,
-            t,
-            s,
-            user,
-            pin,
-        } = *self;
+        let (d, ctx, t, s, user, pin) = (self.d, self.ctx, self.t, self.s, self.user, self.pin);
         let mut result = Err(Error::Rv(CKR_GENERAL_ERROR));
         let checked = d.pins.check_with(&ctx.identity.name, || {
             result = d.join_backend_login(ctx, t, s.backend, user, pin);

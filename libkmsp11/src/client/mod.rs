@@ -35,22 +35,8 @@ impl Client {
     /// Builds the TLS configuration (TLS 1.3, our certificate, kmsd's CA).
     /// Fails closed on any unreadable or invalid file; connects lazily.
     pub fn new(cfg: Config) -> std::result::Result<Client, String> {
-        use kmsp11_proto::pem;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in pem::certificates(&cfg.ca, "ca")? {
-            roots
-                .add(c)
-                .map_err(|e| format!("ca {}: {e}", cfg.ca.display()))?;
-        }
-        let certs = pem::certificates(&cfg.cert, "cert")?;
-        let key = pem::private_key(&cfg.key, "key")?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .map_err(|e| format!("cert/key: {e}"))?;
+        let names = ["ca", "cert", "key"];
+        let tls = kmsp11_proto::tls::client_config(&cfg.ca, &cfg.cert, &cfg.key, names)?;
         Ok(Client {
             cfg,
             tls: Arc::new(tls),

@@ -6,10 +6,11 @@ use std::mem::size_of;
 use kmsp11_proto::{attrs, AttrAnswer, AttrQuery, AttrValue, Attribute};
 use pkcs11_sys::*;
 
-use super::ptr::bytes_in;
+use super::ptr::{array, bytes_in};
 use crate::error::{Error, Result};
 
 const W: usize = size_of::<CK_ULONG>();
+const TOO_LARGE: Error = Error::ArgumentsBad("template too large");
 
 /// Reads a template (`CK_ATTRIBUTE` array) with its values.
 ///
@@ -24,18 +25,11 @@ pub unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Option<Vec
 }
 
 unsafe fn template_at(p: *const CK_ATTRIBUTE, n: CK_ULONG, depth: usize) -> Result<Vec<Attribute>> {
-    if p.is_null() {
-        return if n == 0 {
-            Ok(vec![])
-        } else {
-            Err(Error::ArgumentsBad("NULL template with non-zero count"))
-        };
-    }
-    if n as usize > attrs::MAX_TEMPLATE_LEN || depth > attrs::MAX_TEMPLATE_DEPTH {
-        return Err(Error::ArgumentsBad("template too large or nested too deep"));
+    if depth > attrs::MAX_TEMPLATE_DEPTH {
+        return Err(Error::ArgumentsBad("template nested too deep"));
     }
     // SAFETY: the caller guarantees `n` attributes at `p`.
-    let raw = unsafe { std::slice::from_raw_parts(p, n as usize) };
+    let raw = unsafe { array(p, n, attrs::MAX_TEMPLATE_LEN, TOO_LARGE) }?;
     let mut out = Vec::with_capacity(raw.len());
     for a in raw {
         let len = a.ulValueLen;
@@ -80,18 +74,8 @@ unsafe fn template_at(p: *const CK_ATTRIBUTE, n: CK_ULONG, depth: usize) -> Resu
 /// # Safety
 /// A non-NULL `p` must point to `n` attributes.
 pub unsafe fn queries(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<AttrQuery>> {
-    if p.is_null() {
-        return if n == 0 {
-            Ok(vec![])
-        } else {
-            Err(Error::ArgumentsBad("NULL template with non-zero count"))
-        };
-    }
-    if n as usize > attrs::MAX_TEMPLATE_LEN {
-        return Err(Error::ArgumentsBad("template too large"));
-    }
     // SAFETY: the caller guarantees `n` attributes at `p`.
-    let raw = unsafe { std::slice::from_raw_parts(p, n as usize) };
+    let raw = unsafe { array(p, n, attrs::MAX_TEMPLATE_LEN, TOO_LARGE) }?;
     Ok(raw
         .iter()
         .map(|a| AttrQuery {
@@ -190,11 +174,8 @@ mod tests {
     // empty one to stay empty, and NULL with a count to be CKR_ARGUMENTS_BAD.
     #[test]
     fn null_and_empty_templates() {
-        let mut one = [CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: ptr::null_mut(),
-            ulValueLen: 0,
-        }];
+        let mut label = *b"k";
+        let mut one = [attr(CKA_LABEL, &mut label)];
         // SAFETY: NULL or live templates.
         unsafe {
             assert_eq!(template(ptr::null(), 0).unwrap(), None);
@@ -231,11 +212,7 @@ mod tests {
     fn nested_templates_and_their_depth() {
         let mut yes: CK_BBOOL = 1;
         let mut inner = [attr(CKA_ENCRYPT, &mut yes)];
-        let mut outer = [CK_ATTRIBUTE {
-            type_: CKA_WRAP_TEMPLATE,
-            pValue: inner.as_mut_ptr().cast(),
-            ulValueLen: size_of::<CK_ATTRIBUTE>() as CK_ULONG,
-        }];
+        let mut outer = [attr(CKA_WRAP_TEMPLATE, &mut inner)];
         // SAFETY: live templates.
         let got = unsafe { template(outer.as_ptr(), 1) }.unwrap().unwrap();
         assert_eq!(
@@ -246,16 +223,8 @@ mod tests {
             }])
         );
         // Nested three deep: more than proto accepts.
-        let mut l2 = [CK_ATTRIBUTE {
-            type_: CKA_UNWRAP_TEMPLATE,
-            pValue: outer.as_mut_ptr().cast(),
-            ulValueLen: size_of::<CK_ATTRIBUTE>() as CK_ULONG,
-        }];
-        let l3 = [CK_ATTRIBUTE {
-            type_: CKA_DERIVE_TEMPLATE,
-            pValue: l2.as_mut_ptr().cast(),
-            ulValueLen: size_of::<CK_ATTRIBUTE>() as CK_ULONG,
-        }];
+        let mut l2 = [attr(CKA_UNWRAP_TEMPLATE, &mut outer)];
+        let l3 = [attr(CKA_DERIVE_TEMPLATE, &mut l2)];
         // SAFETY: live templates.
         let deep = unsafe { template(l3.as_ptr(), 1) };
         assert!(matches!(deep, Err(Error::ArgumentsBad(_))));
@@ -265,18 +234,12 @@ mod tests {
     #[test]
     fn queries_keep_size_queries() {
         let mut buf = [0u8; 4];
-        let t = [
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE,
-                pValue: ptr::null_mut(),
-                ulValueLen: 99,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_ID,
-                pValue: buf.as_mut_ptr().cast(),
-                ulValueLen: 4,
-            },
-        ];
+        let size_query = CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: ptr::null_mut(),
+            ulValueLen: 99,
+        };
+        let t = [size_query, attr(CKA_ID, &mut buf)];
         // SAFETY: a live template.
         let q = unsafe { queries(t.as_ptr(), 2) }.unwrap();
         assert_eq!(q[0].buf, None);
@@ -289,9 +252,8 @@ mod tests {
     fn answers_beyond_the_declared_capacity_write_nothing() {
         let mut buf = [0xAAu8; 32];
         let mut t = [CK_ATTRIBUTE {
-            type_: CKA_VALUE,
-            pValue: buf.as_mut_ptr().cast(),
             ulValueLen: 16,
+            ..attr(CKA_VALUE, &mut buf)
         }];
         // SAFETY: one attribute.
         let q = unsafe { queries(t.as_ptr(), 1) }.unwrap();
@@ -312,11 +274,7 @@ mod tests {
     #[test]
     fn a_failed_call_leaves_the_template_alone() {
         let mut buf = [0xAAu8; 8];
-        let mut t = [CK_ATTRIBUTE {
-            type_: CKA_VALUE,
-            pValue: buf.as_mut_ptr().cast(),
-            ulValueLen: 8,
-        }];
+        let mut t = [attr(CKA_VALUE, &mut buf)];
         // SAFETY: one attribute.
         let q = unsafe { queries(t.as_ptr(), 1) }.unwrap();
         let a = [AttrAnswer {

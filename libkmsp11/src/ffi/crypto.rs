@@ -6,61 +6,34 @@
 use pkcs11_sys::*;
 
 use super::ptr::bytes_in;
-use super::{mechanism_of, ok, with_client};
+use super::{export, mechanism_of, ok};
 use crate::api::crypto as api;
 use crate::error::Error;
 
 kmsp11_proto::calls!(chapter_shells, crypto);
 use super::chapter_shells;
 
-/// C_DigestInit (§5.10).
-#[no_mangle]
-pub unsafe extern "C" fn C_DigestInit(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: CK_MECHANISM_PTR,
-) -> CK_RV {
-    with_client("C_DigestInit", |c| {
+export! {
+    /// C_DigestInit (§5.10).
+    fn C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR) |c| {
         // SAFETY: mechanism per the spec.
-        let m = unsafe { mechanism_of(c, pMechanism) }?;
-        ok(api::digest_init(c, hSession, m))
-    })
-}
+        ok(api::digest_init(c, hSession, unsafe { mechanism_of(c, pMechanism) }?))
+    }
 
-/// C_DigestKey (§5.10).
-#[no_mangle]
-pub unsafe extern "C" fn C_DigestKey(hSession: CK_SESSION_HANDLE, hKey: CK_OBJECT_HANDLE) -> CK_RV {
-    with_client("C_DigestKey", |c| ok(api::digest_key(c, hSession, hKey)))
-}
+    /// C_DigestKey (§5.10).
+    fn C_DigestKey(hSession: CK_SESSION_HANDLE, hKey: CK_OBJECT_HANDLE) |c| {
+        ok(api::digest_key(c, hSession, hKey))
+    }
 
-/// C_Verify (§5.12).
-#[no_mangle]
-pub unsafe extern "C" fn C_Verify(
-    hSession: CK_SESSION_HANDLE,
-    pData: CK_BYTE_PTR,
-    ulDataLen: CK_ULONG,
-    pSignature: CK_BYTE_PTR,
-    ulSignatureLen: CK_ULONG,
-) -> CK_RV {
-    with_client("C_Verify", |c| {
+    /// C_Verify (§5.12).
+    fn C_Verify(hSession: CK_SESSION_HANDLE, pData: CK_BYTE_PTR, ulDataLen: CK_ULONG, pSignature: CK_BYTE_PTR, ulSignatureLen: CK_ULONG) |c| {
         // SAFETY: lengths per the spec.
-        let (d, s) = unsafe {
-            (
-                bytes_in(pData, ulDataLen)?,
-                bytes_in(pSignature, ulSignatureLen)?,
-            )
-        };
+        let (d, s) = unsafe { (bytes_in(pData, ulDataLen)?, bytes_in(pSignature, ulSignatureLen)?) };
         ok(api::verify(c, hSession, d, s))
-    })
-}
+    }
 
-/// C_GenerateRandom (§5.15).
-#[no_mangle]
-pub unsafe extern "C" fn C_GenerateRandom(
-    hSession: CK_SESSION_HANDLE,
-    RandomData: CK_BYTE_PTR,
-    ulRandomLen: CK_ULONG,
-) -> CK_RV {
-    with_client("C_GenerateRandom", |c| {
+    /// C_GenerateRandom (§5.15).
+    fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: CK_BYTE_PTR, ulRandomLen: CK_ULONG) |c| {
         if RandomData.is_null() && ulRandomLen > 0 {
             return Err(Error::ArgumentsBad("NULL RandomData"));
         }
@@ -68,5 +41,5 @@ pub unsafe extern "C" fn C_GenerateRandom(
         // SAFETY: the caller's buffer holds `ulRandomLen` == d.len() bytes (checked in api).
         unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), RandomData, d.len()) };
         Ok(CKR_OK)
-    })
+    }
 }

@@ -8,7 +8,7 @@ use kmsp11_proto::mechanism::{is_vendor, param_kind, CounterFormat, ParamKind, P
 use kmsp11_proto::{attrs, MechParam, Mechanism, OaepParams, Secret};
 use pkcs11_sys::*;
 
-use super::ptr::bytes_in;
+use super::ptr::{array, bytes_in};
 use crate::error::{Error, Result};
 
 const W: usize = size_of::<CK_ULONG>();
@@ -299,18 +299,9 @@ fn no_additional_keys(n: CK_ULONG) -> Result<()> {
 /// # Safety
 /// A non-NULL `p` points to `n` entries whose values are valid for their lengths.
 unsafe fn prf_data(p: *const CK_PRF_DATA_PARAM, n: CK_ULONG) -> Result<Vec<PrfData>> {
-    if p.is_null() {
-        return if n == 0 {
-            Ok(vec![])
-        } else {
-            Err(Error::ArgumentsBad("NULL SP 800-108 data with a count"))
-        };
-    }
-    if n as usize > attrs::MAX_TEMPLATE_LEN {
-        return Err(Error::MechanismParam("too many SP 800-108 data parameters"));
-    }
+    let too_many = Error::MechanismParam("too many SP 800-108 data parameters");
     // SAFETY: `n` entries at `p`.
-    let raw = unsafe { std::slice::from_raw_parts(p, n as usize) };
+    let raw = unsafe { array(p, n, attrs::MAX_TEMPLATE_LEN, too_many) }?;
     raw.iter()
         .map(|d| {
             let v = d.pValue as *const u8;

@@ -57,17 +57,43 @@ pub fn with_client(name: &'static str, f: impl FnOnce(&Client) -> Result<CK_RV>)
     })
 }
 
-/// The body of a call that creates one object: a non-NULL handle pointer,
-/// then the call, then the handle written back.
-pub(super) fn creates(ph: CK_OBJECT_HANDLE_PTR, f: impl FnOnce() -> Result<u64>) -> Result<CK_RV> {
-    if ph.is_null() {
-        return Err(Error::ArgumentsBad("NULL object handle pointer"));
+/// The body of a call that answers one value through a pointer (a handle,
+/// an info structure, a size): the pointer is checked non-NULL before the
+/// call is made, the value written after.
+pub(super) fn answer<T>(p: *mut T, f: impl FnOnce() -> Result<T>) -> Result<CK_RV> {
+    if p.is_null() {
+        return Err(Error::ArgumentsBad("NULL output pointer"));
     }
-    let h = f()?;
+    let v = f()?;
     // SAFETY: checked non-NULL; writable by the caller's contract.
-    unsafe { ptr::put(ph, h as CK_OBJECT_HANDLE) }?;
+    unsafe { ptr::put(p, v) }?;
     Ok(CKR_OK)
 }
+
+/// Exported PKCS#11 functions, each named once. Every one becomes
+/// `#[no_mangle] pub unsafe extern "C" fn … -> CK_RV` whose body, returning
+/// `Result<CK_RV>`, runs inside [`with_client`] when it names the client
+/// (`fn C_X(…) |c| { … }`), inside [`guard`] alone when it does not.
+macro_rules! export {
+    () => {};
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) |$c:pat_param| $body:block $($rest:tt)*) => {
+        $(#[$m])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> CK_RV {
+            $crate::ffi::with_client(stringify!($name), |$c| $body)
+        }
+        $crate::ffi::export!($($rest)*);
+    };
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block $($rest:tt)*) => {
+        $(#[$m])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> CK_RV {
+            $crate::ffi::guard(stringify!($name), || $body)
+        }
+        $crate::ffi::export!($($rest)*);
+    };
+}
+pub(crate) use export;
 
 /// A mechanism, its vendor parameters judged by what kmsd told this client.
 ///
@@ -85,6 +111,25 @@ pub fn version(v: &kmsp11_proto::Version) -> CK_VERSION {
     }
 }
 
+/// The body of a call that answers bytes the PKCS#11 way (§5.2: a NULL
+/// buffer asks for the length, a short one is `CKR_BUFFER_TOO_SMALL`): the
+/// caller's capacity read, the call made with it, the answer written within
+/// it.
+///
+/// # Safety
+/// `out` and `len` as the spec has them for an output buffer.
+pub unsafe fn output(
+    out: CK_BYTE_PTR,
+    len: CK_ULONG_PTR,
+    call: impl FnOnce(Option<u64>) -> Result<crate::api::Output>,
+) -> Result<CK_RV> {
+    // SAFETY: forwarded caller contract.
+    let cap = unsafe { ptr::out_buf(out, len) }?;
+    let r = call(cap)?;
+    // SAFETY: the buffer described by `cap`.
+    Ok(unsafe { ptr::write_out(out, len, cap, r) })
+}
+
 /// `CKR_OK` for an `api` call that answers nothing else.
 pub fn ok(r: Result<()>) -> Result<CK_RV> {
     r.map(|_| CKR_OK)
@@ -93,107 +138,51 @@ pub fn ok(r: Result<()>) -> Result<CK_RV> {
 /// One exported function for a call of a shared shape; nothing for the others.
 macro_rules! shell {
     ($v:ident, $c:ident, OpInit) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $c(
-            hSession: CK_SESSION_HANDLE,
-            pMechanism: CK_MECHANISM_PTR,
-            hKey: CK_OBJECT_HANDLE,
-        ) -> CK_RV {
-            $crate::ffi::with_client(stringify!($c), |c| {
+        $crate::ffi::export! {
+            fn $c(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) |c| {
                 // SAFETY: the mechanism per the spec.
                 let mechanism = unsafe { $crate::ffi::mechanism_of(c, pMechanism) }?;
-                $crate::ffi::ok($crate::api::rv_only(
-                    c,
-                    kmsp11_proto::Request::$v(kmsp11_proto::OpInit {
-                        session: hSession,
-                        mechanism,
-                        key: hKey,
-                    }),
-                ))
-            })
+                let op = kmsp11_proto::OpInit { session: hSession, mechanism, key: hKey };
+                $crate::ffi::ok($crate::api::rv_only(c, kmsp11_proto::Request::$v(op)))
+            }
         }
     };
     ($v:ident, $c:ident, DataOut) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $c(
-            hSession: CK_SESSION_HANDLE,
-            pIn: CK_BYTE_PTR,
-            ulInLen: CK_ULONG,
-            pOut: CK_BYTE_PTR,
-            pulOutLen: CK_ULONG_PTR,
-        ) -> CK_RV {
-            $crate::ffi::with_client(stringify!($c), |c| {
+        $crate::ffi::export! {
+            fn $c(hSession: CK_SESSION_HANDLE, pIn: CK_BYTE_PTR, ulInLen: CK_ULONG, pOut: CK_BYTE_PTR, pulOutLen: CK_ULONG_PTR) |c| {
                 // SAFETY: the buffers per the spec.
-                let (data, out) = unsafe {
-                    (
-                        $crate::ffi::ptr::bytes_in(pIn, ulInLen)?,
-                        $crate::ffi::ptr::out_buf(pOut, pulOutLen)?,
-                    )
-                };
-                let r = $crate::api::output(
-                    c,
-                    kmsp11_proto::Request::$v(kmsp11_proto::DataOut {
-                        session: hSession,
-                        data,
-                        out,
-                    }),
-                )?;
-                // SAFETY: the buffer described by `out`.
-                Ok(unsafe { $crate::ffi::ptr::write_out(pOut, pulOutLen, out, r) })
-            })
+                let data = unsafe { $crate::ffi::ptr::bytes_in(pIn, ulInLen) }?;
+                let op = |out| kmsp11_proto::Request::$v(kmsp11_proto::DataOut { session: hSession, data, out });
+                // SAFETY: the output buffer per the spec.
+                unsafe { $crate::ffi::output(pOut, pulOutLen, |cap| $crate::api::output(c, op(cap))) }
+            }
         }
     };
     ($v:ident, $c:ident, OutOnly) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $c(
-            hSession: CK_SESSION_HANDLE,
-            pOut: CK_BYTE_PTR,
-            pulOutLen: CK_ULONG_PTR,
-        ) -> CK_RV {
-            $crate::ffi::with_client(stringify!($c), |c| {
-                // SAFETY: the buffer per the spec.
-                let out = unsafe { $crate::ffi::ptr::out_buf(pOut, pulOutLen) }?;
-                let r = $crate::api::output(
-                    c,
-                    kmsp11_proto::Request::$v(kmsp11_proto::OutOnly {
-                        session: hSession,
-                        out,
-                    }),
-                )?;
-                // SAFETY: the buffer described by `out`.
-                Ok(unsafe { $crate::ffi::ptr::write_out(pOut, pulOutLen, out, r) })
-            })
+        $crate::ffi::export! {
+            fn $c(hSession: CK_SESSION_HANDLE, pOut: CK_BYTE_PTR, pulOutLen: CK_ULONG_PTR) |c| {
+                let op = |out| kmsp11_proto::Request::$v(kmsp11_proto::OutOnly { session: hSession, out });
+                // SAFETY: the output buffer per the spec.
+                unsafe { $crate::ffi::output(pOut, pulOutLen, |cap| $crate::api::output(c, op(cap))) }
+            }
         }
     };
     ($v:ident, $c:ident, DataIn) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $c(
-            hSession: CK_SESSION_HANDLE,
-            pIn: CK_BYTE_PTR,
-            ulInLen: CK_ULONG,
-        ) -> CK_RV {
-            $crate::ffi::with_client(stringify!($c), |c| {
+        $crate::ffi::export! {
+            fn $c(hSession: CK_SESSION_HANDLE, pIn: CK_BYTE_PTR, ulInLen: CK_ULONG) |c| {
                 // SAFETY: `ulInLen` bytes at `pIn`.
                 let data = unsafe { $crate::ffi::ptr::bytes_in(pIn, ulInLen) }?;
-                $crate::ffi::ok($crate::api::rv_only(
-                    c,
-                    kmsp11_proto::Request::$v(kmsp11_proto::DataIn {
-                        session: hSession,
-                        data,
-                    }),
-                ))
-            })
+                let op = kmsp11_proto::DataIn { session: hSession, data };
+                $crate::ffi::ok($crate::api::rv_only(c, kmsp11_proto::Request::$v(op)))
+            }
         }
     };
     ($v:ident, $c:ident, SessionOnly) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $c(hSession: CK_SESSION_HANDLE) -> CK_RV {
-            $crate::ffi::with_client(stringify!($c), |c| {
-                $crate::ffi::ok($crate::api::rv_only(
-                    c,
-                    kmsp11_proto::Request::$v(kmsp11_proto::SessionOnly { session: hSession }),
-                ))
-            })
+        $crate::ffi::export! {
+            fn $c(hSession: CK_SESSION_HANDLE) |c| {
+                let op = kmsp11_proto::SessionOnly { session: hSession };
+                $crate::ffi::ok($crate::api::rv_only(c, kmsp11_proto::Request::$v(op)))
+            }
         }
     };
     ($v:ident, $c:ident, $other:ident) => {};

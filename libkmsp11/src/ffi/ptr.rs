@@ -96,26 +96,53 @@ pub unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
 ///
 /// # Safety
 /// `pn` must be NULL or writable; a non-NULL `p` must have room for `*pn` items.
-pub unsafe fn write_list(p: *mut CK_ULONG, pn: *mut CK_ULONG, items: &[u64]) -> Result<CK_RV> {
+pub unsafe fn write_list<T>(
+    p: *mut T,
+    pn: *mut CK_ULONG,
+    items: impl ExactSizeIterator<Item = T>,
+) -> Result<CK_RV> {
     if pn.is_null() {
         return Err(Error::ArgumentsBad("NULL count pointer"));
     }
+    let n = items.len();
     // SAFETY: checked non-NULL; the caller's contract.
     unsafe {
-        if p.is_null() {
-            *pn = items.len() as CK_ULONG;
-            return Ok(CKR_OK);
-        }
-        if (*pn as usize) < items.len() {
-            *pn = items.len() as CK_ULONG;
+        if !p.is_null() && (*pn as usize) < n {
+            *pn = n as CK_ULONG;
             return Ok(CKR_BUFFER_TOO_SMALL);
         }
-        for (i, v) in items.iter().enumerate() {
-            *p.add(i) = *v as CK_ULONG;
+        if !p.is_null() {
+            for (i, v) in items.enumerate() {
+                p.add(i).write(v);
+            }
         }
-        *pn = items.len() as CK_ULONG;
+        *pn = n as CK_ULONG;
     }
     Ok(CKR_OK)
+}
+
+/// A C array of `n` items, at most `max`: `NULL` with `n == 0` is empty,
+/// `NULL` with a count is `CKR_ARGUMENTS_BAD`, more than `max` is `too_many`.
+///
+/// # Safety
+/// A non-NULL `p` must point to `n` readable items that outlive `'a`.
+pub unsafe fn array<'a, T>(
+    p: *const T,
+    n: CK_ULONG,
+    max: usize,
+    too_many: Error,
+) -> Result<&'a [T]> {
+    if p.is_null() {
+        return match n {
+            0 => Ok(&[]),
+            _ => Err(Error::ArgumentsBad("NULL array with a non-zero count")),
+        };
+    }
+    if n as usize > max {
+        return Err(too_many);
+    }
+    // SAFETY: the caller guarantees `n` items at `p`.
+    Ok(unsafe { std::slice::from_raw_parts(p, n as usize) })
 }
 
 /// A PIN: `None` for `NULL`, else its bytes in a [`Pin`] that wipes them.
@@ -189,25 +216,28 @@ mod tests {
     // with the count, and CKR_ARGUMENTS_BAD for a NULL count pointer.
     #[test]
     fn lists() {
-        let items = [5u64, 6, 7];
+        let items = [5 as CK_ULONG, 6, 7];
         let mut n: CK_ULONG = 0;
         let mut out = [0 as CK_ULONG; 3];
         // SAFETY: live buffers.
         unsafe {
-            assert_eq!(write_list(ptr::null_mut(), &mut n, &items).unwrap(), CKR_OK);
+            assert_eq!(
+                write_list(ptr::null_mut(), &mut n, items.into_iter()).unwrap(),
+                CKR_OK
+            );
             assert_eq!(n, 3);
             n = 2;
             assert_eq!(
-                write_list(out.as_mut_ptr(), &mut n, &items).unwrap(),
+                write_list(out.as_mut_ptr(), &mut n, items.into_iter()).unwrap(),
                 CKR_BUFFER_TOO_SMALL
             );
             assert_eq!((n, out[0]), (3, 0));
             assert_eq!(
-                write_list(out.as_mut_ptr(), &mut n, &items).unwrap(),
+                write_list(out.as_mut_ptr(), &mut n, items.into_iter()).unwrap(),
                 CKR_OK
             );
             assert_eq!(out, [5, 6, 7]);
-            assert!(write_list(out.as_mut_ptr(), ptr::null_mut(), &items).is_err());
+            assert!(write_list(out.as_mut_ptr(), ptr::null_mut(), items.into_iter()).is_err());
         }
     }
 }

@@ -28,12 +28,10 @@ fn rarely_used_functions() {
         let h = s.handle();
         let mut buf = [0u8; 512];
         let mut n: raw::CK_ULONG = buf.len() as raw::CK_ULONG;
-        let mech = |mechanism| raw::CK_MECHANISM {
-            mechanism,
-            pParameter: std::ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        let (mut m, mut sha) = (mech(raw::CKM_RSA_PKCS), mech(raw::CKM_SHA256));
+        let (mut m, mut sha) = (
+            raw::mechanism(raw::CKM_RSA_PKCS),
+            raw::mechanism(raw::CKM_SHA256),
+        );
         unsafe {
             t.rec("C_GetFunctionStatus", ck(f.C_GetFunctionStatus.unwrap()(h)));
             t.rec("C_CancelFunction", ck(f.C_CancelFunction.unwrap()(h)));
