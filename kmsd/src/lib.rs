@@ -14,3 +14,4 @@ pub mod hsm;
 pub mod identity;
 pub mod ops;
 pub mod pin;
+pub mod store;

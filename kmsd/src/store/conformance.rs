@@ -1,0 +1,251 @@
+//! What every [`Store`] implementation must do, one function per
+//! behaviour. An implementation runs them all as named tests with
+//! `kmsd::conformance_tests!(|| make_a_fresh_store())`.
+
+use super::{
+    Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Revocation, Store, StoreError,
+};
+
+/// An active key on `token` with this fingerprint.
+pub fn key(token: &str, fingerprint: &[u8]) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::new(),
+        token: token.into(),
+        fingerprint: fingerprint.to_vec(),
+        label: "signing".into(),
+        class: 3,
+        key_type: 3,
+        owner: "app1".into(),
+        created: 1_700_000_000,
+        state: KeyState::Active,
+        destroy_at: None,
+        expires: Some(1_900_000_000),
+        tags: vec!["team=payments".into(), "env=prod".into()],
+    }
+}
+
+/// A key reads back exactly as written, by id and by fingerprint.
+pub fn keys_read_back(s: &dyn Store) {
+    let k = key("kms-a", b"fp-1");
+    s.insert_key(&k).unwrap();
+    assert_eq!(s.key(&k.id).unwrap(), Some(k.clone()));
+    assert_eq!(s.key_by_fingerprint("kms-a", b"fp-1").unwrap(), Some(k));
+    assert_eq!(s.key_by_fingerprint("kms-b", b"fp-1").unwrap(), None);
+    assert_eq!(s.key(&KeyId::new()).unwrap(), None);
+}
+
+/// A second key with the same id, or the same fingerprint on the same
+/// token, is refused; the same fingerprint on another token is another key.
+pub fn duplicate_keys_are_refused(s: &dyn Store) {
+    let k = key("kms-a", b"fp");
+    s.insert_key(&k).unwrap();
+    let same_fp = key("kms-a", b"fp");
+    assert!(matches!(s.insert_key(&same_fp), Err(StoreError::Exists(_))));
+    let mut same_id = key("kms-a", b"other");
+    same_id.id = k.id.clone();
+    assert!(matches!(s.insert_key(&same_id), Err(StoreError::Exists(_))));
+    s.insert_key(&key("kms-b", b"fp")).unwrap();
+}
+
+/// Keys are listed per token or all, ordered by id.
+pub fn keys_are_listed_by_token(s: &dyn Store) {
+    let a1 = key("kms-a", b"1");
+    let a2 = key("kms-a", b"2");
+    let b1 = key("kms-b", b"1");
+    for k in [&a1, &a2, &b1] {
+        s.insert_key(k).unwrap();
+    }
+    let mut want_a = vec![a1, a2];
+    want_a.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(s.keys(Some("kms-a")).unwrap(), want_a);
+    assert_eq!(s.keys(None).unwrap().len(), 3);
+    assert_eq!(s.keys(Some("kms-c")).unwrap(), vec![]);
+}
+
+/// Destroy, then cancel: pending with its window, then active again.
+pub fn pending_destroy_can_be_cancelled(s: &dyn Store) {
+    let k = key("kms-a", b"fp");
+    s.insert_key(&k).unwrap();
+    let pending = (KeyState::Active, KeyState::PendingDestroy);
+    assert!(s
+        .transition(&k.id, pending.0, pending.1, Some(2_000))
+        .unwrap());
+    let got = s.key(&k.id).unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.destroy_at),
+        (KeyState::PendingDestroy, Some(2_000))
+    );
+    assert!(s
+        .transition(&k.id, KeyState::PendingDestroy, KeyState::Active, None)
+        .unwrap());
+    let got = s.key(&k.id).unwrap().unwrap();
+    assert_eq!((got.state, got.destroy_at), (KeyState::Active, None));
+}
+
+/// A transition from a state the key is not in changes nothing and says so;
+/// one the lifecycle does not allow is an error; destroyed is final.
+pub fn transitions_are_compare_and_set(s: &dyn Store) {
+    let k = key("kms-a", b"fp");
+    s.insert_key(&k).unwrap();
+    assert!(!s
+        .transition(&k.id, KeyState::Disabled, KeyState::Active, None)
+        .unwrap());
+    assert!(matches!(
+        s.transition(&k.id, KeyState::Active, KeyState::Destroyed, None),
+        Err(StoreError::Transition(_, _))
+    ));
+    assert!(s
+        .transition(&k.id, KeyState::Active, KeyState::PendingDestroy, Some(10))
+        .unwrap());
+    assert!(s
+        .transition(&k.id, KeyState::PendingDestroy, KeyState::Destroyed, None)
+        .unwrap());
+    assert!(matches!(
+        s.transition(&k.id, KeyState::Destroyed, KeyState::Active, None),
+        Err(StoreError::Transition(_, _))
+    ));
+    assert!(matches!(
+        s.transition(&KeyId::new(), KeyState::Active, KeyState::Disabled, None),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Pending destroys come due when their window ends, earliest first.
+pub fn due_destroys_follow_their_window(s: &dyn Store) {
+    let (early, late, active) = (key("t", b"1"), key("t", b"2"), key("t", b"3"));
+    for k in [&early, &late, &active] {
+        s.insert_key(k).unwrap();
+    }
+    let destroy = |k: &KeyRecord, at| {
+        assert!(s
+            .transition(&k.id, KeyState::Active, KeyState::PendingDestroy, Some(at))
+            .unwrap())
+    };
+    destroy(&late, 200);
+    destroy(&early, 100);
+    assert_eq!(s.due_destroys(99).unwrap(), vec![]);
+    let due: Vec<KeyId> = s
+        .due_destroys(200)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(due, vec![early.id, late.id]);
+}
+
+/// Labels and tags change; an unknown key is NotFound.
+pub fn labels_and_tags_change(s: &dyn Store) {
+    let k = key("t", b"1");
+    s.insert_key(&k).unwrap();
+    s.set_label(&k.id, "renamed").unwrap();
+    s.set_tags(&k.id, &[]).unwrap();
+    let got = s.key(&k.id).unwrap().unwrap();
+    assert_eq!((got.label.as_str(), got.tags.len()), ("renamed", 0));
+    assert!(matches!(
+        s.set_label(&KeyId::new(), "x"),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Usage counters add up per operation; an unknown key is NotFound.
+pub fn usage_counts_add_up(s: &dyn Store) {
+    let k = key("t", b"1");
+    s.insert_key(&k).unwrap();
+    s.count_use(&k.id, "sign", 1).unwrap();
+    s.count_use(&k.id, "sign", 2).unwrap();
+    s.count_use(&k.id, "decrypt", 5).unwrap();
+    assert_eq!(
+        s.usage(&k.id).unwrap(),
+        vec![("decrypt".to_string(), 5), ("sign".to_string(), 3)]
+    );
+    assert!(matches!(
+        s.count_use(&KeyId::new(), "sign", 1),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// The revocation list keeps each key once, in the order revoked.
+pub fn revocations_are_kept_in_order(s: &dyn Store) {
+    let r = |label: &str, when| Revocation {
+        key: KeyId::new(),
+        label: label.into(),
+        when,
+        who: "admin1".into(),
+        reason: "compromised".into(),
+    };
+    let (first, second) = (r("b", 20), r("a", 10));
+    s.revoke(&first).unwrap();
+    s.revoke(&second).unwrap();
+    assert!(matches!(s.revoke(&first), Err(StoreError::Exists(_))));
+    assert_eq!(s.revocation(&first.key).unwrap(), Some(first.clone()));
+    assert_eq!(s.revocations().unwrap(), vec![first, second]);
+}
+
+/// Identities added at run time read back, can be disabled and enabled,
+/// and their names are unique.
+pub fn identities_can_be_disabled(s: &dyn Store) {
+    let i = IdentityRecord {
+        name: "batch".into(),
+        subject: "spiffe://example/batch".into(),
+        roles: vec!["user".into()],
+        tokens: vec!["kms-a".into()],
+        disabled: false,
+        added_by: "admin1".into(),
+        added: 1_700_000_000,
+    };
+    s.insert_identity(&i).unwrap();
+    assert!(matches!(s.insert_identity(&i), Err(StoreError::Exists(_))));
+    s.set_identity_disabled("batch", true).unwrap();
+    assert!(s.identities().unwrap()[0].disabled);
+    s.set_identity_disabled("batch", false).unwrap();
+    assert_eq!(s.identities().unwrap(), vec![i]);
+    assert!(matches!(
+        s.set_identity_disabled("nobody", true),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// The last checkpoint is the one with the highest sequence.
+pub fn the_last_checkpoint_is_the_highest(s: &dyn Store) {
+    assert_eq!(s.last_checkpoint().unwrap(), None);
+    let c = |sequence, b| Checkpoint {
+        sequence,
+        head: [b; 32],
+        when: 1_700_000_000 + sequence,
+        signature: vec![b; 64],
+    };
+    s.insert_checkpoint(&c(1000, 1)).unwrap();
+    s.insert_checkpoint(&c(2000, 2)).unwrap();
+    assert!(matches!(
+        s.insert_checkpoint(&c(2000, 3)),
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(s.last_checkpoint().unwrap(), Some(c(2000, 2)));
+}
+
+/// One named test per conformance case for the store `$make` builds
+/// (a fresh, empty store each call).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            keys_read_back duplicate_keys_are_refused keys_are_listed_by_token
+            pending_destroy_can_be_cancelled transitions_are_compare_and_set
+            due_destroys_follow_their_window labels_and_tags_change usage_counts_add_up
+            revocations_are_kept_in_order identities_can_be_disabled
+            the_last_checkpoint_is_the_highest);
+    };
+    (@cases $make:expr; $($case:ident)*) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    let store = ($make)();
+                    $crate::store::conformance::$case(&store);
+                }
+            )*
+        }
+    };
+}

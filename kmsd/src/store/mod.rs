@@ -1,0 +1,202 @@
+//! kmsd's own state behind one [`Store`] trait: the key inventory and the
+//! states of keys, the revocation list, identities added at run time,
+//! usage counters and audit checkpoints.
+//!
+//! The trait speaks of records, never of SQL: [`sqlite::Sqlite`] is the
+//! embedded implementation, and one for PostgreSQL (several kmsd instances
+//! sharing state) has only to pass the same [`conformance`] suite. Every
+//! change of a key's state is a compare-and-set (`from` → `to`), so two
+//! instances can never both win the same transition.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::fmt;
+
+/// A key's id in kmsd's inventory: the same for every client and across
+/// restarts (`k-` and 32 hex digits, random at first sight of the key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub String);
+
+impl KeyId {
+    /// A fresh, unguessable id.
+    pub fn new() -> KeyId {
+        KeyId(format!("k-{}", hex::encode(rand::random::<[u8; 16]>())))
+    }
+}
+
+impl Default for KeyId {
+    fn default() -> Self {
+        KeyId::new()
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Usable as policy allows.
+    Active,
+    /// Refused for every operation until enabled again.
+    Disabled,
+    /// Destroyed for clients; the HSM object is kept until the window ends
+    /// and can be restored until then.
+    PendingDestroy,
+    /// The HSM object is gone.
+    Destroyed,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Disabled => "disabled",
+            KeyState::PendingDestroy => "pending-destroy",
+            KeyState::Destroyed => "destroyed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<KeyState> {
+        Ok(match s {
+            "active" => KeyState::Active,
+            "disabled" => KeyState::Disabled,
+            "pending-destroy" => KeyState::PendingDestroy,
+            "destroyed" => KeyState::Destroyed,
+            other => return Err(StoreError::Corrupt(format!("key state {other:?}"))),
+        })
+    }
+
+    /// Whether the inventory allows `self` → `to`. Destroyed is final.
+    pub fn may_become(self, to: KeyState) -> bool {
+        use KeyState::*;
+        matches!(
+            (self, to),
+            (Active, Disabled)
+                | (Disabled, Active)
+                | (Active | Disabled, PendingDestroy)
+                | (PendingDestroy, Active)
+                | (PendingDestroy, Destroyed)
+        )
+    }
+}
+
+/// One key of the inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    /// The kmsd token (`[[token]]` name) holding it.
+    pub token: String,
+    /// What recognises the HSM object again after a restart (see
+    /// `DESIGN.md`, decision 13); unique per token.
+    pub fingerprint: Vec<u8>,
+    pub label: String,
+    pub class: u64,
+    pub key_type: u64,
+    pub owner: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub state: KeyState,
+    /// Unix seconds after which a pending destroy is carried out.
+    pub destroy_at: Option<u64>,
+    /// Unix seconds after which only verify, decrypt and unwrap are allowed.
+    pub expires: Option<u64>,
+    pub tags: Vec<String>,
+}
+
+/// An entry of the key revocation list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub key: KeyId,
+    pub label: String,
+    /// Unix seconds.
+    pub when: u64,
+    pub who: String,
+    pub reason: String,
+}
+
+/// An identity added at run time (beside the configuration's `[[identity]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityRecord {
+    pub name: String,
+    /// The certificate subject it matches (URI or DNS SAN, or CN).
+    pub subject: String,
+    pub roles: Vec<String>,
+    pub tokens: Vec<String>,
+    pub disabled: bool,
+    pub added_by: String,
+    /// Unix seconds.
+    pub added: u64,
+}
+
+/// A signed audit checkpoint: the chain's head after `sequence` records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub sequence: u64,
+    pub head: [u8; 32],
+    /// Unix seconds.
+    pub when: u64,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("key state cannot go from {0} to {1}")]
+    Transition(&'static str, &'static str),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// kmsd's state. Implementations are shared by every door and task.
+pub trait Store: Send + Sync {
+    /// Adds a key; its id and its (token, fingerprint) must both be new.
+    fn insert_key(&self, k: &KeyRecord) -> Result<()>;
+    fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>>;
+    fn key_by_fingerprint(&self, token: &str, fingerprint: &[u8]) -> Result<Option<KeyRecord>>;
+    /// The keys of a token, or of all tokens, ordered by id.
+    fn keys(&self, token: Option<&str>) -> Result<Vec<KeyRecord>>;
+    /// Moves a key from `from` to `to` if it is in `from` (`Ok(false)` if it
+    /// is not: another caller won). `destroy_at` is kept with a pending
+    /// destroy and cleared otherwise.
+    fn transition(
+        &self,
+        id: &KeyId,
+        from: KeyState,
+        to: KeyState,
+        destroy_at: Option<u64>,
+    ) -> Result<bool>;
+    /// Pending destroys whose window ended at `now`.
+    fn due_destroys(&self, now: u64) -> Result<Vec<KeyRecord>>;
+    fn set_label(&self, id: &KeyId, label: &str) -> Result<()>;
+    fn set_tags(&self, id: &KeyId, tags: &[String]) -> Result<()>;
+
+    /// Adds `n` uses of `operation` to a key's counter.
+    fn count_use(&self, id: &KeyId, operation: &str, n: u64) -> Result<()>;
+    /// A key's counters by operation, ordered by operation.
+    fn usage(&self, id: &KeyId) -> Result<Vec<(String, u64)>>;
+
+    /// Adds a key to the revocation list (once; a second revocation is `Exists`).
+    fn revoke(&self, r: &Revocation) -> Result<()>;
+    fn revocation(&self, id: &KeyId) -> Result<Option<Revocation>>;
+    /// The revocation list, oldest first.
+    fn revocations(&self) -> Result<Vec<Revocation>>;
+
+    fn insert_identity(&self, i: &IdentityRecord) -> Result<()>;
+    fn identities(&self) -> Result<Vec<IdentityRecord>>;
+    fn set_identity_disabled(&self, name: &str, disabled: bool) -> Result<()>;
+
+    fn insert_checkpoint(&self, c: &Checkpoint) -> Result<()>;
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>>;
+}

@@ -1,0 +1,524 @@
+//! The embedded [`Store`]: one SQLite file (WAL, `synchronous = FULL`, so a
+//! committed change survives `kill -9` and power loss), migrated in order by
+//! `PRAGMA user_version`.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Result, Revocation, Store, StoreError,
+};
+
+/// Each entry moves the schema from version `i` to `i + 1`. Entries are
+/// never edited once released; a change is a new entry.
+const MIGRATIONS: &[&str] = &[
+    // 1: the inventory, the revocation list, identities, counters, checkpoints.
+    "CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        label TEXT NOT NULL,
+        class INTEGER NOT NULL,
+        key_type INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        destroy_at INTEGER,
+        expires INTEGER,
+        tags TEXT NOT NULL,
+        UNIQUE (token, fingerprint)
+    );
+    CREATE TABLE usage (
+        key TEXT NOT NULL REFERENCES keys(id),
+        operation TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (key, operation)
+    );
+    CREATE TABLE revocations (
+        key TEXT PRIMARY KEY,
+        label TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    CREATE TABLE identities (
+        name TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        tokens TEXT NOT NULL,
+        disabled INTEGER NOT NULL,
+        added_by TEXT NOT NULL,
+        added INTEGER NOT NULL
+    );
+    CREATE TABLE checkpoints (
+        sequence INTEGER PRIMARY KEY,
+        head BLOB NOT NULL,
+        at INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    );",
+];
+
+pub struct Sqlite {
+    db: Mutex<Connection>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A UNIQUE or PRIMARY KEY conflict as `Exists(what)`, anything else as it is.
+fn exists(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Exists(what)
+        }
+        e => backend(e),
+    }
+}
+
+/// Lists are kept as one text column, entries separated by newlines.
+fn join(v: &[String]) -> String {
+    v.join("\n")
+}
+
+fn split(s: String) -> Vec<String> {
+    if s.is_empty() {
+        vec![]
+    } else {
+        s.split('\n').map(str::to_string).collect()
+    }
+}
+
+fn secs(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+const KEY_COLUMNS: &str = "id, token, fingerprint, label, class, key_type, owner, created, \
+                           state, destroy_at, expires, tags";
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<(KeyRecord, String)> {
+    let state: String = r.get(8)?;
+    let k = KeyRecord {
+        id: KeyId(r.get(0)?),
+        token: r.get(1)?,
+        fingerprint: r.get(2)?,
+        label: r.get(3)?,
+        class: r.get::<_, i64>(4)? as u64,
+        key_type: r.get::<_, i64>(5)? as u64,
+        owner: r.get(6)?,
+        created: secs(r.get(7)?),
+        state: KeyState::Active,
+        destroy_at: r.get::<_, Option<i64>>(9)?.map(secs),
+        expires: r.get::<_, Option<i64>>(10)?.map(secs),
+        tags: split(r.get(11)?),
+    };
+    Ok((k, state))
+}
+
+fn with_state((mut k, state): (KeyRecord, String)) -> Result<KeyRecord> {
+    k.state = KeyState::parse(&state)?;
+    Ok(k)
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        let db = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        Sqlite::setup(db)
+    }
+
+    /// A store in memory, for tests.
+    pub fn in_memory() -> Result<Sqlite> {
+        Sqlite::setup(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn setup(mut db: Connection) -> Result<Sqlite> {
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        db.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        db.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let version: i64 = db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {version} is newer than this kmsd ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = db.transaction().map_err(backend)?;
+            tx.execute_batch(m).map_err(backend)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(Sqlite { db: Mutex::new(db) })
+    }
+
+    fn one_key(&self, sql: &str, p: impl rusqlite::Params) -> Result<Option<KeyRecord>> {
+        let db = self.db.lock();
+        let row = db.query_row(sql, p, key_row).optional().map_err(backend)?;
+        row.map(with_state).transpose()
+    }
+
+    fn changed(n: usize, what: &KeyId) -> Result<()> {
+        if n == 0 {
+            Err(StoreError::NotFound(what.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for Sqlite {
+    fn insert_key(&self, k: &KeyRecord) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            params![
+                k.id.0,
+                k.token,
+                k.fingerprint,
+                k.label,
+                k.class as i64,
+                k.key_type as i64,
+                k.owner,
+                k.created as i64,
+                k.state.as_str(),
+                k.destroy_at.map(|t| t as i64),
+                k.expires.map(|t| t as i64),
+                join(&k.tags),
+            ],
+        )
+        .map_err(exists(format!("key {} or its fingerprint", k.id)))?;
+        Ok(())
+    }
+
+    fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
+        self.one_key(
+            &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"),
+            params![id.0],
+        )
+    }
+
+    fn key_by_fingerprint(&self, token: &str, fingerprint: &[u8]) -> Result<Option<KeyRecord>> {
+        self.one_key(
+            &format!("SELECT {KEY_COLUMNS} FROM keys WHERE token = ?1 AND fingerprint = ?2"),
+            params![token, fingerprint],
+        )
+    }
+
+    fn keys(&self, token: Option<&str>) -> Result<Vec<KeyRecord>> {
+        let db = self.db.lock();
+        let mut q = db
+            .prepare(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE ?1 IS NULL OR token = ?1 ORDER BY id"
+            ))
+            .map_err(backend)?;
+        let rows = q
+            .query_map(params![token], key_row)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        rows.into_iter().map(with_state).collect()
+    }
+
+    fn transition(
+        &self,
+        id: &KeyId,
+        from: KeyState,
+        to: KeyState,
+        destroy_at: Option<u64>,
+    ) -> Result<bool> {
+        if !from.may_become(to) {
+            return Err(StoreError::Transition(from.as_str(), to.as_str()));
+        }
+        let destroy_at = destroy_at.filter(|_| to == KeyState::PendingDestroy);
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE keys SET state = ?3, destroy_at = ?4 WHERE id = ?1 AND state = ?2",
+                params![
+                    id.0,
+                    from.as_str(),
+                    to.as_str(),
+                    destroy_at.map(|t| t as i64)
+                ],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            let known: bool = db
+                .query_row("SELECT 1 FROM keys WHERE id = ?1", params![id.0], |_| {
+                    Ok(true)
+                })
+                .optional()
+                .map_err(backend)?
+                .unwrap_or(false);
+            if !known {
+                return Err(StoreError::NotFound(id.to_string()));
+            }
+        }
+        Ok(n == 1)
+    }
+
+    fn due_destroys(&self, now: u64) -> Result<Vec<KeyRecord>> {
+        let db = self.db.lock();
+        let mut q = db
+            .prepare(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE state = 'pending-destroy' \
+                 AND destroy_at <= ?1 ORDER BY destroy_at, id"
+            ))
+            .map_err(backend)?;
+        let rows = q
+            .query_map(params![now as i64], key_row)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        rows.into_iter().map(with_state).collect()
+    }
+
+    fn set_label(&self, id: &KeyId, label: &str) -> Result<()> {
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE keys SET label = ?2 WHERE id = ?1",
+                params![id.0, label],
+            )
+            .map_err(backend)?;
+        Sqlite::changed(n, id)
+    }
+
+    fn set_tags(&self, id: &KeyId, tags: &[String]) -> Result<()> {
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE keys SET tags = ?2 WHERE id = ?1",
+                params![id.0, join(tags)],
+            )
+            .map_err(backend)?;
+        Sqlite::changed(n, id)
+    }
+
+    fn count_use(&self, id: &KeyId, operation: &str, n: u64) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO usage (key, operation, count) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key, operation) DO UPDATE SET count = count + excluded.count",
+            params![id.0, operation, n as i64],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::NotFound(id.to_string())
+            }
+            e => backend(e),
+        })?;
+        Ok(())
+    }
+
+    fn usage(&self, id: &KeyId) -> Result<Vec<(String, u64)>> {
+        let db = self.db.lock();
+        let mut q = db
+            .prepare("SELECT operation, count FROM usage WHERE key = ?1 ORDER BY operation")
+            .map_err(backend)?;
+        let rows = q
+            .query_map(params![id.0], |r| Ok((r.get(0)?, secs(r.get(1)?))))
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn revoke(&self, r: &Revocation) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO revocations (key, label, at, who, reason, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COUNT(*) FROM revocations))",
+            params![r.key.0, r.label, r.when as i64, r.who, r.reason],
+        )
+        .map_err(exists(format!("revocation of {}", r.key)))?;
+        Ok(())
+    }
+
+    fn revocation(&self, id: &KeyId) -> Result<Option<Revocation>> {
+        let db = self.db.lock();
+        db.query_row(
+            "SELECT key, label, at, who, reason FROM revocations WHERE key = ?1",
+            params![id.0],
+            revocation_row,
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn revocations(&self) -> Result<Vec<Revocation>> {
+        let db = self.db.lock();
+        let mut q = db
+            .prepare("SELECT key, label, at, who, reason FROM revocations ORDER BY seq")
+            .map_err(backend)?;
+        let rows = q
+            .query_map([], revocation_row)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn insert_identity(&self, i: &IdentityRecord) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO identities (name, subject, roles, tokens, disabled, added_by, added)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                i.name,
+                i.subject,
+                join(&i.roles),
+                join(&i.tokens),
+                i.disabled,
+                i.added_by,
+                i.added as i64
+            ],
+        )
+        .map_err(exists(format!("identity {}", i.name)))?;
+        Ok(())
+    }
+
+    fn identities(&self) -> Result<Vec<IdentityRecord>> {
+        let db = self.db.lock();
+        let mut q = db
+            .prepare(
+                "SELECT name, subject, roles, tokens, disabled, added_by, added
+                 FROM identities ORDER BY name",
+            )
+            .map_err(backend)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(IdentityRecord {
+                    name: r.get(0)?,
+                    subject: r.get(1)?,
+                    roles: split(r.get(2)?),
+                    tokens: split(r.get(3)?),
+                    disabled: r.get(4)?,
+                    added_by: r.get(5)?,
+                    added: secs(r.get(6)?),
+                })
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn set_identity_disabled(&self, name: &str, disabled: bool) -> Result<()> {
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE identities SET disabled = ?2 WHERE name = ?1",
+                params![name, disabled],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("identity {name}")));
+        }
+        Ok(())
+    }
+
+    fn insert_checkpoint(&self, c: &Checkpoint) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO checkpoints (sequence, head, at, signature) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                c.sequence as i64,
+                c.head.as_slice(),
+                c.when as i64,
+                c.signature
+            ],
+        )
+        .map_err(exists(format!("checkpoint {}", c.sequence)))?;
+        Ok(())
+    }
+
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let db = self.db.lock();
+        let row = db
+            .query_row(
+                "SELECT sequence, head, at, signature FROM checkpoints
+                 ORDER BY sequence DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        secs(r.get(0)?),
+                        r.get::<_, Vec<u8>>(1)?,
+                        secs(r.get(2)?),
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
+        row.map(|(sequence, head, when, signature)| {
+            let head = <[u8; 32]>::try_from(head.as_slice())
+                .map_err(|_| StoreError::Corrupt(format!("checkpoint {sequence}: head")))?;
+            Ok(Checkpoint {
+                sequence,
+                head,
+                when,
+                signature,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn revocation_row(r: &Row<'_>) -> rusqlite::Result<Revocation> {
+    Ok(Revocation {
+        key: KeyId(r.get(0)?),
+        label: r.get(1)?,
+        when: secs(r.get(2)?),
+        who: r.get(3)?,
+        reason: r.get(4)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::conformance_tests!(|| Sqlite::in_memory().unwrap());
+
+    // State written through one handle is there after the file is opened
+    // again, and the schema is not migrated twice.
+    #[test]
+    fn state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsd.db");
+        let k = crate::store::conformance::key("a", b"fp");
+        Sqlite::open(&path).unwrap().insert_key(&k).unwrap();
+        let again = Sqlite::open(&path).unwrap();
+        assert_eq!(again.key(&k.id).unwrap(), Some(k));
+    }
+
+    // A store written by a newer kmsd is refused, not silently misread.
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsd.db");
+        drop(Sqlite::open(&path).unwrap());
+        let db = Connection::open(&path).unwrap();
+        db.pragma_update(None, "user_version", 99).unwrap();
+        drop(db);
+        assert!(matches!(Sqlite::open(&path), Err(StoreError::Corrupt(_))));
+    }
+}
