@@ -6,6 +6,7 @@
 //! A record never holds a PIN, key material or plaintext: its fields are
 //! names, handles, mechanism numbers and CK_RV names only.
 
+pub mod log;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -100,13 +101,12 @@ pub struct Chain {
     file: File,
     next_seq: u64,
     prev: String,
-    signer: Option<Ed25519KeyPair>,
 }
 
 impl Chain {
     /// Opens `path` for appending, continuing the chain it holds (its last
     /// line gives the sequence and hash to follow), or starting one.
-    pub fn open(path: &Path, signer: Option<Ed25519KeyPair>) -> Result<Chain, AuditError> {
+    pub fn open(path: &Path) -> Result<Chain, AuditError> {
         let io = |source| AuditError::Io {
             path: path.to_path_buf(),
             source,
@@ -135,17 +135,25 @@ impl Chain {
             }
             _ => (1, GENESIS.to_string()),
         };
+        Chain::resume(path, next_seq, &prev)
+    }
+
+    /// Continues a chain whose position is known (`next_seq`, the hash of
+    /// its last line) in `path`, appending; a missing file is created.
+    pub fn resume(path: &Path, next_seq: u64, prev: &str) -> Result<Chain, AuditError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(io)?;
+            .map_err(|source| AuditError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Chain {
             path: path.to_path_buf(),
             file,
             next_seq,
-            prev,
-            signer,
+            prev: prev.to_string(),
         })
     }
 
@@ -170,9 +178,9 @@ impl Chain {
         Ok(r.seq)
     }
 
-    /// Appends a signed checkpoint (nothing without a signing key).
-    pub fn checkpoint(&mut self) -> Result<Option<u64>, AuditError> {
-        let Some(key) = &self.signer else {
+    /// Appends a checkpoint signed by `key` (nothing without one).
+    pub fn checkpoint(&mut self, key: Option<&Ed25519KeyPair>) -> Result<Option<u64>, AuditError> {
+        let Some(key) = key else {
             return Ok(None);
         };
         let msg = checkpoint_message(self.next_seq, &self.prev);
@@ -193,6 +201,16 @@ impl Chain {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// The hash of the last line (the next record's `prev`).
+    pub fn head(&self) -> &str {
+        &self.prev
+    }
+
+    /// A handle to fsync the file without holding the chain.
+    pub fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
     }
 
     /// The sequence number the next record gets.

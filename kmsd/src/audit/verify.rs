@@ -185,7 +185,7 @@ mod tests {
         let path = dir.join("audit.log");
         let key = signer_from_seed(&[7; 32]).unwrap();
         let public = key.public_key().as_ref().to_vec();
-        let mut c = Chain::open(&path, Some(key)).unwrap();
+        let mut c = Chain::open(&path).unwrap();
         for i in 0..10 {
             c.append(Record {
                 identity: Some("app1".into()),
@@ -196,10 +196,10 @@ mod tests {
             })
             .unwrap();
             if i == 4 {
-                c.checkpoint().unwrap();
+                c.checkpoint(Some(&key)).unwrap();
             }
         }
-        c.checkpoint().unwrap();
+        c.checkpoint(Some(&key)).unwrap();
         c.sync().unwrap();
         (path, public)
     }
@@ -297,7 +297,7 @@ mod tests {
     fn a_chain_continues_after_reopening_and_across_files() {
         let dir = tempfile::tempdir().unwrap();
         let (p, key) = written(dir.path());
-        let mut c = Chain::open(&p, None).unwrap();
+        let mut c = Chain::open(&p).unwrap();
         assert_eq!(c.next_seq(), 13);
         c.append(Record::default()).unwrap();
         c.sync().unwrap();

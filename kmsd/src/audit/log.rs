@@ -1,0 +1,321 @@
+//! kmsd's audit log: one [`Chain`] shared by every request, group commit
+//! (concurrent callers share one fsync), checkpoints every N records or T
+//! seconds, and fail-closed: while the log cannot be written, [`Log::ready`]
+//! says so and kmsd refuses operations; every call retries, so the log
+//! recovers by itself when writing works again.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use ring::signature::Ed25519KeyPair;
+
+use super::{AuditError, Chain, Record};
+
+/// When appended records reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Each record, before its call goes on.
+    Always,
+    /// Before its call goes on, one fsync shared by all records appended
+    /// meanwhile (group commit).
+    Batch,
+    /// Never by kmsd (the kernel writes back when it likes): records of
+    /// the last seconds are lost in a crash. Warned at start.
+    Off,
+}
+
+pub struct LogCfg {
+    pub path: PathBuf,
+    pub fsync: Fsync,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    pub signer: Option<Ed25519KeyPair>,
+    /// Written into every record: which kmsd wrote it.
+    pub instance: String,
+}
+
+struct Inner {
+    chain: Option<Chain>,
+    /// The file's identity when opened: a removed or replaced file is noticed.
+    inode: (u64, u64),
+    /// The chain's position, kept across a reopen.
+    next_seq: u64,
+    prev: String,
+    synced: u64,
+    syncing: bool,
+    last_checkpoint: (u64, Instant),
+    failed: Option<String>,
+}
+
+pub struct Log {
+    cfg: LogCfg,
+    inner: Mutex<Inner>,
+    synced_cv: Condvar,
+}
+
+fn inode(p: &Path) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(p)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl Log {
+    /// Opens the log, continuing the chain in `cfg.path`.
+    pub fn open(cfg: LogCfg) -> Result<Log, AuditError> {
+        let chain = Chain::open(&cfg.path)?;
+        let inode = inode(&cfg.path).map_err(|source| AuditError::Io {
+            path: cfg.path.clone(),
+            source,
+        })?;
+        if cfg.fsync == Fsync::Off {
+            tracing::warn!(path = %cfg.path.display(), "audit fsync is off: the last records are lost if the machine fails");
+        }
+        let (next_seq, prev) = (chain.next_seq(), chain.head().to_string());
+        Ok(Log {
+            inner: Mutex::new(Inner {
+                chain: Some(chain),
+                inode,
+                next_seq,
+                prev,
+                synced: next_seq - 1,
+                syncing: false,
+                last_checkpoint: (next_seq - 1, Instant::now()),
+                failed: None,
+            }),
+            cfg,
+            synced_cv: Condvar::new(),
+        })
+    }
+
+    /// Whether records can be written now (tries to recover if they could not).
+    pub fn ready(&self) -> Result<(), String> {
+        let mut g = self.inner.lock();
+        self.usable(&mut g).map(|_| ())
+    }
+
+    /// The chain, reopened if the file went away or a write failed.
+    fn usable<'a>(&self, g: &'a mut Inner) -> Result<&'a mut Chain, String> {
+        let same = inode(&self.cfg.path).ok() == Some(g.inode);
+        if g.failed.is_some() || !same || g.chain.is_none() {
+            if !same && g.failed.is_none() {
+                tracing::error!(path = %self.cfg.path.display(), "audit file removed or replaced: continuing the chain in a new file");
+            }
+            g.chain = None;
+            let reopened = Chain::resume(&self.cfg.path, g.next_seq, &g.prev).and_then(|c| {
+                Ok((
+                    c,
+                    inode(&self.cfg.path).map_err(|source| AuditError::Io {
+                        path: self.cfg.path.clone(),
+                        source,
+                    })?,
+                ))
+            });
+            match reopened {
+                Ok((c, ino)) => {
+                    if g.failed.take().is_some() {
+                        tracing::warn!(path = %self.cfg.path.display(), "audit log writable again: operations resume");
+                    }
+                    g.chain = Some(c);
+                    g.inode = ino;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if g.failed.as_deref() != Some(msg.as_str()) {
+                        tracing::error!(
+                            "audit log cannot be written, every operation is refused: {msg}"
+                        );
+                    }
+                    g.failed = Some(msg.clone());
+                    return Err(msg);
+                }
+            }
+        }
+        Ok(g.chain.as_mut().expect("set above"))
+    }
+
+    /// Appends one record and returns when it is durable as `fsync` says.
+    pub fn record(&self, mut r: Record) -> Result<u64, String> {
+        r.instance = Some(self.cfg.instance.clone());
+        let mut g = self.inner.lock();
+        let appended = {
+            let chain = self.usable(&mut g)?;
+            chain
+                .append(r)
+                .map(|seq| (seq, chain.head().to_string(), chain.sync_handle()))
+        };
+        let (seq, head, file) = match appended {
+            Ok(x) => x,
+            Err(e) => return Err(self.fail(&mut g, e)),
+        };
+        g.next_seq = seq + 1;
+        g.prev = head;
+        self.maybe_checkpoint(&mut g);
+        match self.cfg.fsync {
+            Fsync::Off => Ok(seq),
+            Fsync::Always => {
+                let synced = file.and_then(|f| f.sync_data());
+                match synced {
+                    Ok(()) => {
+                        g.synced = g.synced.max(seq);
+                        Ok(seq)
+                    }
+                    Err(e) => Err(self.fail_io(&mut g, e)),
+                }
+            }
+            Fsync::Batch => self.group_sync(g, seq, file),
+        }
+    }
+
+    /// Waits until `seq` is on disk; the first waiter to find no fsync
+    /// running runs one for everything appended so far.
+    fn group_sync(
+        &self,
+        mut g: parking_lot::MutexGuard<'_, Inner>,
+        seq: u64,
+        file: std::io::Result<File>,
+    ) -> Result<u64, String> {
+        let mut file = Some(file);
+        loop {
+            if g.synced >= seq {
+                return Ok(seq);
+            }
+            if let Some(e) = &g.failed {
+                return Err(e.clone());
+            }
+            if !g.syncing {
+                g.syncing = true;
+                let upto = g.next_seq - 1;
+                let f = file.take().unwrap_or_else(|| {
+                    g.chain
+                        .as_ref()
+                        .map(|c| c.sync_handle())
+                        .unwrap_or_else(|| Err(std::io::Error::other("audit file closed")))
+                });
+                let r = parking_lot::MutexGuard::unlocked(&mut g, || f.and_then(|f| f.sync_data()));
+                g.syncing = false;
+                match r {
+                    Ok(()) => g.synced = g.synced.max(upto),
+                    Err(e) => {
+                        let msg = self.fail_io(&mut g, e);
+                        self.synced_cv.notify_all();
+                        return Err(msg);
+                    }
+                }
+                self.synced_cv.notify_all();
+            } else {
+                self.synced_cv.wait(&mut g);
+            }
+        }
+    }
+
+    fn maybe_checkpoint(&self, g: &mut Inner) {
+        let (at, when) = g.last_checkpoint;
+        let due = g.next_seq - 1 - at >= self.cfg.checkpoint_every
+            || when.elapsed() >= self.cfg.checkpoint_interval;
+        if !due {
+            return;
+        }
+        let Some(chain) = g.chain.as_mut() else {
+            return;
+        };
+        match chain.checkpoint(self.cfg.signer.as_ref()) {
+            Ok(Some(seq)) => {
+                g.next_seq = seq + 1;
+                g.prev = chain.head().to_string();
+                g.last_checkpoint = (seq, Instant::now());
+            }
+            Ok(None) => g.last_checkpoint = (g.next_seq - 1, Instant::now()),
+            Err(e) => {
+                let _ = self.fail(g, e);
+            }
+        }
+    }
+
+    fn fail(&self, g: &mut Inner, e: AuditError) -> String {
+        let msg = e.to_string();
+        tracing::error!("audit log cannot be written, every operation is refused: {msg}");
+        g.failed = Some(msg.clone());
+        g.chain = None;
+        msg
+    }
+
+    fn fail_io(&self, g: &mut Inner, e: std::io::Error) -> String {
+        let path = self.cfg.path.clone();
+        self.fail(g, AuditError::Io { path, source: e })
+    }
+
+    /// Writes a last checkpoint and syncs (at shutdown).
+    pub fn close(&self) {
+        let mut g = self.inner.lock();
+        if let Some(c) = g.chain.as_mut() {
+            let _ = c.checkpoint(self.cfg.signer.as_ref());
+            let _ = c.sync();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(path: &Path, fsync: Fsync) -> Log {
+        Log::open(LogCfg {
+            path: path.to_path_buf(),
+            fsync,
+            checkpoint_every: 50,
+            checkpoint_interval: Duration::from_secs(3600),
+            signer: Some(super::super::signer_from_seed(&[1; 32]).unwrap()),
+            instance: "test".into(),
+        })
+        .unwrap()
+    }
+
+    // Eight threads share the group commit: every record lands once, in
+    // one chain, with checkpoints every 50.
+    #[test]
+    fn concurrent_records_make_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let l = log(&path, Fsync::Batch);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let l = &l;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        let r = Record {
+                            request: Some(t * 1000 + i),
+                            ..Default::default()
+                        };
+                        l.record(r).unwrap();
+                    }
+                });
+            }
+        });
+        let v = super::super::verify(&[path], None, None).unwrap();
+        assert_eq!(v.records - v.checkpoints, 800);
+        assert_eq!(v.checkpoints, 800 / 50);
+    }
+
+    // With its folder gone the log refuses, naming the file; once the
+    // folder is back it continues the chain by itself.
+    #[test]
+    fn an_unwritable_log_refuses_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("audit");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("audit.log");
+        let l = log(&path, Fsync::Always);
+        l.record(Record::default()).unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
+        let e = l.record(Record::default()).unwrap_err();
+        assert!(e.contains("audit.log"), "{e}");
+        assert!(l.ready().is_err());
+        std::fs::create_dir(&sub).unwrap();
+        assert_eq!(l.ready(), Ok(()));
+        let seq = l.record(Record::default()).unwrap();
+        assert_eq!(seq, 2, "the chain goes on where it was");
+    }
+}
