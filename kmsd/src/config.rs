@@ -21,6 +21,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub login: LoginCfg,
+    #[serde(default)]
+    pub audit: AuditCfg,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +115,37 @@ impl Default for Limits {
             queue_timeout_secs: 30,
             max_large_request_mib: 128,
             max_large_request_mib_per_identity: 32,
+        }
+    }
+}
+
+/// The audit log (`[audit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditCfg {
+    /// JSON Lines file, relative to this config file.
+    pub path: PathBuf,
+    /// `always` (fsync each record), `batch` (one fsync shared by the
+    /// records of concurrent calls, before any of them is answered) or
+    /// `off` (warned at start).
+    pub fsync: crate::audit::log::Fsync,
+    /// A signed checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or when this many seconds have passed since the last one.
+    pub checkpoint_secs: u64,
+    /// File holding the Ed25519 checkpoint key: a 32-byte seed in hex,
+    /// mode 0600. Without it no checkpoints are written (warned at start).
+    pub signing_key: Option<PathBuf>,
+}
+
+impl Default for AuditCfg {
+    fn default() -> AuditCfg {
+        AuditCfg {
+            path: PathBuf::from("audit.log"),
+            fsync: crate::audit::log::Fsync::Batch,
+            checkpoint_every: 1000,
+            checkpoint_secs: 60,
+            signing_key: None,
         }
     }
 }
@@ -247,6 +280,7 @@ impl Config {
     pub fn secret_files(&self) -> Vec<&Path> {
         let mut v: Vec<&Path> = vec![&self.tls.key];
         v.extend(self.tokens.iter().filter_map(|t| t.pin_file.as_deref()));
+        v.extend(self.audit.signing_key.as_deref());
         v
     }
 
@@ -281,6 +315,10 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.listen.address_file.as_mut() {
+            fix(p);
+        }
+        fix(&mut self.audit.path);
+        if let Some(p) = self.audit.signing_key.as_mut() {
             fix(p);
         }
         for t in &mut self.tokens {

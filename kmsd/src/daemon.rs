@@ -143,6 +143,8 @@ pub struct Daemon {
     so_functions: bool,
     /// Anchor sessions that keep each anchored backend token logged in.
     anchors: Mutex<Vec<BSession>>,
+    /// Every call's record, written before its answer leaves.
+    pub audit: crate::audit::log::Log,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,8 @@ pub enum StartError {
     Login { label: String, source: Error },
     #[error("backend: {0}")]
     Backend(#[from] Error),
+    #[error("{0}")]
+    Audit(String),
 }
 
 impl Daemon {
@@ -164,6 +168,11 @@ impl Daemon {
         for (k, v) in &cfg.backend.env {
             std::env::set_var(k, v);
         }
+        let instance = hex::encode(rand::random::<[u8; 8]>());
+        let audit = crate::audit::log::LogCfg::from_config(&cfg.audit, instance)
+            .map_err(StartError::Audit)?;
+        let audit =
+            crate::audit::log::Log::open(audit).map_err(|e| StartError::Audit(e.to_string()))?;
         let backend = Backend::load(&cfg.backend.module)?;
         let identities = cfg
             .identities
@@ -197,6 +206,7 @@ impl Daemon {
                 .collect(),
             so_functions: cfg.backend.allow_so_functions,
             anchors: Mutex::new(Vec::new()),
+            audit,
         };
         match cfg.backend.mode {
             Mode::Virtual => {

@@ -88,9 +88,16 @@ name = "dev-client"
 tokens = ["kms-a", "kms-b"]
 # PIN {DEV_PIN}
 pin_hash = "{pin_hash}"
+
+[audit]
+path = "audit.log"
+fsync = "batch"
+signing_key = "audit-signing.key"
 "#,
         softhsm = dir.join("softhsm/softhsm2.conf").display(),
     );
+    let seed = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
+    write_file(&dir.join("audit-signing.key"), seed.as_bytes(), true)?;
     std::fs::write(&cfg, t).map_err(|e| format!("{}: {e}", cfg.display()))?;
     Ok(cfg)
 }
@@ -111,6 +118,11 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     println!("  export KMSP11_CONFIG={}", client.display());
     println!("  pkcs11-tool --module {lib} -L");
     println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keypairgen --key-type EC:prime256v1 --label demo");
+    println!(
+        "Every call is in {}; check it with: kmsd audit verify {}",
+        dir.join("audit.log").display(),
+        dir.join("audit.log").display()
+    );
     Ok(())
 }
 

@@ -87,3 +87,22 @@ impl From<Error> for kmsp11_proto::Response {
         kmsp11_proto::Response::rv(e.into())
     }
 }
+
+/// A CK_RV by its name, for logs and audit records: `CKR_KEY_HANDLE_INVALID`.
+pub fn rv_name(rv: CK_RV) -> String {
+    let name = match cryptoki::error::Rv::from(rv) {
+        cryptoki::error::Rv::Ok => return "CKR_OK".into(),
+        cryptoki::error::Rv::Error(e) => format!("{e:?}"),
+    };
+    if name.starts_with("Unknown") || name.starts_with("Vendor") {
+        return format!("CKR_{rv:#x}");
+    }
+    let mut out = String::from("CKR");
+    for c in name.chars() {
+        if c.is_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}

@@ -28,6 +28,37 @@ pub enum Fsync {
     Off,
 }
 
+impl LogCfg {
+    /// From `[audit]`: reads the signing key (a 32-byte seed in hex).
+    pub fn from_config(c: &crate::config::AuditCfg, instance: String) -> Result<LogCfg, String> {
+        let signer = match &c.signing_key {
+            None => {
+                tracing::warn!("audit.signing_key is not set: no signed checkpoints are written");
+                None
+            }
+            Some(p) => {
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| format!("audit.signing_key {}: {e}", p.display()))?,
+                );
+                let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+                hex::decode_to_slice(text.trim(), &mut *seed).map_err(|_| {
+                    format!("audit.signing_key {}: expected 64 hex digits", p.display())
+                })?;
+                Some(super::signer_from_seed(&seed)?)
+            }
+        };
+        Ok(LogCfg {
+            path: c.path.clone(),
+            fsync: c.fsync,
+            checkpoint_every: c.checkpoint_every.max(1),
+            checkpoint_interval: Duration::from_secs(c.checkpoint_secs.max(1)),
+            signer,
+            instance,
+        })
+    }
+}
+
 pub struct LogCfg {
     pub path: PathBuf,
     pub fsync: Fsync,
@@ -65,6 +96,12 @@ fn inode(p: &Path) -> std::io::Result<(u64, u64)> {
 impl Log {
     /// Opens the log, continuing the chain in `cfg.path`.
     pub fn open(cfg: LogCfg) -> Result<Log, AuditError> {
+        if let Some(dir) = cfg.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| AuditError::Io {
+                path: cfg.path.clone(),
+                source,
+            })?;
+        }
         let chain = Chain::open(&cfg.path)?;
         let inode = inode(&cfg.path).map_err(|source| AuditError::Io {
             path: cfg.path.clone(),

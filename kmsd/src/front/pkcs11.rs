@@ -20,7 +20,7 @@ use kmsp11_proto::{
     Body, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
-use pkcs11_sys::{CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED, CKR_GENERAL_ERROR};
+use pkcs11_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED, CKR_GENERAL_ERROR};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -219,7 +219,7 @@ impl Server {
                 _ => return Err("first frame: not Hello".into()),
             },
         };
-        let result = self.serve(&mut tls, &ctx, &presented).await;
+        let result = self.serve(&mut tls, &ctx, &presented, peer).await;
         ctx.detach();
         result
     }
@@ -248,6 +248,7 @@ impl Server {
         s: &mut S,
         ctx: &Arc<Context>,
         presented: &Presented,
+        peer: SocketAddr,
     ) -> Result<(), Closed> {
         let t = self.timeouts;
         let mut tls_generation = self.tls.generation();
@@ -283,7 +284,7 @@ impl Server {
                 tracing::warn!(identity = %ctx.identity.name, context = ctx.id, claim, "request refused: its memory share is not free within limits.queue_timeout_secs");
                 Response::rv(CKR_DEVICE_MEMORY)
             } else {
-                self.execute(ctx, env).await
+                self.execute(ctx, env, peer).await
             };
             write_response(s, &resp, t.response_write).await?;
             drop(large);
@@ -295,7 +296,7 @@ impl Server {
 
     /// Runs one request in an execution slot of its identity and of the
     /// whole daemon, answering a resent request from the kept answer.
-    async fn execute(&self, ctx: &Arc<Context>, env: Envelope) -> Response {
+    async fn execute(&self, ctx: &Arc<Context>, env: Envelope, peer: SocketAddr) -> Response {
         let t = self.timeouts;
         let permits = timeout(t.queue, async {
             let a = ctx.identity.in_flight.clone().acquire_owned().await;
@@ -323,13 +324,36 @@ impl Server {
                 }
             }
             let id = env.id;
-            let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let op = env.request.call().c_name();
+            let audited = kept;
+            if audited && self.daemon.audit.ready().is_err() {
+                return Response::rv(CKR_DEVICE_ERROR);
+            }
+            let started = std::time::Instant::now();
+            let mut resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 crate::ops::dispatch(&self.daemon, ctx, env.request)
             }))
             .unwrap_or_else(|_| {
                 tracing::error!(context = ctx.id, "request handler panicked");
                 Response::rv(CKR_GENERAL_ERROR)
             });
+            if audited {
+                let r = crate::audit::Record {
+                    request: Some(id),
+                    identity: Some(ctx.identity.name.clone()),
+                    peer: Some(peer.to_string()),
+                    pid: Some(ctx.pid),
+                    op: Some(op.to_string()),
+                    decision: Some("allow".into()),
+                    rv: Some(crate::error::rv_name(resp.rv)),
+                    duration_us: Some(started.elapsed().as_micros() as u64),
+                    ..Default::default()
+                };
+                // An answer whose record cannot be written is not given.
+                if self.daemon.audit.record(r).is_err() {
+                    resp = Response::rv(CKR_DEVICE_ERROR);
+                }
+            }
             if kept {
                 ctx.kept(id, &resp);
             }

@@ -172,6 +172,19 @@ impl Sqlite {
         row.map(with_state).transpose()
     }
 
+    /// Every row of a query, mapped.
+    fn all<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let db = self.db.lock();
+        let mut q = db.prepare(sql).map_err(backend)?;
+        let rows = q.query_map(p, f).map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+
     fn changed(n: usize, what: &KeyId) -> Result<()> {
         if n == 0 {
             Err(StoreError::NotFound(what.to_string()))
@@ -220,17 +233,9 @@ impl Store for Sqlite {
     }
 
     fn keys(&self, token: Option<&str>) -> Result<Vec<KeyRecord>> {
-        let db = self.db.lock();
-        let mut q = db
-            .prepare(&format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE ?1 IS NULL OR token = ?1 ORDER BY id"
-            ))
-            .map_err(backend)?;
-        let rows = q
-            .query_map(params![token], key_row)
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)?;
+        let sql =
+            format!("SELECT {KEY_COLUMNS} FROM keys WHERE ?1 IS NULL OR token = ?1 ORDER BY id");
+        let rows = self.all(&sql, params![token], key_row)?;
         rows.into_iter().map(with_state).collect()
     }
 
@@ -273,18 +278,11 @@ impl Store for Sqlite {
     }
 
     fn due_destroys(&self, now: u64) -> Result<Vec<KeyRecord>> {
-        let db = self.db.lock();
-        let mut q = db
-            .prepare(&format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE state = 'pending-destroy' \
-                 AND destroy_at <= ?1 ORDER BY destroy_at, id"
-            ))
-            .map_err(backend)?;
-        let rows = q
-            .query_map(params![now as i64], key_row)
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)?;
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE state = 'pending-destroy' \
+             AND destroy_at <= ?1 ORDER BY destroy_at, id"
+        );
+        let rows = self.all(&sql, params![now as i64], key_row)?;
         rows.into_iter().map(with_state).collect()
     }
 
@@ -329,16 +327,11 @@ impl Store for Sqlite {
     }
 
     fn usage(&self, id: &KeyId) -> Result<Vec<(String, u64)>> {
-        let db = self.db.lock();
-        let mut q = db
-            .prepare("SELECT operation, count FROM usage WHERE key = ?1 ORDER BY operation")
-            .map_err(backend)?;
-        let rows = q
-            .query_map(params![id.0], |r| Ok((r.get(0)?, secs(r.get(1)?))))
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)?;
-        Ok(rows)
+        self.all(
+            "SELECT operation, count FROM usage WHERE key = ?1 ORDER BY operation",
+            params![id.0],
+            |r| Ok((r.get(0)?, secs(r.get(1)?))),
+        )
     }
 
     fn revoke(&self, r: &Revocation) -> Result<()> {
@@ -364,16 +357,11 @@ impl Store for Sqlite {
     }
 
     fn revocations(&self) -> Result<Vec<Revocation>> {
-        let db = self.db.lock();
-        let mut q = db
-            .prepare("SELECT key, label, at, who, reason FROM revocations ORDER BY seq")
-            .map_err(backend)?;
-        let rows = q
-            .query_map([], revocation_row)
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)?;
-        Ok(rows)
+        self.all(
+            "SELECT key, label, at, who, reason FROM revocations ORDER BY seq",
+            [],
+            revocation_row,
+        )
     }
 
     fn insert_identity(&self, i: &IdentityRecord) -> Result<()> {
@@ -396,29 +384,19 @@ impl Store for Sqlite {
     }
 
     fn identities(&self) -> Result<Vec<IdentityRecord>> {
-        let db = self.db.lock();
-        let mut q = db
-            .prepare(
-                "SELECT name, subject, roles, tokens, disabled, added_by, added
-                 FROM identities ORDER BY name",
-            )
-            .map_err(backend)?;
-        let rows = q
-            .query_map([], |r| {
-                Ok(IdentityRecord {
-                    name: r.get(0)?,
-                    subject: r.get(1)?,
-                    roles: split(r.get(2)?),
-                    tokens: split(r.get(3)?),
-                    disabled: r.get(4)?,
-                    added_by: r.get(5)?,
-                    added: secs(r.get(6)?),
-                })
+        let sql = "SELECT name, subject, roles, tokens, disabled, added_by, added
+                   FROM identities ORDER BY name";
+        self.all(sql, [], |r| {
+            Ok(IdentityRecord {
+                name: r.get(0)?,
+                subject: r.get(1)?,
+                roles: split(r.get(2)?),
+                tokens: split(r.get(3)?),
+                disabled: r.get(4)?,
+                added_by: r.get(5)?,
+                added: secs(r.get(6)?),
             })
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)?;
-        Ok(rows)
+        })
     }
 
     fn set_identity_disabled(&self, name: &str, disabled: bool) -> Result<()> {

@@ -1,0 +1,107 @@
+//! The audit log as a user meets it: every call is a record, `kmsd audit verify` passes on the log kmsd wrote and names the
+//! record after an edit, and kmsd refuses operations while the log cannot
+//! be written, then recovers by itself.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use kmsp11_proto::Request;
+use kmsp11_tests::raw::rv_name;
+use kmsp11_tests::wire::Wire;
+use kmsp11_tests::{kmsd_bin, run, Kmsd};
+
+/// `kmsd audit verify` on `files` with the dev signing key: (success, output).
+fn verify(kmsd: &Kmsd, files: &[&Path]) -> (bool, String) {
+    run(Command::new(kmsd_bin())
+        .args(["audit", "verify", "--signing-key"])
+        .arg(kmsd.dir.join("audit-signing.key"))
+        .args(files))
+}
+
+/// A few calls on the wire: a session and a digest.
+fn some_calls(kmsd: &Kmsd) {
+    let mut w = Wire::connect(kmsd);
+    w.hello(None);
+    let s = w.open_session(0, 0);
+    let r = w.call(Request::DigestInit(kmsp11_proto::DigestInit {
+        session: s,
+        mechanism: kmsp11_proto::Mechanism {
+            mechanism: pkcs11_sys::CKM_SHA256,
+            param: kmsp11_proto::MechParam::None,
+        },
+    }));
+    assert_eq!(r.rv, 0, "C_DigestInit: {}", rv_name(r.rv));
+}
+
+fn records(kmsd: &Kmsd) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(kmsd.dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+// Each call is one record naming the identity, the call and its CK_RV by
+// name, and the log kmsd wrote verifies with its key.
+#[test]
+fn every_call_is_a_record_and_the_chain_verifies() {
+    let kmsd = Kmsd::start();
+    some_calls(&kmsd);
+    let calls: Vec<_> = records(&kmsd)
+        .into_iter()
+        .filter(|r| r["op"].is_string())
+        .collect();
+    let ops: Vec<&str> = calls.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert!(ops.ends_with(&["C_OpenSession", "C_DigestInit"]), "{ops:?}");
+    let last = calls.last().unwrap();
+    assert_eq!(last["identity"], "dev-client");
+    assert_eq!(last["rv"], "CKR_OK");
+    assert!(last["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let (ok, out) = verify(&kmsd, &[&kmsd.dir.join("audit.log")]);
+    assert!(ok && out.contains("OK: records 1 to"), "{out}");
+}
+
+// A one-byte edit of a record makes verification fail naming that record.
+#[test]
+fn a_one_byte_edit_is_named() {
+    let kmsd = Kmsd::start();
+    some_calls(&kmsd);
+    some_calls(&kmsd);
+    let path = kmsd.dir.join("audit.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 4, "{text}");
+    let edited = lines[1].replacen("dev-client", "dev-clienT", 1);
+    assert_ne!(edited, lines[1]);
+    let mut out = lines.clone();
+    out[1] = &edited;
+    let copy = kmsd.dir.join("edited.log");
+    std::fs::write(&copy, out.join("\n") + "\n").unwrap();
+    let (ok, msg) = verify(&kmsd, &[&copy]);
+    assert!(!ok, "{msg}");
+    assert!(msg.contains("line 2: record 2"), "{msg}");
+}
+
+// With the log's folder gone every call is CKR_DEVICE_ERROR (and kmsd says
+// why); once it is back, calls work again without a restart.
+#[test]
+fn an_unwritable_log_refuses_operations_then_recovers() {
+    let kmsd = Kmsd::start_edited(|cfg, _| {
+        cfg.replace("path = \"audit.log\"", "path = \"audit/audit.log\"")
+    });
+    let folder = kmsd.dir.join("audit");
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    let list = Request::GetSlotList(kmsp11_proto::GetSlotList {
+        token_present: true,
+    });
+    assert_eq!(w.call(list.clone()).rv, 0);
+    std::fs::remove_dir_all(&folder).unwrap();
+    let rv = w.call(list.clone()).rv;
+    assert_eq!(rv, pkcs11_sys::CKR_DEVICE_ERROR, "{}", rv_name(rv));
+    kmsd.wait_for_log(&["audit log cannot be written"], Duration::from_secs(5));
+    std::fs::create_dir_all(&folder).unwrap();
+    let rv = w.call(list).rv;
+    assert_eq!(rv, 0, "after recovery: {}", rv_name(rv));
+}
