@@ -105,3 +105,59 @@ fn an_unwritable_log_refuses_operations_then_recovers() {
     let rv = w.call(list).rv;
     assert_eq!(rv, 0, "after recovery: {}", rv_name(rv));
 }
+
+// kmsd killed (SIGKILL) in the middle of a loop of key generations: every
+// generation the client saw answered is in the log, and the chain holds.
+#[test]
+fn kill_9_loses_no_acknowledged_record() {
+    let mut kmsd = Kmsd::start();
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    let s = w.open_session(0, pkcs11_sys::CKF_RW_SESSION);
+    assert_eq!(w.login(s, kmsp11_tests::PIN), 0);
+    let generate = || {
+        Request::GenerateKey(kmsp11_proto::GenerateKey {
+            session: s,
+            mechanism: kmsp11_proto::Mechanism {
+                mechanism: pkcs11_sys::CKM_AES_KEY_GEN,
+                param: kmsp11_proto::MechParam::None,
+            },
+            template: Some(vec![kmsp11_proto::Attribute {
+                kind: pkcs11_sys::CKA_VALUE_LEN,
+                value: kmsp11_proto::AttrValue::Ulong(16),
+            }]),
+        })
+    };
+    let pid = kmsd.pid() as i32;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on the test's own kmsd child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut acknowledged = vec![];
+    for id in 1000..1_000_000u64 {
+        match w.call_with(id, false, generate()) {
+            Some(r) if r.rv == 0 => acknowledged.push(id),
+            Some(r) => panic!("C_GenerateKey: {}", rv_name(r.rv)),
+            None => break,
+        }
+    }
+    killer.join().unwrap();
+    kmsd.stop();
+    assert!(
+        acknowledged.len() > 5,
+        "too few generations before the kill"
+    );
+    let logged: std::collections::HashSet<u64> = records(&kmsd)
+        .iter()
+        .filter(|r| r["op"] == "C_GenerateKey" && r["rv"] == "CKR_OK")
+        .filter_map(|r| r["request"].as_u64())
+        .collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !logged.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
+    let (ok, out) = verify(&kmsd, &[&kmsd.dir.join("audit.log")]);
+    assert!(ok, "{out}");
+}
