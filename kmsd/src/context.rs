@@ -40,6 +40,8 @@ pub struct CtxState {
     pub so: HashSet<u64>,
     pub sessions: HandleMap<VSession, Sess>,
     pub objects: HandleMap<VObject, Obj>,
+    /// The operation each session has active, by kind.
+    pub active: crate::core::active::Active,
     /// Session objects this context created that still exist.
     owned_objects: usize,
 }
@@ -93,6 +95,7 @@ impl Context {
             so: HashSet::new(),
             sessions: HandleMap::new(base()),
             objects: HandleMap::new(base()),
+            active: Default::default(),
             owned_objects: 0,
         };
         Context {

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod config;
 pub mod context;
+pub mod core;
 pub mod daemon;
 pub mod dev;
 pub mod error;

@@ -161,3 +161,68 @@ fn kill_9_loses_no_acknowledged_record() {
     let (ok, out) = verify(&kmsd, &[&kmsd.dir.join("audit.log")]);
     assert!(ok, "{out}");
 }
+
+// A data call is recorded with the key and mechanism its *Init armed: a
+// length query, then the real C_Encrypt; the next call on the session
+// (its operation ended) names no key.
+#[test]
+fn data_calls_are_recorded_with_the_key_and_mechanism_of_their_init() {
+    use kmsp11_proto::{AttrValue, Attribute, DataOut, MechParam, Mechanism, OpInit};
+    let kmsd = Kmsd::start();
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    let s = w.open_session(0, pkcs11_sys::CKF_RW_SESSION);
+    assert_eq!(w.login(s, kmsp11_tests::PIN), 0);
+    let key = kmsp11_tests::wire::handle(w.call(Request::GenerateKey(kmsp11_proto::GenerateKey {
+        session: s,
+        mechanism: Mechanism {
+            mechanism: pkcs11_sys::CKM_AES_KEY_GEN,
+            param: MechParam::None,
+        },
+        template: Some(vec![
+            Attribute {
+                kind: pkcs11_sys::CKA_VALUE_LEN,
+                value: AttrValue::Ulong(16),
+            },
+            Attribute {
+                kind: pkcs11_sys::CKA_ENCRYPT,
+                value: AttrValue::Bytes(vec![1]),
+            },
+        ]),
+    })));
+    let init = Request::EncryptInit(OpInit {
+        session: s,
+        mechanism: Mechanism {
+            mechanism: pkcs11_sys::CKM_AES_ECB,
+            param: MechParam::None,
+        },
+        key,
+    });
+    assert_eq!(w.call(init).rv, 0);
+    let encrypt = |out| {
+        Request::Encrypt(DataOut {
+            session: s,
+            data: Some(vec![0; 16]),
+            out,
+        })
+    };
+    assert_eq!(w.call(encrypt(None)).rv, 0, "length query");
+    assert_eq!(w.call(encrypt(Some(16))).rv, 0);
+    let after = w.call(encrypt(Some(16))).rv;
+    assert_eq!(
+        after,
+        pkcs11_sys::CKR_OPERATION_NOT_INITIALIZED,
+        "{}",
+        rv_name(after)
+    );
+    let encrypts: Vec<_> = records(&kmsd)
+        .into_iter()
+        .filter(|r| r["op"] == "C_Encrypt")
+        .collect();
+    assert_eq!(encrypts.len(), 3);
+    for r in &encrypts[..2] {
+        assert_eq!(r["handle"], key, "{r}");
+        assert_eq!(r["mechanism"], "CKM_AES_ECB", "{r}");
+    }
+    assert!(encrypts[2]["handle"].is_null(), "{}", encrypts[2]);
+}

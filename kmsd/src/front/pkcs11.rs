@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kmsp11_proto::frame::{self, FrameHeader};
 use kmsp11_proto::{
-    Body, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    Body, CallId, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
 use pkcs11_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED, CKR_GENERAL_ERROR};
@@ -30,6 +30,7 @@ use zeroize::Zeroize;
 use super::tls::Tls;
 use crate::config::Listen;
 use crate::daemon::{give, take, Admit, Context, Daemon, Identity};
+use crate::handles::VSession;
 use crate::identity::{self, Presented};
 
 /// The timeout of each network phase.
@@ -324,7 +325,10 @@ impl Server {
                 }
             }
             let id = env.id;
-            let op = env.request.call().c_name();
+            let call = env.request.call();
+            let op = call.c_name();
+            let step = crate::core::active::step(&env.request);
+            let subject = crate::core::subject(&env.request, &ctx.state.lock().active);
             let audited = kept;
             if audited && self.daemon.audit.ready().is_err() {
                 return Response::rv(CKR_DEVICE_ERROR);
@@ -337,6 +341,16 @@ impl Server {
                 tracing::error!(context = ctx.id, "request handler panicked");
                 Response::rv(CKR_GENERAL_ERROR)
             });
+            if let Some(s) = &step {
+                ctx.state.lock().active.follow(s, resp.rv);
+            }
+            if matches!(call, CallId::CloseSession | CallId::CloseAllSessions) {
+                let mut st = ctx.state.lock();
+                let st = &mut *st;
+                let sessions = &st.sessions;
+                st.active
+                    .retain_sessions(|s| sessions.get(VSession(s)).is_some());
+            }
             if audited {
                 let r = crate::audit::Record {
                     request: Some(id),
@@ -344,6 +358,8 @@ impl Server {
                     peer: Some(peer.to_string()),
                     pid: Some(ctx.pid),
                     op: Some(op.to_string()),
+                    handle: subject.handle,
+                    mechanism: subject.mechanism.map(crate::core::mechanism_name),
                     decision: Some("allow".into()),
                     rv: Some(crate::error::rv_name(resp.rv)),
                     duration_us: Some(started.elapsed().as_micros() as u64),
