@@ -118,10 +118,15 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     println!("  export KMSP11_CONFIG={}", client.display());
     println!("  pkcs11-tool --module {lib} -L");
     println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keypairgen --key-type EC:prime256v1 --label demo");
+    let audit = dir.join("audit.log");
     println!(
-        "Every call is in {}; check it with: kmsd audit verify {}",
-        dir.join("audit.log").display(),
-        dir.join("audit.log").display()
+        "Every call is recorded in {}; check the record with:",
+        audit.display()
+    );
+    println!(
+        "  kmsd audit verify --signing-key {} {}",
+        dir.join("audit-signing.key").display(),
+        audit.display()
     );
     Ok(())
 }
