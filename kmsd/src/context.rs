@@ -220,6 +220,7 @@ impl Context {
             .objects
             .remove_where(|o| o.session.is_some_and(|s| closed.contains(&s)));
         st.owned_objects -= gone.len();
+        st.active.forget(closed.iter().map(|v| v.0));
         give(&self.identity.usage.objects, gone.len());
         give(&self.identity.usage.sessions, closed.len());
         let last = !st.sessions.values().any(|s| s.slot == slot);

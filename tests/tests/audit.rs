@@ -226,3 +226,43 @@ fn data_calls_are_recorded_with_the_key_and_mechanism_of_their_init() {
     }
     assert!(encrypts[2]["handle"].is_null(), "{}", encrypts[2]);
 }
+
+// A request refused because the log could not be written is kept like any
+// other answer: its resend is answered at once from what was kept, not
+// left waiting for a run that never finishes.
+#[test]
+fn a_request_refused_for_the_log_is_answered_again_on_resend() {
+    let kmsd = Kmsd::start_edited(|cfg, _| {
+        cfg.replace("path = \"audit.log\"", "path = \"audit/audit.log\"")
+            + "\n[limits]\nqueue_timeout_secs = 60\n"
+    });
+    let mut w = Wire::connect(&kmsd);
+    w.hello(None);
+    let list = || {
+        Request::GetSlotList(kmsp11_proto::GetSlotList {
+            token_present: true,
+        })
+    };
+    std::fs::remove_dir_all(kmsd.dir.join("audit")).unwrap();
+    let first = w.call_with(77, false, list()).expect("an answer");
+    assert_eq!(
+        first.rv,
+        pkcs11_sys::CKR_DEVICE_ERROR,
+        "{}",
+        rv_name(first.rv)
+    );
+    let started = std::time::Instant::now();
+    let again = w.call_with(77, true, list()).expect("an answer");
+    assert_eq!(
+        again.rv,
+        pkcs11_sys::CKR_DEVICE_ERROR,
+        "{}",
+        rv_name(again.rv)
+    );
+    // Far below limits.queue_timeout_secs: a run left "under way" would
+    // hold the resend for the full 60 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the resend waited for a run that never finished"
+    );
+}

@@ -127,9 +127,14 @@ impl Log {
         })
     }
 
-    /// Whether records can be written now (tries to recover if they could not).
+    /// Whether records can be written now: cheap while they can; after a
+    /// failure, tries to recover. (A file removed since the last record is
+    /// noticed by the next [`Log::record`].)
     pub fn ready(&self) -> Result<(), String> {
         let mut g = self.inner.lock();
+        if g.failed.is_none() && g.chain.is_some() {
+            return Ok(());
+        }
         self.usable(&mut g).map(|_| ())
     }
 

@@ -199,9 +199,11 @@ impl Active {
         }
     }
 
-    /// Keeps only the operations of sessions `live` says exist.
-    pub fn retain_sessions(&mut self, live: impl Fn(u64) -> bool) {
-        self.0.retain(|(s, _), _| live(*s));
+    /// Forgets every operation of these sessions (closed).
+    pub fn forget(&mut self, sessions: impl IntoIterator<Item = u64>) {
+        for s in sessions {
+            self.0.retain(|(x, _), _| *x != s);
+        }
     }
 }
 
@@ -294,7 +296,7 @@ mod tests {
         a.follow(&st(&both), pkcs11_sys::CKR_DATA_LEN_RANGE);
         assert_eq!(a.of(&st(&both)), None);
         a.follow(&st(&sign_init(7)), CKR_OK);
-        a.retain_sessions(|s| s != 1);
+        a.forget([1]);
         assert_eq!(a.of(&st(&sign(Some(1)))), None);
     }
 }

@@ -7,7 +7,7 @@ pub mod active;
 
 use kmsp11_proto::Request;
 
-use self::active::{step, Active};
+use self::active::Step;
 
 /// What a call works on, for its audit record: the client's handle of the
 /// key or object and the mechanism. A data call is known by what its
@@ -18,10 +18,15 @@ pub struct Subject {
     pub mechanism: Option<u64>,
 }
 
-/// The subject of `req`, with `active` the operations of its context.
-pub fn subject(req: &Request, active: &Active) -> Subject {
-    if let Some(s) = step(req) {
-        let op = active.of(&s);
+/// The subject of `req`; a cryptographic call's `step` is looked up in
+/// `active`, the operations of its context (locked only for those calls).
+pub fn subject(
+    req: &Request,
+    step: Option<&Step>,
+    active: &parking_lot::Mutex<crate::context::CtxState>,
+) -> Subject {
+    if let Some(s) = step {
+        let op = active.lock().active.of(s);
         return Subject {
             handle: op.and_then(|o| o.key),
             mechanism: op.map(|o| o.mechanism),

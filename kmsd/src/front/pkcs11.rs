@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kmsp11_proto::frame::{self, FrameHeader};
 use kmsp11_proto::{
-    Body, CallId, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    Body, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
 use pkcs11_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED, CKR_GENERAL_ERROR};
@@ -30,7 +30,6 @@ use zeroize::Zeroize;
 use super::tls::Tls;
 use crate::config::Listen;
 use crate::daemon::{give, take, Admit, Context, Daemon, Identity};
-use crate::handles::VSession;
 use crate::identity::{self, Presented};
 
 /// The timeout of each network phase.
@@ -325,56 +324,65 @@ impl Server {
                 }
             }
             let id = env.id;
-            let call = env.request.call();
-            let op = call.c_name();
-            let step = crate::core::active::step(&env.request);
-            let subject = crate::core::subject(&env.request, &ctx.state.lock().active);
-            let audited = kept;
-            if audited && self.daemon.audit.ready().is_err() {
-                return Response::rv(CKR_DEVICE_ERROR);
-            }
-            let started = std::time::Instant::now();
-            let mut resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::ops::dispatch(&self.daemon, ctx, env.request)
-            }))
-            .unwrap_or_else(|_| {
-                tracing::error!(context = ctx.id, "request handler panicked");
-                Response::rv(CKR_GENERAL_ERROR)
-            });
-            if let Some(s) = &step {
-                ctx.state.lock().active.follow(s, resp.rv);
-            }
-            if matches!(call, CallId::CloseSession | CallId::CloseAllSessions) {
-                let mut st = ctx.state.lock();
-                let st = &mut *st;
-                let sessions = &st.sessions;
-                st.active
-                    .retain_sessions(|s| sessions.get(VSession(s)).is_some());
-            }
-            if audited {
-                let r = crate::audit::Record {
-                    request: Some(id),
-                    identity: Some(ctx.identity.name.clone()),
-                    peer: Some(peer.to_string()),
-                    pid: Some(ctx.pid),
-                    op: Some(op.to_string()),
-                    handle: subject.handle,
-                    mechanism: subject.mechanism.map(crate::core::mechanism_name),
-                    decision: Some("allow".into()),
-                    rv: Some(crate::error::rv_name(resp.rv)),
-                    duration_us: Some(started.elapsed().as_micros() as u64),
-                    ..Default::default()
-                };
-                // An answer whose record cannot be written is not given.
-                if self.daemon.audit.record(r).is_err() {
-                    resp = Response::rv(CKR_DEVICE_ERROR);
-                }
-            }
+            let resp = self.audited_run(ctx, id, env.request, peer, kept);
             if kept {
                 ctx.kept(id, &resp);
             }
             resp
         })
+    }
+}
+
+impl Server {
+    /// Runs one admitted request: refused with `CKR_DEVICE_ERROR` while
+    /// the audit log cannot be written; its session's active operation
+    /// followed; its record written before the answer is given
+    /// (`audited`: every call but Hello and Goodbye).
+    fn audited_run(
+        &self,
+        ctx: &Arc<Context>,
+        id: u64,
+        request: Request,
+        peer: SocketAddr,
+        audited: bool,
+    ) -> Response {
+        if audited && self.daemon.audit.ready().is_err() {
+            return Response::rv(CKR_DEVICE_ERROR);
+        }
+        let op = request.call().c_name();
+        let step = crate::core::active::step(&request);
+        let subject = crate::core::subject(&request, step.as_ref(), &ctx.state);
+        let started = std::time::Instant::now();
+        let mut resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::ops::dispatch(&self.daemon, ctx, request)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(context = ctx.id, "request handler panicked");
+            Response::rv(CKR_GENERAL_ERROR)
+        });
+        if let Some(s) = &step {
+            ctx.state.lock().active.follow(s, resp.rv);
+        }
+        if audited {
+            let r = crate::audit::Record {
+                request: Some(id),
+                identity: Some(ctx.identity.name.clone()),
+                peer: Some(peer.to_string()),
+                pid: Some(ctx.pid),
+                op: Some(op.to_string()),
+                handle: subject.handle,
+                mechanism: subject.mechanism.map(crate::core::mechanism_name),
+                decision: Some("allow".into()),
+                rv: Some(crate::error::rv_name(resp.rv)),
+                duration_us: Some(started.elapsed().as_micros() as u64),
+                ..Default::default()
+            };
+            // An answer whose record cannot be written is not given.
+            if self.daemon.audit.record(r).is_err() {
+                resp = Response::rv(CKR_DEVICE_ERROR);
+            }
+        }
+        resp
     }
 }
 
