@@ -230,17 +230,5 @@ pub fn attr_null(type_: CK_ATTRIBUTE_TYPE) -> CK_ATTRIBUTE {
 
 /// A CK_RV by its name, for failure messages: `CKR_MECHANISM_PARAM_INVALID (0x71)`.
 pub fn rv_name(rv: CK_RV) -> String {
-    let name = match cryptoki::error::Rv::from(rv) {
-        cryptoki::error::Rv::Ok => "Ok".to_string(),
-        cryptoki::error::Rv::Error(e) => format!("{e:?}"),
-    };
-    // CamelCase → CKR_SCREAMING_SNAKE.
-    let mut out = String::from("CKR");
-    for c in name.chars() {
-        if c.is_uppercase() {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    format!("{out} ({rv:#x})")
+    format!("{} ({rv:#x})", kmsd::error::rv_name(rv))
 }
