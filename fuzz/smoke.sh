@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 
 # cargo-fuzz needs unstable compiler flags (sanitizers); the stable toolchain allows them so.
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
-for t in request_decode response_decode dispatch; do
+for t in request_decode response_decode dispatch audit_verify; do
   corpus=$(mktemp -d)
   if ! cargo fuzz run -O "$t" "$corpus" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 >"$corpus.log" 2>&1; then

@@ -52,6 +52,25 @@ pub fn verify(
     trusted_key: Option<&[u8]>,
     expect: Option<(u64, &str)>,
 ) -> Result<Verified, Bad> {
+    let mut contents = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read(path).map_err(|e| Bad {
+            file: path.clone(),
+            line: 0,
+            seq: 0,
+            why: format!("cannot read: {e}"),
+        })?;
+        contents.push((path.clone(), text));
+    }
+    verify_contents(&contents, trusted_key, expect)
+}
+
+/// [`verify`] over contents already read, each with the name to report.
+pub fn verify_contents(
+    files: &[(PathBuf, Vec<u8>)],
+    trusted_key: Option<&[u8]>,
+    expect: Option<(u64, &str)>,
+) -> Result<Verified, Bad> {
     let mut v = Verified {
         records: 0,
         first_seq: 0,
@@ -61,13 +80,7 @@ pub fn verify(
     // The last good line: its file, line number, sequence and hash.
     let mut last: Option<(PathBuf, usize, u64, String)> = None;
     let mut reached = expect.is_none();
-    for path in files {
-        let text = std::fs::read(path).map_err(|e| Bad {
-            file: path.clone(),
-            line: 0,
-            seq: 0,
-            why: format!("cannot read: {e}"),
-        })?;
+    for (path, text) in files {
         let mut at = 0;
         let mut n = 0;
         while at < text.len() {
@@ -146,7 +159,7 @@ pub fn verify(
         let (seq, _) = expect.unwrap_or_default();
         let (file, line) = last
             .map(|l| (l.0, l.1))
-            .unwrap_or_else(|| (files.first().cloned().unwrap_or_default(), 0));
+            .unwrap_or_else(|| (files.first().map(|f| f.0.clone()).unwrap_or_default(), 0));
         return Err(Bad {
             file,
             line,
