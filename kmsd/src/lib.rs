@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod authz;
 pub mod config;
 pub mod context;
 pub mod core;

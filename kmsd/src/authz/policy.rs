@@ -1,0 +1,549 @@
+//! Policy in Cedar, default deny (DESIGN.md decision 9). kmsd ships its
+//! schema ([`SCHEMA`]); a policy file is parsed and validated against it
+//! (strict mode) when kmsd starts, on SIGHUP and by `kmsd --check`, and a
+//! bad file is refused with its file, line, column and reason while the
+//! policy already loaded keeps serving.
+//!
+//! Entities: `Kms::Identity::"<name>"` in its `Kms::Role::"<role>"`s;
+//! `Kms::Token::"<token name>"`; every object is a `Kms::Key::"<key id>"` in
+//! its token (session objects and objects without a key id are
+//! `Kms::Key::"session:<token>"`, with `session_object` true). Actions are
+//! [`Action`]s by name. A policy is named in audit records by its
+//! `@id("...")` annotation, else by its position (`policy0`, `policy1`, ...).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, PolicySet, Request, RequestBuilder, RestrictedExpression, Schema,
+    ValidationMode, Validator,
+};
+
+use super::Action;
+
+/// kmsd's Cedar schema. Policies are validated against it.
+pub const SCHEMA: &str = include_str!("kms.cedarschema");
+
+/// Who asks.
+#[derive(Clone, Debug)]
+pub struct Principal<'a> {
+    pub name: &'a str,
+    pub roles: &'a [String],
+}
+
+/// What a policy sees of an object (`Kms::Key`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyView {
+    /// kmsd's key id; empty for session objects.
+    pub id: String,
+    pub label: String,
+    pub token: String,
+    /// `private-key`, `public-key`, `secret-key`, `certificate`, `data`, `other`.
+    pub class: String,
+    /// `RSA`, `EC`, `EC_EDWARDS`, `AES`, ... (cryptoki's names without `CKK_`); empty when none.
+    pub key_type: String,
+    /// Bits: RSA modulus, EC field, secret key value; 0 when unknown.
+    pub size: i64,
+    /// The identity that created it through kmsd; empty for keys adopted
+    /// from the HSM.
+    pub owner: String,
+    pub state: String,
+    pub tags: Vec<String>,
+    pub session_object: bool,
+    pub sensitive: bool,
+    pub extractable: bool,
+}
+
+/// What a call is judged on besides principal and resource.
+#[derive(Clone, Debug, Default)]
+pub struct Situation {
+    pub mechanism: Option<u64>,
+    /// The key id of the wrapping key, when a key is exported by wrapping.
+    pub wrapping_key: Option<String>,
+    /// Unix seconds.
+    pub time: i64,
+}
+
+/// A decision and the policies that made it (`default-deny` when no
+/// policy permitted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub policies: Vec<String>,
+}
+
+impl Decision {
+    /// The policies that made the decision, for an audit record.
+    pub fn rule(&self) -> String {
+        self.policies.join(",")
+    }
+}
+
+/// A policy file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {reason}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+/// A loaded, validated policy.
+pub struct Policy {
+    pub path: PathBuf,
+    set: PolicySet,
+    schema: Schema,
+    /// Policy id -> the name audit records use.
+    names: HashMap<PolicyId, String>,
+    authorizer: Authorizer,
+}
+
+fn schema() -> Schema {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(s, _)| s)
+        .unwrap_or_else(|e| panic!("kmsd's own Cedar schema is invalid: {e:?}"))
+}
+
+/// `(line, column)`, both from 1, of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A policy error from a Cedar diagnostic: its first labelled position,
+/// its message and its help.
+fn error_of(file: &Path, text: &str, d: &dyn miette::Diagnostic) -> PolicyError {
+    let offset = d
+        .labels()
+        .and_then(|mut l| l.next())
+        .map(|l| l.offset())
+        .unwrap_or(0);
+    let (line, column) = position(text, offset);
+    let mut reason = d.to_string();
+    if let Some(help) = d.help() {
+        reason = format!("{reason} ({help})");
+    }
+    PolicyError {
+        file: file.display().to_string(),
+        line,
+        column,
+        reason,
+    }
+}
+
+impl Policy {
+    /// Reads, parses and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Policy::parse(path, &text)
+    }
+
+    /// Parses and validates policy text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let set = PolicySet::from_str(text).map_err(|e| error_of(path, text, &e))?;
+        let schema = schema();
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        if let Some(e) = result.validation_errors().next() {
+            return Err(error_of(path, text, e));
+        }
+        let names = set
+            .policies()
+            .map(|p| {
+                let name = p.annotation("id").unwrap_or(p.id().as_ref()).to_string();
+                (p.id().clone(), name)
+            })
+            .collect();
+        Ok(Policy {
+            path: path.to_path_buf(),
+            set,
+            schema,
+            names,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// How many policies the file holds.
+    pub fn len(&self) -> usize {
+        self.set.policies().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `who` may do `action` on `key`.
+    pub fn decide_key(
+        &self,
+        who: &Principal,
+        action: Action,
+        key: &KeyView,
+        s: &Situation,
+    ) -> Decision {
+        let resource = key_uid(key);
+        let entity = key_entity(&resource, key);
+        let token = token_entity(&key.token);
+        self.decide(who, action, resource, vec![entity, token], s, key)
+    }
+
+    /// Whether `who` may do `action` (login) on `token`.
+    pub fn decide_token(
+        &self,
+        who: &Principal,
+        action: Action,
+        token: &str,
+        s: &Situation,
+    ) -> Decision {
+        let uid = uid("Token", token);
+        self.decide(
+            who,
+            action,
+            uid,
+            vec![token_entity(token)],
+            s,
+            &KeyView::default(),
+        )
+    }
+
+    fn decide(
+        &self,
+        who: &Principal,
+        action: Action,
+        resource: EntityUid,
+        mut entities: Vec<Entity>,
+        s: &Situation,
+        key: &KeyView,
+    ) -> Decision {
+        entities.extend(principal_entities(who));
+        let denied = |why: &str| Decision {
+            allowed: false,
+            policies: vec![why.to_string()],
+        };
+        let Ok(entities) = Entities::from_entities(entities, Some(&self.schema)) else {
+            return denied("invalid-entities");
+        };
+        let Ok(context) = context(s, key) else {
+            return denied("invalid-context");
+        };
+        let Ok(request) = Request::new(
+            uid("Identity", who.name),
+            action_uid(action),
+            resource,
+            context,
+            Some(&self.schema),
+        ) else {
+            return denied("invalid-request");
+        };
+        let r = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        let policies: Vec<String> = r
+            .diagnostics()
+            .reason()
+            .map(|id| {
+                self.names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| id.to_string())
+            })
+            .collect();
+        let allowed = r.decision() == CedarDecision::Allow;
+        Decision {
+            allowed,
+            policies: if policies.is_empty() {
+                vec!["default-deny".into()]
+            } else {
+                policies
+            },
+        }
+    }
+
+    /// Whether some key, at some time, could be used by `who` with
+    /// `mechanism` for some action: false when every policy that could
+    /// permit it is ruled out whatever the key (the mechanism is then
+    /// absent from `who`'s mechanism list and refused with
+    /// `CKR_MECHANISM_INVALID`).
+    pub fn mechanism_possible(&self, who: &Principal, mechanism: u64) -> bool {
+        let Ok(entities) = Entities::from_entities(principal_entities(who), None) else {
+            return true;
+        };
+        Action::WITH_MECHANISM.iter().any(|a| {
+            let pairs = vec![
+                (
+                    "mechanism".to_string(),
+                    RestrictedExpression::new_string(crate::core::mechanism_name(mechanism)),
+                ),
+                (
+                    "mechanism_number".to_string(),
+                    RestrictedExpression::new_long(mechanism as i64),
+                ),
+                (
+                    "key_type".to_string(),
+                    RestrictedExpression::new_unknown("key_type"),
+                ),
+                (
+                    "key_size".to_string(),
+                    RestrictedExpression::new_unknown("key_size"),
+                ),
+                (
+                    "wrapping_key".to_string(),
+                    RestrictedExpression::new_unknown("wrapping_key"),
+                ),
+                (
+                    "time".to_string(),
+                    RestrictedExpression::new_unknown("time"),
+                ),
+            ];
+            let Ok(context) = Context::from_pairs(pairs) else {
+                return true;
+            };
+            let request = RequestBuilder::default()
+                .principal(uid("Identity", who.name))
+                .action(action_uid(*a))
+                .context(context)
+                .build();
+            let r = self
+                .authorizer
+                .is_authorized_partial(&request, &self.set, &entities);
+            r.decision() != Some(CedarDecision::Deny)
+        })
+    }
+}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    let t = EntityTypeName::from_str(&format!("Kms::{kind}")).expect("kmsd's entity type");
+    EntityUid::from_type_name_and_id(t, EntityId::new(id))
+}
+
+fn action_uid(a: Action) -> EntityUid {
+    uid("Action", a.name())
+}
+
+fn key_uid(k: &KeyView) -> EntityUid {
+    if k.id.is_empty() {
+        uid("Key", &format!("session:{}", k.token))
+    } else {
+        uid("Key", &k.id)
+    }
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_string())
+}
+
+fn principal_entities(who: &Principal) -> Vec<Entity> {
+    let roles: HashSet<EntityUid> = who.roles.iter().map(|r| uid("Role", r)).collect();
+    let mut v: Vec<Entity> = roles
+        .iter()
+        .map(|r| Entity::new_no_attrs(r.clone(), HashSet::new()))
+        .collect();
+    let attrs = HashMap::from([("name".to_string(), string(who.name))]);
+    if let Ok(e) = Entity::new(uid("Identity", who.name), attrs, roles) {
+        v.push(e);
+    }
+    v
+}
+
+fn token_entity(name: &str) -> Entity {
+    let attrs = HashMap::from([("name".to_string(), string(name))]);
+    Entity::new(uid("Token", name), attrs, HashSet::new())
+        .unwrap_or_else(|_| Entity::new_no_attrs(uid("Token", name), HashSet::new()))
+}
+
+fn key_entity(resource: &EntityUid, k: &KeyView) -> Entity {
+    let attrs = HashMap::from([
+        ("id".to_string(), string(&k.id)),
+        ("label".to_string(), string(&k.label)),
+        ("token".to_string(), string(&k.token)),
+        ("class".to_string(), string(&k.class)),
+        ("key_type".to_string(), string(&k.key_type)),
+        ("size".to_string(), RestrictedExpression::new_long(k.size)),
+        ("owner".to_string(), string(&k.owner)),
+        ("state".to_string(), string(&k.state)),
+        (
+            "tags".to_string(),
+            RestrictedExpression::new_set(k.tags.iter().map(|t| string(t))),
+        ),
+        (
+            "session_object".to_string(),
+            RestrictedExpression::new_bool(k.session_object),
+        ),
+        (
+            "sensitive".to_string(),
+            RestrictedExpression::new_bool(k.sensitive),
+        ),
+        (
+            "extractable".to_string(),
+            RestrictedExpression::new_bool(k.extractable),
+        ),
+    ]);
+    let parents = HashSet::from([uid("Token", &k.token)]);
+    Entity::new(resource.clone(), attrs, parents.clone())
+        .unwrap_or_else(|_| Entity::new_no_attrs(resource.clone(), parents))
+}
+
+fn context(s: &Situation, k: &KeyView) -> Result<Context, cedar_policy::ContextCreationError> {
+    let m = s.mechanism;
+    Context::from_pairs([
+        (
+            "mechanism".to_string(),
+            string(&m.map(crate::core::mechanism_name).unwrap_or_default()),
+        ),
+        (
+            "mechanism_number".to_string(),
+            RestrictedExpression::new_long(m.map_or(-1, |m| m as i64)),
+        ),
+        ("key_type".to_string(), string(&k.key_type)),
+        (
+            "key_size".to_string(),
+            RestrictedExpression::new_long(k.size),
+        ),
+        (
+            "wrapping_key".to_string(),
+            string(s.wrapping_key.as_deref().unwrap_or_default()),
+        ),
+        ("time".to_string(), RestrictedExpression::new_long(s.time)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> KeyView {
+        KeyView {
+            id: "k-1".into(),
+            label: "release".into(),
+            token: "dev".into(),
+            class: "private-key".into(),
+            key_type: "EC".into(),
+            size: 256,
+            owner: "alice".into(),
+            state: "active".into(),
+            tags: vec!["prod".into()],
+            ..Default::default()
+        }
+    }
+
+    fn user() -> Vec<String> {
+        vec!["user".into()]
+    }
+
+    const CKM_ECDSA: u64 = 0x1041;
+    const CKM_RSA_PKCS: u64 = 0x1;
+
+    #[test]
+    fn schema_parses() {
+        let _ = schema();
+    }
+
+    #[test]
+    fn default_deny_and_permit_by_role() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"@id("users-sign")
+permit(principal in Kms::Role::"user", action == Kms::Action::"sign", resource in Kms::Token::"dev")
+when { context.mechanism == "CKM_ECDSA" };"#,
+        )
+        .unwrap();
+        let roles = user();
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let s = Situation {
+            mechanism: Some(CKM_ECDSA),
+            ..Default::default()
+        };
+        let d = p.decide_key(&who, Action::Sign, &key(), &s);
+        assert_eq!(
+            d,
+            Decision {
+                allowed: true,
+                policies: vec!["users-sign".into()]
+            }
+        );
+        let d = p.decide_key(&who, Action::Decrypt, &key(), &s);
+        assert_eq!(d.policies, vec!["default-deny".to_string()]);
+        assert!(!d.allowed);
+        let none: Vec<String> = vec![];
+        let nobody = Principal {
+            name: "bob",
+            roles: &none,
+        };
+        assert!(!p.decide_key(&nobody, Action::Sign, &key(), &s).allowed);
+    }
+
+    #[test]
+    fn forbid_by_tag_wins() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"permit(principal, action, resource);
+@id("no-prod") forbid(principal, action, resource is Kms::Key) when { resource.tags.contains("prod") };"#,
+        )
+        .unwrap();
+        let roles = user();
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let d = p.decide_key(&who, Action::Sign, &key(), &Situation::default());
+        assert_eq!(
+            d,
+            Decision {
+                allowed: false,
+                policies: vec!["no-prod".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn mechanisms_never_permitted_are_known() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"permit(principal, action == Kms::Action::"sign", resource)
+when { context.mechanism == "CKM_ECDSA" && resource.size >= 256 };"#,
+        )
+        .unwrap();
+        let roles = user();
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        assert!(p.mechanism_possible(&who, CKM_ECDSA));
+        assert!(!p.mechanism_possible(&who, CKM_RSA_PKCS));
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let e = Policy::parse(
+            Path::new("p.cedar"),
+            "permit(principal, action, resource);\npermit(principal, acton, resource);\n",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!((e.file.as_str(), e.line), ("p.cedar", 2), "{e}");
+        assert!(e.column > 1, "{e}");
+    }
+
+    #[test]
+    fn schema_error_names_position() {
+        let e = Policy::parse(
+            Path::new("p.cedar"),
+            "permit(principal, action == Kms::Action::\"sign\", resource)\nwhen { resource.colour == \"red\" };\n",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.reason.contains("colour"), "{e}");
+    }
+}
