@@ -23,6 +23,55 @@ pub struct Config {
     pub login: LoginCfg,
     #[serde(default)]
     pub audit: AuditCfg,
+    pub policy: PolicyCfg,
+    #[serde(default)]
+    pub store: StoreCfg,
+    #[serde(default)]
+    pub keys: KeysCfg,
+}
+
+/// `[policy]`: the Cedar policy file and the creation constraints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCfg {
+    /// Cedar policy file, relative to this config file. Required: kmsd
+    /// denies what no policy permits.
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub min: crate::authz::constraints::MinSizes,
+}
+
+/// `[store]`: kmsd's own state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreCfg {
+    /// SQLite database, relative to this config file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreCfg {
+    fn default() -> StoreCfg {
+        StoreCfg {
+            path: PathBuf::from("kmsd.db"),
+        }
+    }
+}
+
+/// `[keys]`: the key lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysCfg {
+    /// How long a destroyed token key stays restorable before its HSM
+    /// object is destroyed.
+    pub destroy_window_secs: u64,
+}
+
+impl Default for KeysCfg {
+    fn default() -> KeysCfg {
+        KeysCfg {
+            destroy_window_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +287,10 @@ pub struct IdentityCfg {
     pub name: String,
     /// Token labels this identity sees ("*" for all).
     pub tokens: Vec<String>,
+    /// Roles policy knows it by (`Kms::Role::"admin"`): `user`, `admin`,
+    /// `auditor`, or any name the policy uses.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// Argon2 PHC string of this identity's PIN for C_Login (`kmsd --hash-pin`).
     #[serde(default)]
     pub pin_hash: Option<String>,
@@ -318,6 +371,8 @@ impl Config {
             fix(p);
         }
         fix(&mut self.audit.path);
+        fix(&mut self.policy.path);
+        fix(&mut self.store.path);
         if let Some(p) = self.audit.signing_key.as_mut() {
             fix(p);
         }
@@ -434,7 +489,7 @@ mod tests {
             e.contains("bad.toml") && e.contains("line 3") && e.contains("bogus"),
             "{e}"
         );
-        std::fs::write(&p, "[listen]\naddress = \"x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n[backend]\nmodule=\"m\"\n").unwrap();
+        std::fs::write(&p, "[listen]\naddress = \"x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n[backend]\nmodule=\"m\"\n[policy]\npath=\"p.cedar\"\n").unwrap();
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("needs at least one [[token]]"), "{e}");
     }

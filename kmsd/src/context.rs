@@ -42,6 +42,9 @@ pub struct CtxState {
     pub objects: HandleMap<VObject, Obj>,
     /// The operation each session has active, by kind.
     pub active: crate::core::active::Active,
+    /// kmsd's device error for a session's last refused call, reported by
+    /// `C_GetSessionInfo` (DESIGN.md decision 8).
+    pub device_errors: std::collections::HashMap<u64, u64>,
     /// Session objects this context created that still exist.
     owned_objects: usize,
 }
@@ -96,6 +99,7 @@ impl Context {
             sessions: HandleMap::new(base()),
             objects: HandleMap::new(base()),
             active: Default::default(),
+            device_errors: Default::default(),
             owned_objects: 0,
         };
         Context {
@@ -221,6 +225,9 @@ impl Context {
             .remove_where(|o| o.session.is_some_and(|s| closed.contains(&s)));
         st.owned_objects -= gone.len();
         st.active.forget(closed.iter().map(|v| v.0));
+        for v in closed {
+            st.device_errors.remove(&v.0);
+        }
         give(&self.identity.usage.objects, gone.len());
         give(&self.identity.usage.sessions, closed.len());
         let last = !st.sessions.values().any(|s| s.slot == slot);

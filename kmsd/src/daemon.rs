@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 pub use crate::context::{Admit, Context, CtxState, Obj, Sess};
 
+use crate::authz::policy::Policy;
 use crate::config::{Config, Limits, Mode, TokenCfg};
 use crate::error::Error;
 use crate::handles::{BObject, BSession};
@@ -51,6 +52,7 @@ impl VToken {
 #[derive(Debug)]
 pub struct Identity {
     pub name: String,
+    pub roles: Vec<String>,
     pub tokens: Vec<String>,
     pub pin_hash: Option<String>,
     pub usage: Usage,
@@ -85,9 +87,16 @@ pub fn give(counter: &AtomicUsize, n: usize) {
 }
 
 impl Identity {
-    pub fn new(name: &str, tokens: Vec<String>, pin_hash: Option<String>, limits: &Limits) -> Self {
+    pub fn new(
+        name: &str,
+        roles: Vec<String>,
+        tokens: Vec<String>,
+        pin_hash: Option<String>,
+        limits: &Limits,
+    ) -> Self {
         Identity {
             name: name.to_string(),
+            roles,
             tokens,
             pin_hash,
             usage: Usage::default(),
@@ -102,7 +111,7 @@ impl Identity {
 
     /// An identity with default limits and no tokens (tests).
     pub fn named(name: &str) -> Self {
-        Identity::new(name, vec![], None, &Limits::default())
+        Identity::new(name, vec![], vec![], None, &Limits::default())
     }
 
     pub fn sees(&self, token: &VToken) -> bool {
@@ -145,6 +154,9 @@ pub struct Daemon {
     anchors: Mutex<Vec<BSession>>,
     /// Every call's record, written before its answer leaves.
     pub audit: crate::audit::log::Log,
+    pub inventory: crate::core::inventory::Inventory,
+    policy: RwLock<Arc<Policy>>,
+    pub min_sizes: crate::authz::constraints::MinSizes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +173,10 @@ pub enum StartError {
     Backend(#[from] Error),
     #[error("{0}")]
     Audit(String),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::authz::policy::PolicyError),
+    #[error("store {path}: {message}")]
+    Store { path: String, message: String },
 }
 
 impl Daemon {
@@ -173,6 +189,16 @@ impl Daemon {
             .map_err(StartError::Audit)?;
         let audit =
             crate::audit::log::Log::open(audit).map_err(|e| StartError::Audit(e.to_string()))?;
+        let policy = Policy::load(&cfg.policy.path)?;
+        let store =
+            crate::store::sqlite::Sqlite::open(&cfg.store.path).map_err(|e| StartError::Store {
+                path: cfg.store.path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let inventory = crate::core::inventory::Inventory::new(
+            Arc::new(store),
+            Duration::from_secs(cfg.keys.destroy_window_secs),
+        );
         let backend = Backend::load(&cfg.backend.module)?;
         let identities = cfg
             .identities
@@ -180,6 +206,7 @@ impl Daemon {
             .map(|i| {
                 Arc::new(Identity::new(
                     &i.name,
+                    i.roles.clone(),
                     i.tokens.clone(),
                     i.pin_hash.clone(),
                     &cfg.limits,
@@ -207,6 +234,9 @@ impl Daemon {
             so_functions: cfg.backend.allow_so_functions,
             anchors: Mutex::new(Vec::new()),
             audit,
+            inventory,
+            policy: RwLock::new(Arc::new(policy)),
+            min_sizes: cfg.policy.min,
         };
         match cfg.backend.mode {
             Mode::Virtual => {
@@ -239,6 +269,21 @@ impl Daemon {
             Mode::Transparent => d.refresh_slots()?,
         }
         Ok(d)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().clone()
+    }
+
+    /// Loads the policy file again; a bad file is refused and the policy
+    /// in force stays.
+    pub fn reload_policy(&self) -> Result<usize, crate::authz::policy::PolicyError> {
+        let path = self.policy().path.clone();
+        let p = Policy::load(&path)?;
+        let n = p.len();
+        *self.policy.write() = Arc::new(p);
+        Ok(n)
     }
 
     /// The backend's slots with the labels of their initialised tokens.
@@ -347,6 +392,11 @@ impl Daemon {
             .cloned()
     }
 
+    /// The served token named `name`, whoever asks.
+    pub fn token_named(&self, name: &str) -> Option<Arc<VToken>> {
+        self.tokens.read().iter().find(|t| t.name == name).cloned()
+    }
+
     pub fn token_count(&self) -> usize {
         self.tokens.read().len()
     }
@@ -426,6 +476,7 @@ impl Daemon {
             let sessions = self.end_context(&c);
             tracing::info!(context = c.id, identity = %c.identity.name, pid = c.pid, sessions, "context expired after grace period; its sessions are closed");
         }
+        crate::core::lifecycle::tick(self);
     }
 
     pub fn own_session_object(&self, ctx: &Context, h: BObject) {

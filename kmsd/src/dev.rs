@@ -8,6 +8,17 @@ use std::path::{Path, PathBuf};
 /// The token-init script and SoftHSM template shared with the tests and CI.
 const INIT_SCRIPT: &str = include_str!("../../softhsm/init-tokens.sh");
 const SOFTHSM_TEMPLATE: &str = include_str!("../../softhsm/softhsm2.conf.in");
+/// The dev policy: admins everything, users use keys, the auditor nothing.
+pub const DEV_POLICY: &str = include_str!("dev-policy.cedar");
+
+/// The dev identities: (name, role, library config file). The first is
+/// the default client (`kmsp11.toml`, `client.pem`).
+pub const DEV_IDENTITIES: &[(&str, &str, &str)] = &[
+    ("dev-client", "admin", "kmsp11.toml"),
+    ("dev-admin2", "admin", "kmsp11-admin2.toml"),
+    ("dev-user", "user", "kmsp11-user.toml"),
+    ("dev-auditor", "auditor", "kmsp11-auditor.toml"),
+];
 
 /// The dev user PIN (softhsm/init-tokens.sh): for development only.
 pub const DEV_PIN: &str = "123456";
@@ -83,11 +94,16 @@ label = "kms-b"
 backend_label = "dev-b"
 pin_file = "softhsm/backend-pin"
 
-[[identity]]
-name = "dev-client"
-tokens = ["kms-a", "kms-b"]
-# PIN {DEV_PIN}
-pin_hash = "{pin_hash}"
+{identities}
+[policy]
+path = "policy.cedar"
+# Creation constraints (these are the defaults):
+min_rsa_bits = 2048
+min_ec_bits = 256
+min_aes_bits = 128
+
+[store]
+path = "kmsd.db"
 
 [audit]
 path = "audit.log"
@@ -95,7 +111,15 @@ fsync = "batch"
 signing_key = "audit-signing.key"
 "#,
         softhsm = dir.join("softhsm/softhsm2.conf").display(),
+        identities = DEV_IDENTITIES
+            .iter()
+            .map(|(name, role, _)| format!(
+                "[[identity]]\nname = \"{name}\"\nroles = [\"{role}\"]\ntokens = [\"kms-a\", \"kms-b\"]\n# PIN {DEV_PIN}\npin_hash = \"{pin_hash}\"\n\n"
+            ))
+            .collect::<String>(),
     );
+    std::fs::write(dir.join("policy.cedar"), DEV_POLICY)
+        .map_err(|e| format!("{}: {e}", dir.join("policy.cedar").display()))?;
     let seed = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
     write_file(&dir.join("audit-signing.key"), seed.as_bytes(), true)?;
     std::fs::write(&cfg, t).map_err(|e| format!("{}: {e}", cfg.display()))?;
@@ -118,6 +142,9 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     println!("  export KMSP11_CONFIG={}", client.display());
     println!("  pkcs11-tool --module {lib} -L");
     println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keypairgen --key-type EC:prime256v1 --label demo");
+    println!("That is identity dev-client (role admin). The policy in {} lets a user only use keys; try:", dir.join("policy.cedar").display());
+    println!("  KMSP11_CONFIG={} pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keygen --key-type AES:32 --label nope", dir.join("kmsp11-user.toml").display());
+    println!("  (refused: CKR_KEY_FUNCTION_NOT_PERMITTED); kmsp11-admin2.toml and kmsp11-auditor.toml are the other identities.");
     let audit = dir.join("audit.log");
     println!(
         "Every call is recorded in {}; check the record with:",
@@ -131,21 +158,26 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the client config once the bound address is known.
+/// Writes a library config for each dev identity once the bound address
+/// is known; returns the default one's path.
 pub fn client_config(dir: &Path, address: &str) -> Result<PathBuf, String> {
-    let p = dir.join("kmsp11.toml");
-    let text = format!(
-        r#"# libkmsp11 configuration for the kmsd dev instance in this folder.
+    for (i, (name, role, file)) in DEV_IDENTITIES.iter().enumerate() {
+        let stem = if i == 0 { "client" } else { name };
+        let p = dir.join(file);
+        let text = format!(
+            r#"# libkmsp11 configuration for the kmsd dev instance in this folder,
+# as identity {name} (role {role} in policy.cedar).
 endpoints = ["{address}"]
 server_name = "localhost"
 ca = "{dir}/ca.pem"
-cert = "{dir}/client.pem"
-key = "{dir}/client.key"
+cert = "{dir}/{stem}.pem"
+key = "{dir}/{stem}.key"
 "#,
-        dir = dir.display()
-    );
-    std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(p)
+            dir = dir.display()
+        );
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(dir.join(DEV_IDENTITIES[0].2))
 }
 
 fn certificates(dir: &Path) -> Result<(), String> {
@@ -182,6 +214,11 @@ fn certificates(dir: &Path) -> Result<(), String> {
     let (client, client_key) = issue("dev-client", vec!["dev-client".into()], false)?;
     // A second client the config does not name: for refusal tests.
     let (other, other_key) = issue("stranger", vec!["stranger".into()], false)?;
+    for (name, _, _) in &DEV_IDENTITIES[1..] {
+        let (c, k) = issue(name, vec![name.to_string()], false)?;
+        write_file(&dir.join(format!("{name}.pem")), c.as_bytes(), false)?;
+        write_file(&dir.join(format!("{name}.key")), k.as_bytes(), true)?;
+    }
     for (name, body, secret) in [
         ("ca.pem", ca_cert.pem(), false),
         ("ca.key", ca_key.serialize_pem(), true),

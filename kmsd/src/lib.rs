@@ -15,6 +15,7 @@ pub mod front;
 pub mod handles;
 pub mod hsm;
 pub mod identity;
+pub mod keys_cli;
 pub mod ops;
 pub mod pin;
 pub mod store;

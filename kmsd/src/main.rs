@@ -44,6 +44,12 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The key inventory in kmsd's store (needs --config): list, show,
+    /// disable, enable, revoke, cancel-destroy, schedule-destroy, tag,
+    /// expire, and the revocation list. The running kmsd sees each change
+    /// at its next decision.
+    #[command(subcommand)]
+    Keys(kmsd::keys_cli::KeysCommand),
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -115,6 +121,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if let Some(Command::Keys(cmd)) = args.command {
+        let config = args
+            .config
+            .ok_or("kmsd keys needs --config FILE (the kmsd configuration naming the store)")?;
+        return kmsd::keys_cli::run(&config, cmd);
+    }
     if let Some(Command::Audit(AuditCommand::Verify {
         files,
         public_key,
@@ -158,7 +170,14 @@ fn run(args: Args) -> Result<(), String> {
     if args.check {
         kmsd::audit::log::LogCfg::from_config(&cfg.audit, String::new())
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let policy = kmsd::authz::policy::Policy::load(&cfg.policy.path)
+            .map_err(|e| format!("policy: {e}"))?;
         println!("{}: OK", path.display());
+        println!(
+            "{}: OK, {} policies",
+            cfg.policy.path.display(),
+            policy.len()
+        );
         return Ok(());
     }
     descriptors(&cfg);
@@ -198,10 +217,16 @@ fn run(args: Args) -> Result<(), String> {
                     tracing::info!("SIGTERM; shutting down");
                     break;
                 }
-                _ = hup.recv() => match tls.reload() {
-                    Ok(revoked) => tracing::info!(revoked, "SIGHUP: TLS certificates and CRLs reloaded"),
-                    Err(e) => tracing::error!("SIGHUP: reload failed, the previous TLS configuration stays: {e}"),
-                },
+                _ = hup.recv() => {
+                    match tls.reload() {
+                        Ok(revoked) => tracing::info!(revoked, "SIGHUP: TLS certificates and CRLs reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: reload failed, the previous TLS configuration stays: {e}"),
+                    }
+                    match daemon.reload_policy() {
+                        Ok(n) => tracing::info!(policies = n, "SIGHUP: policy reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: policy refused, the previous policy stays: {e}"),
+                    }
+                }
             }
         }
         // A last signed checkpoint, so that a verifier can tell the log

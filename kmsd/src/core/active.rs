@@ -165,6 +165,41 @@ pub fn step(req: &Request) -> Option<Step> {
     })
 }
 
+impl Step {
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    pub fn kinds(&self) -> &'static [Kind] {
+        self.kinds
+    }
+
+    /// The client's session handle.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// A call that completes its operation's work (single-part or final,
+    /// not a length query) if it succeeds: where a key's use is counted.
+    pub fn completes(&self) -> bool {
+        matches!(self.stage, Stage::Single | Stage::Final) && !self.length_query
+    }
+}
+
+impl Kind {
+    /// The policy action an operation of this kind is judged as.
+    pub fn action(self) -> crate::authz::Action {
+        use crate::authz::Action as A;
+        match self {
+            Kind::Encrypt => A::Encrypt,
+            Kind::Decrypt => A::Decrypt,
+            Kind::Digest => A::Digest,
+            Kind::Sign | Kind::SignRecover => A::Sign,
+            Kind::Verify | Kind::VerifyRecover => A::Verify,
+        }
+    }
+}
+
 impl Active {
     /// The operation a call works on: what its request arms for an
     /// `*Init`, what the session has active for a data call.

@@ -20,7 +20,7 @@ use kmsp11_proto::{
     Body, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
-use pkcs11_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED, CKR_GENERAL_ERROR};
+use pkcs11_sys::{CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -324,65 +324,21 @@ impl Server {
                 }
             }
             let id = env.id;
-            let resp = self.audited_run(ctx, id, env.request, peer, kept);
+            let origin = crate::core::pipeline::Origin {
+                request_id: id,
+                peer,
+                audited: kept,
+            };
+            let resp = crate::core::pipeline::Pipeline {
+                daemon: &self.daemon,
+                ctx,
+            }
+            .run(env.request, origin);
             if kept {
                 ctx.kept(id, &resp);
             }
             resp
         })
-    }
-}
-
-impl Server {
-    /// Runs one admitted request: refused with `CKR_DEVICE_ERROR` while
-    /// the audit log cannot be written; its session's active operation
-    /// followed; its record written before the answer is given
-    /// (`audited`: every call but Hello and Goodbye).
-    fn audited_run(
-        &self,
-        ctx: &Arc<Context>,
-        id: u64,
-        request: Request,
-        peer: SocketAddr,
-        audited: bool,
-    ) -> Response {
-        if audited && self.daemon.audit.ready().is_err() {
-            return Response::rv(CKR_DEVICE_ERROR);
-        }
-        let op = request.call().c_name();
-        let step = crate::core::active::step(&request);
-        let subject = crate::core::subject(&request, step.as_ref(), &ctx.state);
-        let started = std::time::Instant::now();
-        let mut resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::ops::dispatch(&self.daemon, ctx, request)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!(context = ctx.id, "request handler panicked");
-            Response::rv(CKR_GENERAL_ERROR)
-        });
-        if let Some(s) = &step {
-            ctx.state.lock().active.follow(s, resp.rv);
-        }
-        if audited {
-            let r = crate::audit::Record {
-                request: Some(id),
-                identity: Some(ctx.identity.name.clone()),
-                peer: Some(peer.to_string()),
-                pid: Some(ctx.pid),
-                op: Some(op.to_string()),
-                handle: subject.handle,
-                mechanism: subject.mechanism.map(crate::core::mechanism_name),
-                decision: Some("allow".into()),
-                rv: Some(crate::error::rv_name(resp.rv)),
-                duration_us: Some(started.elapsed().as_micros() as u64),
-                ..Default::default()
-            };
-            // An answer whose record cannot be written is not given.
-            if self.daemon.audit.record(r).is_err() {
-                resp = Response::rv(CKR_DEVICE_ERROR);
-            }
-        }
-        resp
     }
 }
 

@@ -102,15 +102,23 @@ fn register(
             return st.objects.get(v).copied();
         }
     }
-    let q = [CKA_TOKEN, CKA_PRIVATE].map(|kind| kmsp11_proto::AttrQuery { kind, buf: Some(1) });
-    let (rv, a) = d.backend.attribute_value(s.backend, h, &q);
-    if rv != CKR_OK {
-        return None;
-    }
-    let flag =
-        |x: &kmsp11_proto::AttrAnswer| x.value.as_ref().and_then(|v| v.as_bool()) == Some(true);
-    let token = flag(&a[0]);
-    let private = flag(&a[1]);
+    let t = d.token(ctx, s.slot)?;
+    let owner = if created_in.is_some() {
+        ctx.identity.name.as_str()
+    } else {
+        ""
+    };
+    let known = match d
+        .inventory
+        .known(&d.backend, s.backend, t.backend_slot, &t.name, h, owner)
+    {
+        Ok(k) => k?,
+        Err(e) => {
+            tracing::error!("store: {e}; object not given a handle");
+            return None;
+        }
+    };
+    let (token, private) = (known.facts.token, known.facts.private);
     let session = if token {
         None
     } else {

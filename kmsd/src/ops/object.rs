@@ -6,7 +6,7 @@ use kmsp11_proto::{
 };
 
 use super::{answer, check_write, created, done, kind_of, object, register, session, template};
-use crate::daemon::{Context, Daemon};
+use crate::daemon::{Context, Daemon, Obj, Sess};
 use crate::error::Error;
 use crate::handles::VObject;
 
@@ -34,6 +34,9 @@ pub fn destroy_object(d: &Daemon, ctx: &Context, q: DestroyObject) -> Result<Res
     let s = session(ctx, q.session)?;
     let h = object(ctx, q.object);
     d.backend.destroy_object(s.backend, h)?;
+    if let Some(t) = d.token(ctx, s.slot) {
+        d.inventory.forget(t.backend_slot, h);
+    }
     ctx.remove_object(VObject(q.object));
     d.forget_session_objects(&[h]);
     done()
@@ -83,8 +86,9 @@ pub fn find_objects_init(d: &Daemon, ctx: &Context, q: FindObjectsInit) -> Resul
 }
 
 /// C_FindObjects (§5.7). Objects this context may not see (other clients'
-/// session objects, private objects before login) are skipped, and the
-/// backend is asked again so that a short answer still means "no more".
+/// session objects, private objects before login, keys pending destroy,
+/// keys policy does not let it `find`) are skipped, and the backend is
+/// asked again so that a short answer still means "no more".
 pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Result<Response, Error> {
     let s = session(ctx, q.session)?;
     let mut out = Vec::new();
@@ -99,6 +103,9 @@ pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Result<Respons
             if o.private && !ctx.state.lock().logged_in(s.slot) {
                 continue;
             }
+            if !visible(d, ctx, &s, &o)? {
+                continue;
+            }
             out.push(ctx.add_object(o).0);
         }
         if exhausted || out.len() as u64 >= q.max {
@@ -106,6 +113,23 @@ pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Result<Respons
         }
     }
     answer(Body::Handles(out))
+}
+
+/// Whether the found object `o` is visible to this context (see
+/// `core::pipeline::visible`). The store failing is `CKR_DEVICE_ERROR`.
+fn visible(d: &Daemon, ctx: &Context, s: &Sess, o: &Obj) -> Result<bool, Error> {
+    let store = |e: crate::store::StoreError| {
+        tracing::error!("store: {e}");
+        Error::Rv(pkcs11_sys::CKR_DEVICE_ERROR)
+    };
+    let Some(t) = crate::core::resolve::found(d, ctx, s, o, 0).map_err(store)? else {
+        return Ok(false);
+    };
+    let token = d
+        .token(ctx, s.slot)
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    crate::core::pipeline::visible(d, ctx, &token, &t).map_err(|r| Error::Rv(r.rv()))
 }
 
 /// C_FindObjectsFinal (§5.7).

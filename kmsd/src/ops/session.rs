@@ -113,7 +113,11 @@ pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Result<Resp
         slot: s.slot,
         state,
         flags: si.flags,
-        device_error: si.ulDeviceError,
+        device_error: st
+            .device_errors
+            .get(&q.session)
+            .copied()
+            .unwrap_or(si.ulDeviceError),
     }))
 }
 

@@ -147,6 +147,29 @@ pub fn labels_and_tags_change(s: &dyn Store) {
     ));
 }
 
+/// A key moves to a new fingerprint (but never onto another key's), and
+/// its expiry is set and cleared.
+pub fn fingerprint_and_expiry_change(s: &dyn Store) {
+    let a = key("t", b"1");
+    let b = key("t", b"2");
+    s.insert_key(&a).unwrap();
+    s.insert_key(&b).unwrap();
+    s.set_fingerprint(&a.id, b"3").unwrap();
+    assert_eq!(
+        s.key_by_fingerprint("t", b"3").unwrap().map(|k| k.id),
+        Some(a.id.clone())
+    );
+    assert_eq!(s.key_by_fingerprint("t", b"1").unwrap(), None);
+    assert!(matches!(
+        s.set_fingerprint(&a.id, b"2"),
+        Err(StoreError::Exists(_))
+    ));
+    s.set_expires(&a.id, Some(1000)).unwrap();
+    assert_eq!(s.key(&a.id).unwrap().unwrap().expires, Some(1000));
+    s.set_expires(&a.id, None).unwrap();
+    assert_eq!(s.key(&a.id).unwrap().unwrap().expires, None);
+}
+
 /// Usage counters add up per operation; an unknown key is NotFound.
 pub fn usage_counts_add_up(s: &dyn Store) {
     let k = key("t", b"1");
@@ -231,7 +254,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             keys_read_back duplicate_keys_are_refused keys_are_listed_by_token
             pending_destroy_can_be_cancelled transitions_are_compare_and_set
-            due_destroys_follow_their_window labels_and_tags_change usage_counts_add_up
+            due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up
             revocations_are_kept_in_order identities_can_be_disabled
             the_last_checkpoint_is_the_highest);
     };

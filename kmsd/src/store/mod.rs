@@ -181,6 +181,11 @@ pub trait Store: Send + Sync {
     fn due_destroys(&self, now: u64) -> Result<Vec<KeyRecord>>;
     fn set_label(&self, id: &KeyId, label: &str) -> Result<()>;
     fn set_tags(&self, id: &KeyId, tags: &[String]) -> Result<()>;
+    /// The object's fingerprint changed (its `CKA_ID` changed through kmsd);
+    /// `Exists` if another key of the token already has the new one.
+    fn set_fingerprint(&self, id: &KeyId, fingerprint: &[u8]) -> Result<()>;
+    /// Sets (or clears) the key's expiry, Unix seconds.
+    fn set_expires(&self, id: &KeyId, expires: Option<u64>) -> Result<()>;
 
     /// Adds `n` uses of `operation` to a key's counter.
     fn count_use(&self, id: &KeyId, operation: &str, n: u64) -> Result<()>;

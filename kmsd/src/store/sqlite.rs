@@ -308,6 +308,28 @@ impl Store for Sqlite {
         Sqlite::changed(n, id)
     }
 
+    fn set_fingerprint(&self, id: &KeyId, fingerprint: &[u8]) -> Result<()> {
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE keys SET fingerprint = ?2 WHERE id = ?1",
+                params![id.0, fingerprint],
+            )
+            .map_err(exists(format!("a key with the fingerprint of {id}")))?;
+        Sqlite::changed(n, id)
+    }
+
+    fn set_expires(&self, id: &KeyId, expires: Option<u64>) -> Result<()> {
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE keys SET expires = ?2 WHERE id = ?1",
+                params![id.0, expires.map(|t| t as i64)],
+            )
+            .map_err(backend)?;
+        Sqlite::changed(n, id)
+    }
+
     fn count_use(&self, id: &KeyId, operation: &str, n: u64) -> Result<()> {
         let db = self.db.lock();
         db.execute(

@@ -1,0 +1,110 @@
+//! A request as the core judges it: who asks, on which token, for which
+//! operation, on which key, with which mechanism.
+
+use std::sync::Arc;
+
+use kmsp11_proto::CallId;
+
+use super::inventory::{Known, Status};
+use crate::authz::policy::{KeyView, Principal};
+use crate::authz::Action;
+use crate::daemon::{Identity, VToken};
+use crate::handles::BObject;
+
+/// An existing object a call works on.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The client's handle.
+    pub handle: u64,
+    pub backend: BObject,
+    pub known: Arc<Known>,
+    /// Its inventory state, for token keys.
+    pub status: Option<Status>,
+}
+
+impl Target {
+    /// What policy sees of it.
+    pub fn view(&self, token: &str) -> KeyView {
+        let f = &self.known.facts;
+        let (state, owner, tags) = match &self.status {
+            Some(s) => (
+                s.record.state.as_str(),
+                s.record.owner.clone(),
+                s.record.tags.clone(),
+            ),
+            None => ("active", String::new(), vec![]),
+        };
+        KeyView {
+            id: self.key_id(),
+            label: f.label.clone(),
+            token: token.to_string(),
+            class: f.class_name().to_string(),
+            key_type: f.key_type_name(),
+            size: f.size.unwrap_or(0) as i64,
+            owner,
+            state: state.to_string(),
+            tags,
+            session_object: !f.token,
+            sensitive: f.sensitive,
+            extractable: f.extractable,
+        }
+    }
+
+    pub fn key_id(&self) -> String {
+        self.known
+            .key
+            .as_ref()
+            .map(|k| k.0.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A request resolved against its context.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub request_id: u64,
+    pub op: CallId,
+    pub principal: Arc<Identity>,
+    /// The client's session handle, when the call has one.
+    pub session: Option<u64>,
+    /// What policy judges, if anything: session and information calls are
+    /// not judged (they reach no key).
+    pub action: Option<Action>,
+    pub token: Option<Arc<VToken>>,
+    pub mechanism: Option<u64>,
+    /// The key or object the call works on (for a data call, the key its
+    /// `*Init` armed).
+    pub key: Option<Target>,
+    /// `C_WrapKey`: the key being wrapped (judged for `export`).
+    pub wrapped: Option<Target>,
+    /// A key the call creates, as policy sees it from the template.
+    pub creates: Option<KeyView>,
+}
+
+impl Call {
+    pub fn principal(&self) -> Principal<'_> {
+        Principal {
+            name: &self.principal.name,
+            roles: &self.principal.roles,
+        }
+    }
+
+    pub fn token_name(&self) -> &str {
+        self.token.as_ref().map_or("", |t| t.name.as_str())
+    }
+
+    /// Calls whose decision record is written durably before the HSM acts.
+    pub fn lifecycle(&self) -> bool {
+        matches!(
+            self.op,
+            CallId::GenerateKey
+                | CallId::GenerateKeyPair
+                | CallId::CreateObject
+                | CallId::CopyObject
+                | CallId::DestroyObject
+                | CallId::UnwrapKey
+                | CallId::DeriveKey
+                | CallId::SetAttributeValue
+        )
+    }
+}

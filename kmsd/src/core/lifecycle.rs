@@ -1,0 +1,88 @@
+//! Key lifecycle work kmsd does by itself: carrying out pending destroys
+//! whose window ended (the HSM object destroyed, the key `destroyed`, an
+//! audit record written before the HSM acts) and writing usage counts.
+
+use kmsp11_proto::{AttrValue, Attribute};
+use pkcs11_sys::*;
+
+use super::facts;
+use crate::audit::Record;
+use crate::daemon::Daemon;
+use crate::hsm::CTemplate;
+use crate::store::{KeyRecord, KeyState};
+
+/// Runs the periodic lifecycle work once.
+pub fn tick(d: &Daemon) {
+    d.inventory.flush();
+    let due = match d.inventory.store.due_destroys(super::inventory::now()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("store: {e}; pending destroys wait");
+            return;
+        }
+    };
+    for k in due {
+        if let Err(e) = destroy(d, &k) {
+            tracing::error!(key = %k.id, "pending destroy not carried out: {e}; retried later");
+        }
+    }
+}
+
+/// Destroys the HSM object of a key whose window ended.
+fn destroy(d: &Daemon, k: &KeyRecord) -> Result<(), String> {
+    let Some(t) = d.token_named(&k.token) else {
+        return Err(format!("token {:?} is not served", k.token));
+    };
+    let record = Record {
+        identity: Some("kmsd".into()),
+        token: Some(k.token.clone()),
+        op: Some("destroy (window ended)".into()),
+        key: Some(k.id.0.clone()),
+        label: (!k.label.is_empty()).then(|| k.label.clone()),
+        decision: Some("allow".into()),
+        policy: Some("keys.destroy_window_secs".into()),
+        rv: Some("pending".into()),
+        ..Default::default()
+    };
+    d.audit
+        .record(record.clone())
+        .map_err(|e| format!("audit: {e}"))?;
+    let b = &d.backend;
+    let s = b
+        .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .map_err(|e| e.to_string())?;
+    let result = (|| {
+        let mut q = CTemplate::new(&[Attribute {
+            kind: CKA_CLASS,
+            value: AttrValue::Ulong(k.class),
+        }]);
+        b.find_objects_init(s, &mut q).map_err(|e| e.to_string())?;
+        let found = b.find_objects(s, 100_000);
+        let _ = b.find_objects_final(s);
+        let mut gone = 0;
+        for h in found.map_err(|e| e.to_string())? {
+            let Some(f) = facts::read(b, s, h) else {
+                continue;
+            };
+            if f.fingerprint.as_ref().map(|x| x.as_slice()) == Some(k.fingerprint.as_slice()) {
+                b.destroy_object(s, h).map_err(|e| e.to_string())?;
+                d.inventory.forget(t.backend_slot, h);
+                gone += 1;
+            }
+        }
+        Ok::<usize, String>(gone)
+    })();
+    let _ = b.close_session(s);
+    let gone = result?;
+    let moved = d
+        .inventory
+        .store
+        .transition(&k.id, KeyState::PendingDestroy, KeyState::Destroyed, None)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(key = %k.id, label = %k.label, objects = gone, moved, "pending destroy carried out");
+    let _ = d.audit.record(Record {
+        rv: Some(crate::error::rv_name(CKR_OK)),
+        ..record
+    });
+    Ok(())
+}
