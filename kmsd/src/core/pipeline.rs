@@ -278,7 +278,17 @@ impl Pipeline<'_> {
             return Ok(dec.rule());
         }
         // Not even visible: as if the handle did not exist.
-        if action != Action::Find && !policy.decide_key(&who, Action::Find, &view, s).allowed {
+        // (`find` is judged as find calls are: without a mechanism.)
+        let seeing = Situation {
+            mechanism: None,
+            wrapping_key: None,
+            time: s.time,
+        };
+        if action != Action::Find
+            && !policy
+                .decide_key(&who, Action::Find, &view, &seeing)
+                .allowed
+        {
             return Err(Refusal::Hidden { rule: dec.rule() });
         }
         if let Some(m) = s.mechanism {
