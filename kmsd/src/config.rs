@@ -185,6 +185,9 @@ pub struct AuditCfg {
     /// File holding the Ed25519 checkpoint key: a 32-byte seed in hex,
     /// mode 0600. Without it no checkpoints are written (warned at start).
     pub signing_key: Option<PathBuf>,
+    /// Rotate the file when it reaches this size (0: never). The chain
+    /// goes on in the new file.
+    pub max_bytes: u64,
 }
 
 impl Default for AuditCfg {
@@ -195,6 +198,7 @@ impl Default for AuditCfg {
             checkpoint_every: 1000,
             checkpoint_secs: 60,
             signing_key: None,
+            max_bytes: 100 << 20,
         }
     }
 }

@@ -223,6 +223,15 @@ impl Chain {
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
+
+    /// The file's size in bytes.
+    pub fn len(&self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// An Ed25519 signing key from a 32-byte seed.
