@@ -36,7 +36,7 @@ fn session<R>(kmsd: &Kmsd, f: impl FnOnce(&Pkcs11, &Session) -> R) -> R {
     let s = user_session(&p, slot_by_label(&p, "kms-a"));
     let r = f(&p, &s);
     drop(s);
-    p.finalize();
+    p.finalize().unwrap();
     r
 }
 

@@ -23,7 +23,6 @@ use kmsp11_tests::{
 /// The library configs of the dev identities.
 const ADMIN: &str = "kmsp11.toml";
 const USER: &str = "kmsp11-user.toml";
-const AUDITOR: &str = "kmsp11-auditor.toml";
 
 /// Runs `f` in a logged-in read-write session on kms-a, through the
 /// library, as the identity of library config `who`.
@@ -36,7 +35,7 @@ fn as_identity<R>(kmsd: &Kmsd, who: &str, f: impl FnOnce(&Pkcs11, &Session) -> R
     let s = user_session(&p, slot);
     let r = f(&p, &s);
     drop(s);
-    p.finalize();
+    p.finalize().unwrap();
     r
 }
 
