@@ -52,6 +52,9 @@ impl VToken {
 #[derive(Debug)]
 pub struct Identity {
     pub name: String,
+    /// The certificate name (DNS or URI SAN, else CN) it matches; its name
+    /// for configured identities.
+    pub subject: String,
     pub roles: Vec<String>,
     pub tokens: Vec<String>,
     pub pin_hash: Option<String>,
@@ -96,6 +99,7 @@ impl Identity {
     ) -> Self {
         Identity {
             name: name.to_string(),
+            subject: name.to_string(),
             roles,
             tokens,
             pin_hash,
@@ -134,7 +138,10 @@ pub struct Daemon {
     pub backend: Backend,
     pub mode: Mode,
     tokens: RwLock<Vec<Arc<VToken>>>,
-    pub identities: Vec<Arc<Identity>>,
+    /// The identities in force: the configured ones not disabled in the
+    /// store, and those added at run time (see [`Daemon::refresh_identities`]).
+    identities: RwLock<Vec<Arc<Identity>>>,
+    configured: Vec<Arc<Identity>>,
     contexts: Mutex<HashMap<Vec<u8>, Arc<Context>>>,
     /// Backend session objects and the context that owns them: other
     /// contexts never see them.
@@ -200,7 +207,7 @@ impl Daemon {
             Duration::from_secs(cfg.keys.destroy_window_secs),
         );
         let backend = Backend::load(&cfg.backend.module)?;
-        let identities = cfg
+        let configured: Vec<Arc<Identity>> = cfg
             .identities
             .iter()
             .map(|i| {
@@ -217,7 +224,8 @@ impl Daemon {
             backend,
             mode: cfg.backend.mode,
             tokens: RwLock::new(Vec::new()),
-            identities,
+            identities: RwLock::new(configured.clone()),
+            configured,
             contexts: Mutex::new(HashMap::new()),
             session_objects: Mutex::new(HashMap::new()),
             next_context: AtomicU64::new(1),
@@ -268,7 +276,76 @@ impl Daemon {
             }
             Mode::Transparent => d.refresh_slots()?,
         }
+        d.refresh_identities();
         Ok(d)
+    }
+
+    /// The identities in force.
+    pub fn identities(&self) -> Vec<Arc<Identity>> {
+        self.identities.read().clone()
+    }
+
+    /// Reads the identities added, changed or disabled at run time from the
+    /// store (at start and every few seconds). A configured identity
+    /// disabled in the store is out; a run-time identity is in while not
+    /// disabled. The contexts of an identity that is out (or changed) are
+    /// closed at once, not only refused at its next connect.
+    pub fn refresh_identities(&self) {
+        let records = match self.inventory.store.identities() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("store: {e}; identities not refreshed");
+                return;
+            }
+        };
+        let disabled: HashSet<&str> = records
+            .iter()
+            .filter(|r| r.disabled)
+            .map(|r| r.name.as_str())
+            .collect();
+        let current = self.identities();
+        let mut next: Vec<Arc<Identity>> = self
+            .configured
+            .iter()
+            .filter(|i| !disabled.contains(i.name.as_str()))
+            .cloned()
+            .collect();
+        for r in records.iter().filter(|r| !r.disabled) {
+            if self.configured.iter().any(|c| c.name == r.name) {
+                continue;
+            }
+            let same = current.iter().find(|i| {
+                i.name == r.name
+                    && i.subject == r.subject
+                    && i.roles == r.roles
+                    && i.tokens == r.tokens
+                    && i.pin_hash == r.pin_hash
+            });
+            next.push(same.cloned().unwrap_or_else(|| {
+                let mut i = Identity::new(
+                    &r.name,
+                    r.roles.clone(),
+                    r.tokens.clone(),
+                    r.pin_hash.clone(),
+                    &self.limits,
+                );
+                i.subject = r.subject.clone();
+                tracing::info!(identity = %r.name, subject = %r.subject, roles = ?r.roles, "run-time identity in force");
+                Arc::new(i)
+            }));
+        }
+        *self.identities.write() = next.clone();
+        let gone: Vec<Arc<Context>> = self
+            .contexts
+            .lock()
+            .values()
+            .filter(|c| !next.iter().any(|i| Arc::ptr_eq(i, &c.identity)))
+            .cloned()
+            .collect();
+        for c in gone {
+            let sessions = self.end_context(&c);
+            tracing::warn!(identity = %c.identity.name, context = c.id, sessions, "identity disabled or changed: its context is closed");
+        }
     }
 
     /// The policy in force.
@@ -476,6 +553,7 @@ impl Daemon {
             let sessions = self.end_context(&c);
             tracing::info!(context = c.id, identity = %c.identity.name, pid = c.pid, sessions, "context expired after grace period; its sessions are closed");
         }
+        self.refresh_identities();
         crate::core::lifecycle::tick(self);
     }
 

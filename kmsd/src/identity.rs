@@ -60,7 +60,7 @@ pub enum Match {
 pub fn resolve(identities: &[Arc<Identity>], presented: &Presented) -> Match {
     let mut found: Vec<&Arc<Identity>> = identities
         .iter()
-        .filter(|i| presented.names.iter().any(|n| *n == i.name))
+        .filter(|i| presented.names.iter().any(|n| *n == i.subject))
         .collect();
     match found.len() {
         0 => Match::None,

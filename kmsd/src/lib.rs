@@ -14,6 +14,7 @@ pub mod error;
 pub mod front;
 pub mod handles;
 pub mod hsm;
+pub mod identities_cli;
 pub mod identity;
 pub mod keys_cli;
 pub mod ops;

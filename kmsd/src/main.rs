@@ -50,6 +50,11 @@ enum Command {
     /// at its next decision.
     #[command(subcommand)]
     Keys(kmsd::keys_cli::KeysCommand),
+    /// Identities added, disabled and enabled at run time, in kmsd's store
+    /// (needs --config). The running kmsd reads them every few seconds and
+    /// closes the open contexts of an identity disabled there.
+    #[command(subcommand)]
+    Identities(kmsd::identities_cli::IdentitiesCommand),
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -126,6 +131,12 @@ fn run(args: Args) -> Result<(), String> {
             .config
             .ok_or("kmsd keys needs --config FILE (the kmsd configuration naming the store)")?;
         return kmsd::keys_cli::run(&config, cmd);
+    }
+    if let Some(Command::Identities(cmd)) = args.command {
+        let config = args.config.ok_or(
+            "kmsd identities needs --config FILE (the kmsd configuration naming the store)",
+        )?;
+        return kmsd::identities_cli::run(&config, cmd);
     }
     if let Some(Command::Audit(AuditCommand::Verify {
         files,

@@ -170,7 +170,7 @@ impl Server {
                 .map(|c| Presented::from_der(c.as_ref()))
                 .unwrap_or_default()
         };
-        let identity = match identity::resolve(&self.daemon.identities, &presented) {
+        let identity = match identity::resolve(&self.daemon.identities(), &presented) {
             identity::Match::One(i) => i,
             identity::Match::None => {
                 tracing::warn!(%peer, names = ?presented.names, "connection refused: the client certificate is valid but names no configured [[identity]]");

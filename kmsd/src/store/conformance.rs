@@ -215,6 +215,7 @@ pub fn identities_can_be_disabled(s: &dyn Store) {
         disabled: false,
         added_by: "admin1".into(),
         added: 1_700_000_000,
+        pin_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
     };
     s.insert_identity(&i).unwrap();
     assert!(matches!(s.insert_identity(&i), Err(StoreError::Exists(_))));

@@ -131,6 +131,8 @@ pub struct IdentityRecord {
     pub added_by: String,
     /// Unix seconds.
     pub added: u64,
+    /// Argon2 PHC string of its PIN for `C_Login`, if it has one.
+    pub pin_hash: Option<String>,
 }
 
 /// A signed audit checkpoint: the chain's head after `sequence` records.

@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         signature BLOB NOT NULL
     );",
+    // 2: a run-time identity's PIN hash for C_Login.
+    "ALTER TABLE identities ADD COLUMN pin_hash TEXT;",
 ];
 
 pub struct Sqlite {
@@ -389,8 +391,8 @@ impl Store for Sqlite {
     fn insert_identity(&self, i: &IdentityRecord) -> Result<()> {
         let db = self.db.lock();
         db.execute(
-            "INSERT INTO identities (name, subject, roles, tokens, disabled, added_by, added)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO identities (name, subject, roles, tokens, disabled, added_by, added, pin_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 i.name,
                 i.subject,
@@ -398,7 +400,8 @@ impl Store for Sqlite {
                 join(&i.tokens),
                 i.disabled,
                 i.added_by,
-                i.added as i64
+                i.added as i64,
+                i.pin_hash
             ],
         )
         .map_err(exists(format!("identity {}", i.name)))?;
@@ -406,7 +409,7 @@ impl Store for Sqlite {
     }
 
     fn identities(&self) -> Result<Vec<IdentityRecord>> {
-        let sql = "SELECT name, subject, roles, tokens, disabled, added_by, added
+        let sql = "SELECT name, subject, roles, tokens, disabled, added_by, added, pin_hash
                    FROM identities ORDER BY name";
         self.all(sql, [], |r| {
             Ok(IdentityRecord {
@@ -417,6 +420,7 @@ impl Store for Sqlite {
                 disabled: r.get(4)?,
                 added_by: r.get(5)?,
                 added: secs(r.get(6)?),
+                pin_hash: r.get(7)?,
             })
         })
     }
