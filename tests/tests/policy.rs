@@ -510,3 +510,83 @@ fn other_identity_session_handles_are_invalid() {
     let got = kmsp11_tests::raw::rv_name(r.rv);
     assert!(got.starts_with("CKR_SESSION_HANDLE_INVALID"), "{got}");
 }
+
+// On a shared token the key's owner and the policy decide: under a policy
+// that lets only owners destroy or change keys, another identity is
+// refused and the owner is not.
+#[test]
+fn only_the_owner_destroys_a_key_on_a_shared_token() {
+    let kmsd = Kmsd::start();
+    reload_policy(
+        &kmsd,
+        r#"permit (principal, action in [Kms::Action::"login", Kms::Action::"generate", Kms::Action::"find", Kms::Action::"read-attribute"], resource);
+@id("owners-only")
+permit (principal, action in [Kms::Action::"destroy", Kms::Action::"set-attribute"], resource)
+when { resource.owner == principal.name };
+"#,
+    );
+    as_identity(&kmsd, USER, |_, s| ec_pair(s, "users-own").unwrap());
+    let (destroy, relabel) = as_identity(&kmsd, "kmsp11-admin2.toml", |_, s| {
+        let k = find(s, "users-own", ObjectClass::PRIVATE_KEY)[0];
+        (
+            s.destroy_object(k),
+            s.update_attributes(k, &[Attribute::Label("taken".into())]),
+        )
+    });
+    assert_eq!(rv(&destroy), "KeyFunctionNotPermitted");
+    assert_eq!(rv(&relabel), "KeyFunctionNotPermitted");
+    let mine = as_identity(&kmsd, USER, |_, s| {
+        let k = find(s, "users-own", ObjectClass::PRIVATE_KEY)[0];
+        s.destroy_object(k)
+    });
+    assert_eq!(rv(&mine), "Ok");
+    let rec = last_record(&kmsd, "dev-user", "C_DestroyObject");
+    assert_eq!(rec["policy"], "owners-only", "{rec}");
+}
+
+// A key leaves the HSM by wrapping only under a wrapping key the policy
+// names for its export.
+#[test]
+fn wrapping_out_needs_export_with_that_wrapping_key() {
+    let kmsd = Kmsd::start();
+    let aes = |s: &Session, label: &str, extractable: bool| {
+        s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::ValueLen(32.into()),
+                Attribute::Wrap(true),
+                Attribute::Extractable(extractable),
+                Attribute::Sensitive(true),
+                Attribute::Label(label.into()),
+            ],
+        )
+        .unwrap()
+    };
+    as_identity(&kmsd, ADMIN, |_, s| {
+        aes(s, "payload", true);
+        aes(s, "escrow", false);
+        aes(s, "elsewhere", false);
+    });
+    let escrow = key_id(&kmsd, "escrow", "secret-key");
+    reload_policy(
+        &kmsd,
+        &format!(
+            "permit (principal, action, resource);\n@id(\"export-to-escrow-only\")\nforbid (principal, action == Kms::Action::\"export\", resource)\nunless {{ context.wrapping_key == \"{escrow}\" }};\n"
+        ),
+    );
+    let (elsewhere, to_escrow) = as_identity(&kmsd, ADMIN, |_, s| {
+        let k = |l: &str| find(s, l, ObjectClass::SECRET_KEY)[0];
+        (
+            s.wrap_key(&Mechanism::AesKeyWrapPad, k("elsewhere"), k("payload")),
+            s.wrap_key(&Mechanism::AesKeyWrapPad, k("escrow"), k("payload")),
+        )
+    });
+    assert_eq!(rv(&elsewhere), "KeyFunctionNotPermitted");
+    assert_eq!(rv(&to_escrow), "Ok");
+    let denied = records(&kmsd)
+        .into_iter()
+        .find(|r| r["decision"] == "deny" && r["op"] == "C_WrapKey")
+        .expect("a denial record");
+    assert_eq!(denied["policy"], "export-to-escrow-only", "{denied}");
+}
