@@ -212,6 +212,13 @@ macro_rules! define_requests {
                     $( Request::$v(_) => CallId::$v, )*
                 }
             }
+
+            /// The session the request works in, if its call takes one.
+            pub fn session(&self) -> Option<crate::Handle> {
+                match self {
+                    $( Request::$v(p) => InSession::session(p), )*
+                }
+            }
         }
 
         impl Serialize for Request {
@@ -263,6 +270,37 @@ use crate::object::*;
 use crate::session::*;
 use crate::slot_token::*;
 use crate::{Goodbye, Hello};
+
+/// The session a payload names, if it names one: every payload says, so
+/// a new call cannot forget to.
+pub trait InSession {
+    fn session(&self) -> Option<crate::Handle>;
+}
+
+macro_rules! in_session {
+    (with: $($with:ty),* ; without: $($without:ty),* $(,)?) => {
+        $( impl InSession for $with {
+            fn session(&self) -> Option<crate::Handle> {
+                Some(self.session)
+            }
+        } )*
+        $( impl InSession for $without {
+            fn session(&self) -> Option<crate::Handle> {
+                None
+            }
+        } )*
+    };
+}
+
+in_session!(
+    with: CopyObject, CreateObject, DataIn, DataOut, DeriveKey, DestroyObject, DigestInit,
+        DigestKey, FindObjects, FindObjectsInit, GenerateKey, GenerateKeyPair, GenerateRandom,
+        GetAttributeValue, GetObjectSize, GetOperationState, GetSessionInfo, InitPin, Login,
+        OpInit, OutOnly, SessionOnly, SetAttributeValue, SetOperationState, SetPin, UnwrapKey,
+        Verify, WrapKey;
+    without: CloseAllSessions, GetInfo, GetMechanismInfo, GetMechanismList, GetSlotInfo,
+        GetSlotList, GetTokenInfo, Goodbye, Hello, InitToken, OpenSession, WaitForSlotEvent,
+);
 
 calls!(define_requests);
 

@@ -28,6 +28,29 @@ pub struct Mechanism {
     pub param: MechParam,
 }
 
+impl MechParam {
+    /// The object handles the parameter names (keys a derivation uses
+    /// besides its base key); zero (`CK_INVALID_HANDLE`) is not one.
+    pub fn handles(&self) -> Vec<Handle> {
+        let v = match self {
+            MechParam::Key(h) => vec![*h],
+            MechParam::Ecmqv {
+                private_data,
+                public_key,
+                ..
+            } => vec![*private_data, *public_key],
+            MechParam::X942Dh2 {
+                private_data,
+                public_key,
+                ..
+            } => vec![*private_data, public_key.unwrap_or(0)],
+            MechParam::Hkdf { salt_key, .. } => vec![*salt_key],
+            _ => vec![],
+        };
+        v.into_iter().filter(|h| *h != 0).collect()
+    }
+}
+
 /// Mechanism parameters. Pointer-free parameters travel as their bytes;
 /// every structure with embedded pointers or handles has its own variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,10 @@ use kmsp11_proto::CallId;
 use super::inventory::{Known, Status};
 use crate::authz::policy::{KeyView, Principal};
 use crate::authz::Action;
+use crate::context::Sess;
 use crate::daemon::{Identity, VToken};
-use crate::handles::BObject;
+use crate::error::Error;
+use crate::handles::{BObject, VSession};
 
 /// An existing object a call works on.
 #[derive(Debug, Clone)]
@@ -65,8 +67,16 @@ pub struct Call {
     pub request_id: u64,
     pub op: CallId,
     pub principal: Arc<Identity>,
-    /// The client's session handle, when the call has one.
+    /// The client's session handle, when the call has one...
     pub session: Option<u64>,
+    /// ...and that session, when this context has it.
+    pub sess: Option<Sess>,
+    /// Every object handle the request names (its key, the key it wraps,
+    /// keys in its mechanism parameter) with its backend handle, for the
+    /// ones this context may use.
+    pub named: Vec<(u64, BObject)>,
+    /// Keys named in the mechanism parameter (judged as the key is).
+    pub params: Vec<Target>,
     /// What policy judges, if anything: session and information calls are
     /// not judged (they reach no key).
     pub action: Option<Action>,
@@ -87,6 +97,23 @@ impl Call {
             name: &self.principal.name,
             roles: &self.principal.roles,
         }
+    }
+
+    /// The call's session, or the error for an unknown one.
+    pub fn session(&self) -> Result<Sess, Error> {
+        self.sess
+            .ok_or(Error::UnknownSession(VSession(self.session.unwrap_or(0))))
+    }
+
+    /// The backend handle of an object the request names; an unknown
+    /// handle, or a private object while the context is not logged in, is
+    /// `CK_INVALID_HANDLE`, so that the backend answers with its own error
+    /// code for an invalid handle in that position.
+    pub fn backend(&self, h: u64) -> BObject {
+        self.named
+            .iter()
+            .find(|(v, _)| *v == h)
+            .map_or(BObject::INVALID, |(_, b)| *b)
     }
 
     pub fn token_name(&self) -> &str {

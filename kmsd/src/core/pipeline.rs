@@ -213,6 +213,11 @@ impl Pipeline<'_> {
         if let Some(k) = &call.key {
             rules.push(self.judge(call, k, action, &situation)?);
         }
+        // Keys a mechanism parameter names take part as the key does (a
+        // salt key, the second key of a concatenation, MQV's private data).
+        for k in &call.params {
+            rules.push(self.judge(call, k, action, &situation)?);
+        }
         if let Some(w) = &call.wrapped {
             // A key leaves the HSM under a key the client chose.
             let s = Situation {
@@ -371,7 +376,7 @@ impl Pipeline<'_> {
             }
         }
         let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::ops::dispatch(d, ctx, request)
+            crate::ops::dispatch(d, ctx, call, request)
         }))
         .unwrap_or_else(|_| {
             tracing::error!(context = ctx.id, "request handler panicked");
@@ -400,21 +405,12 @@ impl Pipeline<'_> {
             }
         }
         if call.op == CallId::SetAttributeValue && resp.rv == CKR_OK {
-            if let (Some(k), Some(t), Some(s)) = (&call.key, &call.token, call.session) {
-                let sess = self
-                    .ctx
-                    .state
-                    .lock()
-                    .sessions
-                    .get(crate::handles::VSession(s))
-                    .copied();
-                if let Some(sess) = sess {
-                    if let Err(e) =
-                        d.inventory
-                            .changed(&d.backend, sess.backend, t.backend_slot, k.backend)
-                    {
-                        tracing::warn!("store: {e}");
-                    }
+            if let (Some(k), Some(t), Some(sess)) = (&call.key, &call.token, call.sess) {
+                if let Err(e) =
+                    d.inventory
+                        .changed(&d.backend, sess.backend, t.backend_slot, k.backend)
+                {
+                    tracing::warn!("store: {e}");
                 }
             }
         }

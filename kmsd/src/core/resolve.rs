@@ -33,7 +33,10 @@ pub fn resolve(
         request_id: id,
         op: req.call(),
         principal: ctx.identity.clone(),
-        session: None,
+        session: req.session(),
+        sess: None,
+        named: vec![],
+        params: vec![],
         action: None,
         token: None,
         mechanism: None,
@@ -41,72 +44,66 @@ pub fn resolve(
         wrapped: None,
         creates: None,
     };
-    if let Some(s) = step {
-        call.session = Some(s.session());
-        let Some(session) = session(ctx, s.session()) else {
-            return Ok(call);
-        };
-        call.token = d.token(ctx, session.slot);
-        let op = ctx.state.lock().active.of(s);
+    if let Request::GetMechanismInfo(q) = req {
+        call.mechanism = Some(q.mechanism);
+    }
+    let Some(s) = call.session.and_then(|v| session(ctx, v)) else {
+        return Ok(call);
+    };
+    call.sess = Some(s);
+    call.token = d.token(ctx, s.slot);
+    let mut named = Vec::new();
+    if let Some(m) = mechanism_of(req) {
+        call.mechanism = Some(m.mechanism);
+        for h in m.param.handles() {
+            if let Some(t) = object(d, ctx, &s, h, &mut named)? {
+                call.params.push(t);
+            }
+        }
+    }
+    if let Some(st) = step {
+        let op = ctx.state.lock().active.of(st);
         if let Some(op) = op {
             call.mechanism = Some(op.mechanism);
             if let Some(h) = op.key {
-                call.key = target(d, ctx, &session, h)?;
+                call.key = object(d, ctx, &s, h, &mut named)?;
             }
         }
         // Judged at `*Init`; `C_DigestKey` judges the key it digests.
-        if s.stage() == Stage::Init && call.key.is_some() {
-            call.action = Some(s.kinds()[0].action());
+        if st.stage() == Stage::Init && call.key.is_some() {
+            call.action = Some(st.kinds()[0].action());
         }
         if let Request::DigestKey(q) = req {
-            call.key = target(d, ctx, &session, q.key)?;
+            call.key = object(d, ctx, &s, q.key, &mut named)?;
             call.action = Some(Action::Digest);
         }
+        call.named = named;
         return Ok(call);
     }
-    let Some(sv) = session_of(req) else {
-        if let Request::GetMechanismInfo(q) = req {
-            call.mechanism = Some(q.mechanism);
-        }
-        return Ok(call);
-    };
-    call.session = Some(sv);
-    let Some(s) = session(ctx, sv) else {
-        return Ok(call);
-    };
-    call.token = d.token(ctx, s.slot);
     let token = call.token.clone();
-    let key = |h: u64| target(d, ctx, &s, h);
     match req {
         Request::WrapKey(q) => {
-            call.mechanism = Some(q.mechanism.mechanism);
-            call.key = key(q.wrapping_key)?;
-            call.wrapped = key(q.key)?;
+            call.key = object(d, ctx, &s, q.wrapping_key, &mut named)?;
+            call.wrapped = object(d, ctx, &s, q.key, &mut named)?;
             call.action = Some(Action::Wrap);
         }
         Request::UnwrapKey(q) => {
-            call.mechanism = Some(q.mechanism.mechanism);
-            call.key = key(q.unwrapping_key)?;
+            call.key = object(d, ctx, &s, q.unwrapping_key, &mut named)?;
             call.creates = Some(view(&call, &token, &q.template, CKO_SECRET_KEY, None, None));
             call.action = Some(Action::Unwrap);
         }
         Request::DeriveKey(q) => {
-            call.mechanism = Some(q.mechanism.mechanism);
-            call.key = key(q.base_key)?;
+            call.key = object(d, ctx, &s, q.base_key, &mut named)?;
             call.creates = Some(view(&call, &token, &q.template, CKO_SECRET_KEY, None, None));
             call.action = Some(Action::Derive);
         }
         Request::GenerateKey(q) => {
-            let m = q.mechanism.mechanism;
-            call.mechanism = Some(m);
-            let kt = constraints::generated_type(m);
+            let kt = constraints::generated_type(q.mechanism.mechanism);
             call.creates = Some(view(&call, &token, &q.template, CKO_SECRET_KEY, kt, None));
             call.action = Some(Action::Generate);
         }
         Request::GenerateKeyPair(q) => {
-            let m = q.mechanism.mechanism;
-            call.mechanism = Some(m);
-            let kt = constraints::generated_type(m);
+            let kt = constraints::generated_type(q.mechanism.mechanism);
             // The private half's template, sized from the public half's.
             call.creates = Some(view(
                 &call,
@@ -123,19 +120,19 @@ pub fn resolve(
             call.action = Some(Action::Import);
         }
         Request::CopyObject(q) => {
-            call.key = key(q.object)?;
+            call.key = object(d, ctx, &s, q.object, &mut named)?;
             call.action = Some(Action::Copy);
         }
         Request::DestroyObject(q) => {
-            call.key = key(q.object)?;
+            call.key = object(d, ctx, &s, q.object, &mut named)?;
             call.action = Some(Action::Destroy);
         }
         Request::SetAttributeValue(q) => {
-            call.key = key(q.object)?;
+            call.key = object(d, ctx, &s, q.object, &mut named)?;
             call.action = Some(Action::SetAttribute);
         }
         Request::GetAttributeValue(q) => {
-            call.key = key(q.object)?;
+            call.key = object(d, ctx, &s, q.object, &mut named)?;
             let secret = call
                 .key
                 .as_ref()
@@ -148,17 +145,59 @@ pub fn resolve(
             });
         }
         Request::GetObjectSize(q) => {
-            call.key = key(q.object)?;
+            call.key = object(d, ctx, &s, q.object, &mut named)?;
             call.action = Some(Action::ReadAttribute);
         }
         Request::Login(_) => call.action = Some(Action::Login),
         _ => {}
     }
-    if call.key.is_none() && call.action != Some(Action::Login) && call.creates.is_none() {
+    call.named = named;
+    let judged = call.key.is_some() || !call.params.is_empty() || call.creates.is_some();
+    if !judged && call.action != Some(Action::Login) {
         // Nothing to judge: the HSM answers for the unknown handle.
         call.action = None;
     }
     Ok(call)
+}
+
+/// The mechanism a request names, if any.
+fn mechanism_of(req: &Request) -> Option<&kmsp11_proto::Mechanism> {
+    Some(match req {
+        Request::EncryptInit(q)
+        | Request::DecryptInit(q)
+        | Request::SignInit(q)
+        | Request::SignRecoverInit(q)
+        | Request::VerifyInit(q)
+        | Request::VerifyRecoverInit(q) => &q.mechanism,
+        Request::DigestInit(q) => &q.mechanism,
+        Request::GenerateKey(q) => &q.mechanism,
+        Request::GenerateKeyPair(q) => &q.mechanism,
+        Request::WrapKey(q) => &q.mechanism,
+        Request::UnwrapKey(q) => &q.mechanism,
+        Request::DeriveKey(q) => &q.mechanism,
+        _ => return None,
+    })
+}
+
+/// The object behind the client's handle `h`: its backend handle added to
+/// `named`, and the object with its state when kmsd can read it. `None`
+/// for unknown handles, and private objects while not logged in.
+fn object(
+    d: &Daemon,
+    ctx: &Context,
+    s: &Sess,
+    h: u64,
+    named: &mut Vec<(u64, crate::handles::BObject)>,
+) -> Result<Option<Target>, StoreError> {
+    let o = {
+        let st = ctx.state.lock();
+        match st.objects.get(VObject(h)) {
+            Some(o) if !o.private || st.logged_in(o.slot) => *o,
+            _ => return Ok(None),
+        }
+    };
+    named.push((h, o.backend));
+    found(d, ctx, s, &o, h)
 }
 
 /// Attributes that hold a private or secret key's material.
@@ -223,19 +262,6 @@ fn session(ctx: &Context, v: u64) -> Option<Sess> {
     ctx.state.lock().sessions.get(VSession(v)).copied()
 }
 
-/// The object behind handle `h`, read through session `s`, with its state.
-/// `None` for unknown handles, and private objects while not logged in.
-fn target(d: &Daemon, ctx: &Context, s: &Sess, h: u64) -> Result<Option<Target>, StoreError> {
-    let o = {
-        let st = ctx.state.lock();
-        match st.objects.get(VObject(h)) {
-            Some(o) if !o.private || st.logged_in(o.slot) => *o,
-            _ => return Ok(None),
-        }
-    };
-    found(d, ctx, s, &o, h)
-}
-
 /// The object `o` (the client's handle `h`), read through session `s`,
 /// with its state.
 pub fn found(
@@ -269,23 +295,4 @@ pub fn found(
         known,
         status,
     }))
-}
-
-/// The session handle of a request, if it has one.
-fn session_of(req: &Request) -> Option<u64> {
-    Some(match req {
-        Request::WrapKey(q) => q.session,
-        Request::UnwrapKey(q) => q.session,
-        Request::DeriveKey(q) => q.session,
-        Request::GenerateKey(q) => q.session,
-        Request::GenerateKeyPair(q) => q.session,
-        Request::CreateObject(q) => q.session,
-        Request::CopyObject(q) => q.session,
-        Request::DestroyObject(q) => q.session,
-        Request::SetAttributeValue(q) => q.session,
-        Request::GetAttributeValue(q) => q.session,
-        Request::GetObjectSize(q) => q.session,
-        Request::Login(q) => q.session,
-        _ => return None,
-    })
 }

@@ -5,16 +5,17 @@ use kmsp11_proto::{Goodbye, Hello, Response};
 use pkcs11_sys::*;
 
 use super::done;
+use crate::core::call::Call;
 use crate::daemon::{Context, Daemon};
 use crate::error::Error;
 
 /// Hello after the first frame: refused.
-pub fn hello(_d: &Daemon, _ctx: &Context, _h: Hello) -> Result<Response, Error> {
+pub fn hello(_d: &Daemon, _ctx: &Context, _c: &Call, _h: Hello) -> Result<Response, Error> {
     Err(Error::Rv(CKR_GENERAL_ERROR))
 }
 
 /// Goodbye: the context ends for all its connections.
-pub fn goodbye(d: &Daemon, ctx: &Context, _g: Goodbye) -> Result<Response, Error> {
+pub fn goodbye(d: &Daemon, ctx: &Context, _c: &Call, _g: Goodbye) -> Result<Response, Error> {
     let sessions = d.end_context(ctx);
     tracing::debug!(
         context = ctx.id,

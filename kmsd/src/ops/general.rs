@@ -3,14 +3,15 @@
 
 use kmsp11_proto::{Body, GetInfo, Info, Response, SessionOnly, Version};
 
-use super::{answer, done, session};
+use super::{answer, done};
 use kmsp11_proto::pad;
 
+use crate::core::call::Call;
 use crate::daemon::{Context, Daemon};
 use crate::error::Error;
 
 /// C_GetInfo (§5.4): the library's own identity, not the backend's.
-pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Result<Response, Error> {
+pub fn info(_d: &Daemon, _ctx: &Context, _c: &Call, _q: GetInfo) -> Result<Response, Error> {
     answer(Body::Info(Info {
         cryptoki_version: Version {
             major: 2,
@@ -24,15 +25,23 @@ pub fn info(_d: &Daemon, _ctx: &Context, _q: GetInfo) -> Result<Response, Error>
 }
 
 /// C_GetFunctionStatus (§5.20).
-pub fn function_status(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
-    d.backend
-        .function_status(session(ctx, q.session)?.backend)?;
+pub fn function_status(
+    d: &Daemon,
+    _ctx: &Context,
+    c: &Call,
+    _q: SessionOnly,
+) -> Result<Response, Error> {
+    d.backend.function_status(c.session()?.backend)?;
     done()
 }
 
 /// C_CancelFunction (§5.20).
-pub fn cancel_function(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
-    d.backend
-        .cancel_function(session(ctx, q.session)?.backend)?;
+pub fn cancel_function(
+    d: &Daemon,
+    _ctx: &Context,
+    c: &Call,
+    _q: SessionOnly,
+) -> Result<Response, Error> {
+    d.backend.cancel_function(c.session()?.backend)?;
     done()
 }

@@ -3,24 +3,35 @@
 use kmsp11_proto::{Body, DeriveKey, GenerateKey, GenerateKeyPair, Response, UnwrapKey, WrapKey};
 use pkcs11_sys::*;
 
-use super::{check_write, created, kind_of, mechanism, object, register, session, template};
+use super::{check_write, created, kind_of, mechanism, register, template};
+use crate::core::call::Call;
 use crate::daemon::{Context, Daemon};
 use crate::error::Error;
 use crate::handles::VSession;
 
 /// C_GenerateKey (§5.18).
-pub fn generate_key(d: &Daemon, ctx: &Context, q: GenerateKey) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn generate_key(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    q: GenerateKey,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     check_write(d, ctx, &s, kind_of(&q.template, true))?;
-    let mut m = mechanism(d, ctx, &s, &q.mechanism)?;
+    let mut m = mechanism(d, ctx, c, &s, &q.mechanism)?;
     let mut t = template(&q.template)?;
     let h = d.backend.generate_key(s.backend, &mut m, &mut t)?;
     created(d, ctx, &s, q.session, h)
 }
 
 /// C_GenerateKeyPair (§5.18).
-pub fn generate_key_pair(d: &Daemon, ctx: &Context, q: GenerateKeyPair) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn generate_key_pair(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    q: GenerateKeyPair,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     let (pub_token, pub_private) = kind_of(&q.public, false);
     let (priv_token, priv_private) = kind_of(&q.private, true);
     check_write(
@@ -29,7 +40,7 @@ pub fn generate_key_pair(d: &Daemon, ctx: &Context, q: GenerateKeyPair) -> Resul
         &s,
         (pub_token || priv_token, pub_private || priv_private),
     )?;
-    let mut m = mechanism(d, ctx, &s, &q.mechanism)?;
+    let mut m = mechanism(d, ctx, c, &s, &q.mechanism)?;
     let mut pu = template(&q.public)?;
     let mut pr = template(&q.private)?;
     let (hp, hq) = d
@@ -45,14 +56,14 @@ pub fn generate_key_pair(d: &Daemon, ctx: &Context, q: GenerateKeyPair) -> Resul
 }
 
 /// C_WrapKey (§5.18).
-pub fn wrap_key(d: &Daemon, ctx: &Context, q: WrapKey) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
-    let mut m = mechanism(d, ctx, &s, &q.mechanism)?;
+pub fn wrap_key(d: &Daemon, ctx: &Context, c: &Call, q: WrapKey) -> Result<Response, Error> {
+    let s = c.session()?;
+    let mut m = mechanism(d, ctx, c, &s, &q.mechanism)?;
     let (rv, len, data) = d.backend.wrap_key(
         s.backend,
         &mut m,
-        object(ctx, q.wrapping_key),
-        object(ctx, q.key),
+        c.backend(q.wrapping_key),
+        c.backend(q.key),
         q.out,
     );
     Ok(Response {
@@ -62,15 +73,15 @@ pub fn wrap_key(d: &Daemon, ctx: &Context, q: WrapKey) -> Result<Response, Error
 }
 
 /// C_UnwrapKey (§5.18).
-pub fn unwrap_key(d: &Daemon, ctx: &Context, q: UnwrapKey) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn unwrap_key(d: &Daemon, ctx: &Context, c: &Call, q: UnwrapKey) -> Result<Response, Error> {
+    let s = c.session()?;
     check_write(d, ctx, &s, kind_of(&q.template, true))?;
-    let mut m = mechanism(d, ctx, &s, &q.mechanism)?;
+    let mut m = mechanism(d, ctx, c, &s, &q.mechanism)?;
     let mut t = template(&q.template)?;
     let h = d.backend.unwrap_key(
         s.backend,
         &mut m,
-        object(ctx, q.unwrapping_key),
+        c.backend(q.unwrapping_key),
         q.wrapped.as_deref(),
         &mut t,
     )?;
@@ -78,13 +89,13 @@ pub fn unwrap_key(d: &Daemon, ctx: &Context, q: UnwrapKey) -> Result<Response, E
 }
 
 /// C_DeriveKey (§5.18).
-pub fn derive_key(d: &Daemon, ctx: &Context, q: DeriveKey) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn derive_key(d: &Daemon, ctx: &Context, c: &Call, q: DeriveKey) -> Result<Response, Error> {
+    let s = c.session()?;
     check_write(d, ctx, &s, kind_of(&q.template, true))?;
-    let mut m = mechanism(d, ctx, &s, &q.mechanism)?;
+    let mut m = mechanism(d, ctx, c, &s, &q.mechanism)?;
     let mut t = template(&q.template)?;
     let h = d
         .backend
-        .derive_key(s.backend, &mut m, object(ctx, q.base_key), &mut t)?;
+        .derive_key(s.backend, &mut m, c.backend(q.base_key), &mut t)?;
     created(d, ctx, &s, q.session, h)
 }

@@ -1,8 +1,9 @@
 //! The operations: one function per call, in files named after the spec
 //! chapters (the same names as proto's call table and the library's `api`).
-//! Each acts on the backend for one request of a client context: it
-//! translates the context's virtual handles to backend handles, lets the
-//! backend decide, and returns its `CK_RV` unchanged (an [`Error`] names
+//! Each acts on the backend for one request of a client context, already
+//! resolved and decided (`core::pipeline`): the [`Call`] holds its session
+//! and the backend handles of the objects it names, so an operation looks
+//! nothing up; it lets the backend decide and returns its `CK_RV` unchanged (an [`Error`] names
 //! what was refused, and the backend function). Dispatch is generated
 //! from proto's call table; calls of a shared shape go to one function per
 //! shape in `crypto`.
@@ -20,38 +21,39 @@ use std::sync::atomic::Ordering;
 use kmsp11_proto::{attrs, AttrValue, Body, CallId, Mechanism, Request, Response, Template};
 use pkcs11_sys::*;
 
+use crate::core::call::Call;
 use crate::daemon::{Context, Daemon, Obj, Sess};
 use crate::error::Error;
-use crate::handles::{BObject, VObject, VSession};
+use crate::handles::{BObject, VSession};
 use crate::hsm::{CMechanism, CTemplate};
 
 /// Where a call goes: the shape's operation for calls of a shared shape,
 /// else the call's own operation in its chapter.
 macro_rules! route {
-    ($v:ident $h:ident $ch:ident OpInit, $d:ident $ctx:ident $x:ident) => {
-        crypto::init($d, $ctx, CallId::$v, $x)
+    ($v:ident $h:ident $ch:ident OpInit, $d:ident $ctx:ident $rc:ident $x:ident) => {
+        crypto::init($d, $ctx, $rc, CallId::$v, $x)
     };
-    ($v:ident $h:ident $ch:ident DataOut, $d:ident $ctx:ident $x:ident) => {
-        crypto::data_out($d, $ctx, CallId::$v, $x)
+    ($v:ident $h:ident $ch:ident DataOut, $d:ident $ctx:ident $rc:ident $x:ident) => {
+        crypto::data_out($d, $ctx, $rc, CallId::$v, $x)
     };
-    ($v:ident $h:ident $ch:ident OutOnly, $d:ident $ctx:ident $x:ident) => {
-        crypto::out_only($d, $ctx, CallId::$v, $x)
+    ($v:ident $h:ident $ch:ident OutOnly, $d:ident $ctx:ident $rc:ident $x:ident) => {
+        crypto::out_only($d, $ctx, $rc, CallId::$v, $x)
     };
-    ($v:ident $h:ident $ch:ident DataIn, $d:ident $ctx:ident $x:ident) => {
-        crypto::data_in($d, $ctx, CallId::$v, $x)
+    ($v:ident $h:ident $ch:ident DataIn, $d:ident $ctx:ident $rc:ident $x:ident) => {
+        crypto::data_in($d, $ctx, $rc, CallId::$v, $x)
     };
-    ($v:ident $h:ident $ch:ident $p:ident, $d:ident $ctx:ident $x:ident) => {
-        $ch::$h($d, $ctx, $x)
+    ($v:ident $h:ident $ch:ident $p:ident, $d:ident $ctx:ident $rc:ident $x:ident) => {
+        $ch::$h($d, $ctx, $rc, $x)
     };
 }
 
 macro_rules! dispatcher {
     (() $([$id:literal $v:ident $h:ident $c:ident $ch:ident $p:ident])*) => {
-        /// Runs one request on the backend. Called on a blocking thread.
-        pub fn dispatch(d: &Daemon, ctx: &Context, req: Request) -> Response {
+        /// Runs one resolved request on the backend. Called on a blocking thread.
+        pub fn dispatch(d: &Daemon, ctx: &Context, rc: &Call, req: Request) -> Response {
             let call = req.call();
             let result = match req {
-                $( Request::$v(x) => route!($v $h $ch $p, d ctx x), )*
+                $( Request::$v(x) => route!($v $h $ch $p, d ctx rc x), )*
             };
             result.unwrap_or_else(|e| {
                 tracing::debug!(context = ctx.id, call = call.c_name(), "{e}");
@@ -62,29 +64,6 @@ macro_rules! dispatcher {
 }
 
 kmsp11_proto::calls!(dispatcher);
-
-/// This context's session `v`.
-fn session(ctx: &Context, v: u64) -> Result<Sess, Error> {
-    let v = VSession(v);
-    ctx.state
-        .lock()
-        .sessions
-        .get(v)
-        .copied()
-        .ok_or(Error::UnknownSession(v))
-}
-
-/// The backend handle for a client's object handle. Unknown handles, and
-/// private objects while the context is not logged in, become
-/// `CK_INVALID_HANDLE` so that the backend answers with its own error code
-/// for an invalid handle in that position.
-fn object(ctx: &Context, v: u64) -> BObject {
-    let st = ctx.state.lock();
-    match st.objects.get(VObject(v)) {
-        Some(o) if !o.private || st.logged_in(o.slot) => o.backend,
-        _ => BObject::INVALID,
-    }
-}
 
 /// Gives a backend object a handle in this context, reading what decides
 /// its visibility (`CKA_TOKEN`, `CKA_PRIVATE`). `created_in` is the client
@@ -148,7 +127,13 @@ fn register(
 /// the HSM: `CKR_MECHANISM_PARAM_INVALID`, or `CKR_MECHANISM_INVALID` as
 /// the backend itself answers for a mechanism it does not have. Handles
 /// inside the parameter are translated like any other handle.
-fn mechanism(d: &Daemon, ctx: &Context, s: &Sess, m: &Mechanism) -> Result<CMechanism, Error> {
+fn mechanism(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    s: &Sess,
+    m: &Mechanism,
+) -> Result<CMechanism, Error> {
     if let Err(e) = kmsp11_proto::mechanism::check(m, |v| d.raw_vendor.contains(&v)) {
         tracing::debug!(identity = %ctx.identity.name, "mechanism parameter refused: {e}");
         let known = d
@@ -159,7 +144,7 @@ fn mechanism(d: &Daemon, ctx: &Context, s: &Sess, m: &Mechanism) -> Result<CMech
             known,
         });
     }
-    Ok(CMechanism::new(m, d.backend.v3(), |h| object(ctx, h).0))
+    Ok(CMechanism::new(m, d.backend.v3(), |h| c.backend(h).0))
 }
 
 /// The C template for a client's template, refused when a value's form

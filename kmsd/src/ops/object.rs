@@ -5,14 +5,20 @@ use kmsp11_proto::{
     GetObjectSize, Response, SessionOnly, SetAttributeValue,
 };
 
-use super::{answer, check_write, created, done, kind_of, object, register, session, template};
+use super::{answer, check_write, created, done, kind_of, register, template};
+use crate::core::call::Call;
 use crate::daemon::{Context, Daemon, Obj, Sess};
 use crate::error::Error;
 use crate::handles::VObject;
 
 /// C_CreateObject (§5.7).
-pub fn create_object(d: &Daemon, ctx: &Context, q: CreateObject) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn create_object(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    q: CreateObject,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     check_write(d, ctx, &s, kind_of(&q.template, false))?;
     let mut t = template(&q.template)?;
     let h = d.backend.create_object(s.backend, &mut t)?;
@@ -20,9 +26,9 @@ pub fn create_object(d: &Daemon, ctx: &Context, q: CreateObject) -> Result<Respo
 }
 
 /// C_CopyObject (§5.7).
-pub fn copy_object(d: &Daemon, ctx: &Context, q: CopyObject) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
-    let src = object(ctx, q.object);
+pub fn copy_object(d: &Daemon, ctx: &Context, c: &Call, q: CopyObject) -> Result<Response, Error> {
+    let s = c.session()?;
+    let src = c.backend(q.object);
     check_write(d, ctx, &s, kind_of(&q.template, false))?;
     let mut t = template(&q.template)?;
     let h = d.backend.copy_object(s.backend, src, &mut t)?;
@@ -30,9 +36,14 @@ pub fn copy_object(d: &Daemon, ctx: &Context, q: CopyObject) -> Result<Response,
 }
 
 /// C_DestroyObject (§5.7).
-pub fn destroy_object(d: &Daemon, ctx: &Context, q: DestroyObject) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
-    let h = object(ctx, q.object);
+pub fn destroy_object(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    q: DestroyObject,
+) -> Result<Response, Error> {
+    let s = c.session()?;
+    let h = c.backend(q.object);
     d.backend.destroy_object(s.backend, h)?;
     if let Some(t) = d.token(ctx, s.slot) {
         d.inventory.forget(t.backend_slot, h);
@@ -43,9 +54,14 @@ pub fn destroy_object(d: &Daemon, ctx: &Context, q: DestroyObject) -> Result<Res
 }
 
 /// C_GetObjectSize (§5.7).
-pub fn object_size(d: &Daemon, ctx: &Context, q: GetObjectSize) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
-    let n = d.backend.object_size(s.backend, object(ctx, q.object))?;
+pub fn object_size(
+    d: &Daemon,
+    _ctx: &Context,
+    c: &Call,
+    q: GetObjectSize,
+) -> Result<Response, Error> {
+    let s = c.session()?;
+    let n = d.backend.object_size(s.backend, c.backend(q.object))?;
     answer(Body::Size(n))
 }
 
@@ -53,11 +69,16 @@ pub fn object_size(d: &Daemon, ctx: &Context, q: GetObjectSize) -> Result<Respon
 /// per-attribute lengths (`CK_UNAVAILABLE_INFORMATION` for invalid or
 /// sensitive ones) and its overall `CK_RV`. Memory follows what the object
 /// holds, not what the client claims (see `Backend::attribute_value`).
-pub fn attribute_value(d: &Daemon, ctx: &Context, q: GetAttributeValue) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn attribute_value(
+    d: &Daemon,
+    _ctx: &Context,
+    c: &Call,
+    q: GetAttributeValue,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     let (rv, answers) = d
         .backend
-        .attribute_value(s.backend, object(ctx, q.object), &q.template);
+        .attribute_value(s.backend, c.backend(q.object), &q.template);
     Ok(Response {
         rv,
         body: Body::Attributes(answers),
@@ -67,19 +88,25 @@ pub fn attribute_value(d: &Daemon, ctx: &Context, q: GetAttributeValue) -> Resul
 /// C_SetAttributeValue (§5.7).
 pub fn set_attribute_value(
     d: &Daemon,
-    ctx: &Context,
+    _ctx: &Context,
+    c: &Call,
     q: SetAttributeValue,
 ) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+    let s = c.session()?;
     let mut t = template(&q.template)?;
     d.backend
-        .set_attribute_value(s.backend, object(ctx, q.object), &mut t)?;
+        .set_attribute_value(s.backend, c.backend(q.object), &mut t)?;
     done()
 }
 
 /// C_FindObjectsInit (§5.7).
-pub fn find_objects_init(d: &Daemon, ctx: &Context, q: FindObjectsInit) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn find_objects_init(
+    d: &Daemon,
+    _ctx: &Context,
+    c: &Call,
+    q: FindObjectsInit,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     let mut t = template(&q.template)?;
     d.backend.find_objects_init(s.backend, &mut t)?;
     done()
@@ -89,8 +116,13 @@ pub fn find_objects_init(d: &Daemon, ctx: &Context, q: FindObjectsInit) -> Resul
 /// session objects, private objects before login, keys pending destroy,
 /// keys policy does not let it `find`) are skipped, and the backend is
 /// asked again so that a short answer still means "no more".
-pub fn find_objects(d: &Daemon, ctx: &Context, q: FindObjects) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn find_objects(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    q: FindObjects,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     let mut out = Vec::new();
     loop {
         let want = q.max.saturating_sub(out.len() as u64);
@@ -133,8 +165,13 @@ fn visible(d: &Daemon, ctx: &Context, s: &Sess, o: &Obj) -> Result<bool, Error> 
 }
 
 /// C_FindObjectsFinal (§5.7).
-pub fn find_objects_final(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn find_objects_final(
+    d: &Daemon,
+    _ctx: &Context,
+    c: &Call,
+    _q: SessionOnly,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     d.backend.find_objects_final(s.backend)?;
     done()
 }

@@ -7,14 +7,20 @@ use kmsp11_proto::{
 };
 use pkcs11_sys::*;
 
-use super::{answer, done, session};
+use super::{answer, done};
+use crate::core::call::Call;
 use crate::daemon::{give, take, Context, Daemon, Sess, VToken};
 use crate::error::Error;
 use crate::handles::VSession;
 use crate::pin::Refused;
 
 /// C_OpenSession (§5.6). Beyond `limits.max_sessions_per_identity`: `CKR_SESSION_COUNT`.
-pub fn open_session(d: &Daemon, ctx: &Context, q: OpenSession) -> Result<Response, Error> {
+pub fn open_session(
+    d: &Daemon,
+    ctx: &Context,
+    _c: &Call,
+    q: OpenSession,
+) -> Result<Response, Error> {
     let t = d.token(ctx, q.slot).ok_or(Error::UnknownSlot(q.slot))?;
     let usage = &ctx.identity.usage;
     if !take(&usage.sessions, d.limits.max_sessions_per_identity) {
@@ -46,7 +52,12 @@ pub fn open_session(d: &Daemon, ctx: &Context, q: OpenSession) -> Result<Respons
 
 /// C_CloseSession (§5.6): session objects go with the session; closing the
 /// last session on a token ends the login there.
-pub fn close_session(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
+pub fn close_session(
+    d: &Daemon,
+    ctx: &Context,
+    _c: &Call,
+    q: SessionOnly,
+) -> Result<Response, Error> {
     let v = VSession(q.session);
     let s = ctx
         .state
@@ -65,6 +76,7 @@ pub fn close_session(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Respon
 pub fn close_all_sessions(
     d: &Daemon,
     ctx: &Context,
+    _c: &Call,
     q: CloseAllSessions,
 ) -> Result<Response, Error> {
     d.token(ctx, q.slot).ok_or(Error::UnknownSlot(q.slot))?;
@@ -91,8 +103,13 @@ fn forget(d: &Daemon, ctx: &Context, sessions: &[VSession], slot: u64) {
 }
 
 /// C_GetSessionInfo (§5.6): the state reflects this context's login, not the backend's.
-pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn session_info(
+    d: &Daemon,
+    ctx: &Context,
+    c: &Call,
+    q: GetSessionInfo,
+) -> Result<Response, Error> {
+    let s = c.session()?;
     let si = d.backend.session_info(s.backend)?;
     let st = ctx.state.lock();
     let rw = s.flags & CKF_RW_SESSION != 0;
@@ -124,15 +141,20 @@ pub fn session_info(d: &Daemon, ctx: &Context, q: GetSessionInfo) -> Result<Resp
 /// C_GetOperationState and C_SetOperationState (§5.6): refused. An
 /// operation state is the module's own memory, serialised: kmsd never hands
 /// the module a blob a client made (SoftHSM does not implement it either).
-pub fn operation_state<Q>(_d: &Daemon, _ctx: &Context, _q: Q) -> Result<Response, Error> {
+pub fn operation_state<Q>(
+    _d: &Daemon,
+    _ctx: &Context,
+    _c: &Call,
+    _q: Q,
+) -> Result<Response, Error> {
     Err(Error::NotOffered("operation state"))
 }
 
 /// C_Login (§5.6). Every PIN check counts against the identity's
 /// failed-login budget (`[login]`); a locked-out identity gets
 /// `CKR_PIN_LOCKED` whatever PIN it gives.
-pub fn login(d: &Daemon, ctx: &Context, q: Login) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn login(d: &Daemon, ctx: &Context, c: &Call, q: Login) -> Result<Response, Error> {
+    let s = c.session()?;
     let t = d
         .token(ctx, s.slot)
         .ok_or(Error::UnknownSession(VSession(q.session)))?;
@@ -245,8 +267,8 @@ impl Attempt<'_> {
 }
 
 /// C_Logout (§5.6).
-pub fn logout(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Error> {
-    let s = session(ctx, q.session)?;
+pub fn logout(d: &Daemon, ctx: &Context, c: &Call, q: SessionOnly) -> Result<Response, Error> {
+    let s = c.session()?;
     let t = d
         .token(ctx, s.slot)
         .ok_or(Error::UnknownSession(VSession(q.session)))?;
@@ -280,10 +302,10 @@ pub fn logout(d: &Daemon, ctx: &Context, q: SessionOnly) -> Result<Response, Err
 pub fn with_so(
     d: &Daemon,
     ctx: &Context,
-    v: u64,
+    c: &Call,
     f: impl FnOnce(&Sess, &VToken) -> Result<(), Error>,
 ) -> Result<Response, Error> {
-    let s = session(ctx, v)?;
+    let s = c.session()?;
     match d.token(ctx, s.slot) {
         Some(t) if t.so_functions => f(&s, &t).and_then(|_| done()),
         _ => Err(Error::NotOffered("SO functions on this token")),

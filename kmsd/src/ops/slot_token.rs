@@ -10,6 +10,7 @@ use super::session::with_so;
 use super::{answer, done};
 use kmsp11_proto::pad;
 
+use crate::core::call::Call;
 use crate::daemon::{Context, Daemon, VToken};
 use crate::error::Error;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ fn token(d: &Daemon, ctx: &Context, slot: u64) -> Result<Arc<VToken>, Error> {
 /// C_GetSlotList (§5.5): the tokens this identity may see. In transparent
 /// mode the backend's slot list is read again first, so that a token
 /// initialised meanwhile appears.
-pub fn slot_list(d: &Daemon, ctx: &Context, q: GetSlotList) -> Result<Response, Error> {
+pub fn slot_list(d: &Daemon, ctx: &Context, _c: &Call, q: GetSlotList) -> Result<Response, Error> {
     if let Err(e) = d.refresh_slots() {
         tracing::warn!("re-reading the backend's slots: {e}");
     }
@@ -47,7 +48,7 @@ pub fn slot_list(d: &Daemon, ctx: &Context, q: GetSlotList) -> Result<Response, 
 }
 
 /// C_GetSlotInfo (§5.5).
-pub fn slot_info(d: &Daemon, ctx: &Context, q: GetSlotInfo) -> Result<Response, Error> {
+pub fn slot_info(d: &Daemon, ctx: &Context, _c: &Call, q: GetSlotInfo) -> Result<Response, Error> {
     let t = token(d, ctx, q.slot)?;
     let si = d.backend.slot_info(t.backend_slot)?;
     let slot_description = if t.serial.is_some() {
@@ -67,7 +68,12 @@ pub fn slot_info(d: &Daemon, ctx: &Context, q: GetSlotInfo) -> Result<Response, 
 /// C_GetTokenInfo (§5.5): the backend's token with the virtual label and
 /// serial. On a token whose PIN kmsd holds, the user PIN flags are the
 /// identity's own (its failed-login budget), not the backend's.
-pub fn token_info(d: &Daemon, ctx: &Context, q: GetTokenInfo) -> Result<Response, Error> {
+pub fn token_info(
+    d: &Daemon,
+    ctx: &Context,
+    _c: &Call,
+    q: GetTokenInfo,
+) -> Result<Response, Error> {
     const USER_PIN_FLAGS: u64 = CKF_USER_PIN_COUNT_LOW
         | CKF_USER_PIN_FINAL_TRY
         | CKF_USER_PIN_LOCKED
@@ -117,6 +123,7 @@ pub fn token_info(d: &Daemon, ctx: &Context, q: GetTokenInfo) -> Result<Response
 pub fn wait_for_slot_event(
     d: &Daemon,
     ctx: &Context,
+    _c: &Call,
     q: WaitForSlotEvent,
 ) -> Result<Response, Error> {
     static BLOCKING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
@@ -139,13 +146,23 @@ pub fn wait_for_slot_event(
 }
 
 /// C_GetMechanismList (§5.5).
-pub fn mechanism_list(d: &Daemon, ctx: &Context, q: GetMechanismList) -> Result<Response, Error> {
+pub fn mechanism_list(
+    d: &Daemon,
+    ctx: &Context,
+    _c: &Call,
+    q: GetMechanismList,
+) -> Result<Response, Error> {
     let t = token(d, ctx, q.slot)?;
     answer(Body::Mechanisms(d.backend.mechanism_list(t.backend_slot)?))
 }
 
 /// C_GetMechanismInfo (§5.5).
-pub fn mechanism_info(d: &Daemon, ctx: &Context, q: GetMechanismInfo) -> Result<Response, Error> {
+pub fn mechanism_info(
+    d: &Daemon,
+    ctx: &Context,
+    _c: &Call,
+    q: GetMechanismInfo,
+) -> Result<Response, Error> {
     let t = token(d, ctx, q.slot)?;
     let mi = d.backend.mechanism_info(t.backend_slot, q.mechanism)?;
     answer(Body::MechanismInfo(MechanismInfo {
@@ -156,7 +173,7 @@ pub fn mechanism_info(d: &Daemon, ctx: &Context, q: GetMechanismInfo) -> Result<
 }
 
 /// C_InitToken (§5.5): forwarded only where the configuration allows SO functions.
-pub fn init_token(d: &Daemon, ctx: &Context, q: InitToken) -> Result<Response, Error> {
+pub fn init_token(d: &Daemon, ctx: &Context, _c: &Call, q: InitToken) -> Result<Response, Error> {
     let t = token(d, ctx, q.slot)?;
     if !t.so_functions {
         return Err(Error::NotOffered("C_InitToken on this token"));
@@ -171,8 +188,8 @@ pub fn init_token(d: &Daemon, ctx: &Context, q: InitToken) -> Result<Response, E
 }
 
 /// C_InitPIN (§5.5): an SO function.
-pub fn init_pin(d: &Daemon, ctx: &Context, q: InitPin) -> Result<Response, Error> {
-    with_so(d, ctx, q.session, |s, _| {
+pub fn init_pin(d: &Daemon, ctx: &Context, c: &Call, q: InitPin) -> Result<Response, Error> {
+    with_so(d, ctx, c, |s, _| {
         d.backend
             .init_pin(s.backend, q.pin.as_ref().map(|p| p.expose()))
     })
@@ -180,9 +197,9 @@ pub fn init_pin(d: &Daemon, ctx: &Context, q: InitPin) -> Result<Response, Error
 
 /// C_SetPIN (§5.5): forwarded only where the configuration allows SO
 /// functions; a virtual token's PINs are kmsd's configuration.
-pub fn set_pin(d: &Daemon, ctx: &Context, q: SetPin) -> Result<Response, Error> {
+pub fn set_pin(d: &Daemon, ctx: &Context, c: &Call, q: SetPin) -> Result<Response, Error> {
     let new = q.new.as_ref().map(|p| p.expose());
-    with_so(d, ctx, q.session, |s, t| {
+    with_so(d, ctx, c, |s, t| {
         d.backend
             .set_pin(s.backend, q.old.as_ref().map(|p| p.expose()), new)?;
         d.backend_pin_changed(t, new);
