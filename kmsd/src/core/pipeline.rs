@@ -72,7 +72,8 @@ impl Pipeline<'_> {
             Ok(a) => a,
             Err(refusal) => return self.refuse(&call, refusal, origin, started),
         };
-        if let Some(s) = call.session {
+        // A judged call allowed: the session's last refusal is history.
+        if let (Some(s), Some(_)) = (call.session, call.action) {
             ctx.state.lock().device_errors.remove(&s);
         }
         if origin.audited && call.lifecycle() {
