@@ -45,10 +45,7 @@ pub enum IdentitiesCommand {
     Enable { name: String },
 }
 
-fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "kmsd identities".into())
-}
+use crate::keys_cli::{audit, operator as who};
 
 pub fn run(config: &Path, cmd: IdentitiesCommand) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
@@ -127,20 +124,28 @@ pub fn run(config: &Path, cmd: IdentitiesCommand) -> Result<(), String> {
                 argon2::PasswordHash::new(h)
                     .map_err(|e| format!("--pin-hash: not a PHC string: {e}"))?;
             }
+            let by = who(by);
+            let detail = format!(
+                "added: roles [{}], tokens [{}]",
+                roles.join(","),
+                tokens.join(",")
+            );
             s.insert_identity(&IdentityRecord {
                 subject: subject.unwrap_or_else(|| name.clone()),
                 name: name.clone(),
                 roles,
                 tokens,
                 disabled: false,
-                added_by: who(by),
+                added_by: by.clone(),
                 added: crate::core::inventory::now(),
                 pin_hash,
             })
             .map_err(err)?;
+            audit(s, Some(by), "identities.add", &name, &detail)?;
             println!("{name}: added");
         }
         IdentitiesCommand::Disable { name, by } => {
+            let by = who(by);
             match s.set_identity_disabled(&name, true) {
                 Ok(()) => {}
                 // A configured identity: disabled by a record of its own.
@@ -151,17 +156,19 @@ pub fn run(config: &Path, cmd: IdentitiesCommand) -> Result<(), String> {
                         roles: vec![],
                         tokens: vec![],
                         disabled: true,
-                        added_by: who(by),
+                        added_by: by.clone(),
                         added: crate::core::inventory::now(),
                         pin_hash: None,
                     })
                     .map_err(err)?,
                 Err(e) => return Err(err(e)),
             }
+            audit(s, Some(by), "identities.disable", &name, "disabled")?;
             println!("{name}: disabled");
         }
         IdentitiesCommand::Enable { name } => {
             s.set_identity_disabled(&name, false).map_err(err)?;
+            audit(s, None, "identities.enable", &name, "enabled")?;
             println!("{name}: enabled");
         }
     }

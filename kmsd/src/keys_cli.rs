@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::core::facts;
 use crate::store::sqlite::Sqlite;
-use crate::store::{KeyId, KeyRecord, KeyState, Revocation, Store};
+use crate::store::{AdminEvent, KeyId, KeyRecord, KeyState, Revocation, Store};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum KeysCommand {
@@ -130,13 +130,16 @@ pub fn run(config: &Path, cmd: KeysCommand) -> Result<(), String> {
             }
         }
         KeysCommand::Disable { key } => {
-            change(s, &key, KeyState::Active, KeyState::Disabled)?;
+            let id = change(s, &key, KeyState::Active, KeyState::Disabled)?;
+            audit(s, None, "keys.disable", &id.0, "disabled")?;
         }
         KeysCommand::Enable { key } => {
-            change(s, &key, KeyState::Disabled, KeyState::Active)?;
+            let id = change(s, &key, KeyState::Disabled, KeyState::Active)?;
+            audit(s, None, "keys.enable", &id.0, "enabled")?;
         }
         KeysCommand::CancelDestroy { key } => {
-            change(s, &key, KeyState::PendingDestroy, KeyState::Active)?;
+            let id = change(s, &key, KeyState::PendingDestroy, KeyState::Active)?;
+            audit(s, None, "keys.cancel-destroy", &id.0, "restored")?;
         }
         KeysCommand::ScheduleDestroy { key } => {
             let k = find(s, &key)?;
@@ -147,26 +150,45 @@ pub fn run(config: &Path, cmd: KeysCommand) -> Result<(), String> {
             {
                 return Err(format!("{}: its state changed meanwhile; try again", k.id));
             }
+            audit(
+                s,
+                None,
+                "keys.schedule-destroy",
+                &k.id.0,
+                &format!("pending destroy until {}", rfc3339(at)),
+            )?;
             println!("{}: pending-destroy until {}", k.id, rfc3339(at));
         }
         KeysCommand::Revoke { key, reason, by } => {
             let k = find(s, &key)?;
-            let who = by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "kmsd keys".into());
+            let who = operator(by);
             s.revoke(&Revocation {
                 key: k.id.clone(),
                 label: k.label.clone(),
                 when: now(),
-                who,
-                reason,
+                who: who.clone(),
+                reason: reason.clone(),
             })
             .map_err(err)?;
+            audit(
+                s,
+                Some(who),
+                "keys.revoke",
+                &k.id.0,
+                &format!("revoked: {reason}"),
+            )?;
             println!("{}: revoked", k.id);
         }
         KeysCommand::Tag { key, tags } => {
             let k = find(s, &key)?;
             s.set_tags(&k.id, &tags).map_err(err)?;
+            audit(
+                s,
+                None,
+                "keys.tag",
+                &k.id.0,
+                &format!("tags [{}]", tags.join(",")),
+            )?;
             println!("{}: tags {}", k.id, tags.join(","));
         }
         KeysCommand::Expire { key, at, never } => {
@@ -183,6 +205,8 @@ pub fn run(config: &Path, cmd: KeysCommand) -> Result<(), String> {
                 (None, false) => unreachable!("clap requires --at or --never"),
             };
             s.set_expires(&k.id, when).map_err(err)?;
+            let what = when.map_or("no expiry".into(), |t| format!("expires {}", rfc3339(t)));
+            audit(s, None, "keys.expire", &k.id.0, &what)?;
             match when {
                 Some(t) => println!("{}: expires {}", k.id, rfc3339(t)),
                 None => println!("{}: no expiry", k.id),
@@ -245,7 +269,32 @@ fn find(s: &dyn Store, key: &str) -> Result<KeyRecord, String> {
     }
 }
 
-fn change(s: &dyn Store, key: &str, from: KeyState, to: KeyState) -> Result<(), String> {
+/// Who runs the command: `--by`, else the login name.
+pub fn operator(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Queues the change for kmsd's audit log (kmsd writes it within seconds).
+pub fn audit(
+    s: &dyn Store,
+    by: Option<String>,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> Result<(), String> {
+    s.add_admin_event(&AdminEvent {
+        when: now(),
+        who: operator(by),
+        action: action.into(),
+        target: target.into(),
+        detail: detail.into(),
+    })
+    .map_err(|e| format!("the change is made but not queued for the audit log: {e}"))
+}
+
+fn change(s: &dyn Store, key: &str, from: KeyState, to: KeyState) -> Result<KeyId, String> {
     let k = find(s, key)?;
     if k.state != from {
         return Err(format!(
@@ -262,7 +311,7 @@ fn change(s: &dyn Store, key: &str, from: KeyState, to: KeyState) -> Result<(), 
         return Err(format!("{}: its state changed meanwhile; try again", k.id));
     }
     println!("{}: {}", k.id, to.as_str());
-    Ok(())
+    Ok(k.id)
 }
 
 fn now() -> u64 {

@@ -254,6 +254,33 @@ fn revoked_key_refused_for_sign_encrypt_unwrap() {
         .find(|r| r["op"] == "C_SignInit" && r["decision"] == "deny")
         .expect("a denial record");
     assert_eq!(rec["reason"], "key-revoked", "{rec}");
+    // The revocations themselves reach the audit log, named by who made them.
+    let line = kmsd_audit_line(
+        &kmsd,
+        &[
+            "\"op\":\"keys.revoke\"",
+            "\"identity\":\"alice\"",
+            "key leaked",
+        ],
+    );
+    assert!(
+        line.contains(&id_of(&kmsd, "compromised", "private-key")),
+        "{line}"
+    );
+}
+
+/// Waits (kmsd moves administrative changes into its log every few
+/// seconds) for an audit line containing all of `parts`.
+fn kmsd_audit_line(kmsd: &Kmsd, parts: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no audit line with {parts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 // A disabled key is refused, with its own device error, until enabled.

@@ -61,6 +61,9 @@ pub struct Record {
     /// The policy (or rule) that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// What an administrative change did (`kmsd keys`, `kmsd identities`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Why a call was refused (`policy`, `key-revoked`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

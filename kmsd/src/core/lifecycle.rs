@@ -14,6 +14,7 @@ use crate::store::{KeyRecord, KeyState};
 /// Runs the periodic lifecycle work once.
 pub fn tick(d: &Daemon) {
     d.inventory.flush();
+    admin_events(d);
     let due = match d.inventory.store.due_destroys(super::inventory::now()) {
         Ok(v) => v,
         Err(e) => {
@@ -26,6 +27,47 @@ pub fn tick(d: &Daemon) {
             tracing::error!(key = %k.id, "pending destroy not carried out: {e}; retried later");
         }
     }
+}
+
+/// Moves administrative changes made through the store (`kmsd keys`,
+/// `kmsd identities`) into the audit log, oldest first; what cannot be
+/// written yet stays queued.
+fn admin_events(d: &Daemon) {
+    let store = &d.inventory.store;
+    let events = match store.admin_events() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("store: {e}; administrative changes not yet audited");
+            return;
+        }
+    };
+    let mut done = None;
+    for (n, e) in events {
+        let r = Record {
+            identity: Some(e.who.clone()),
+            op: Some(e.action.clone()),
+            key: e.target.starts_with("k-").then(|| e.target.clone()),
+            label: (!e.target.starts_with("k-")).then(|| e.target.clone()),
+            decision: Some("allow".into()),
+            policy: Some("store administrator".into()),
+            detail: Some(format!("{} (at {})", e.detail, rfc3339(e.when))),
+            ..Default::default()
+        };
+        if d.audit.record(r).is_err() {
+            break;
+        }
+        done = Some(n);
+    }
+    if let Some(n) = done {
+        if let Err(e) = store.remove_admin_events(n) {
+            tracing::error!("store: {e}; audited administrative changes stay queued");
+        }
+    }
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
 }
 
 /// Destroys the HSM object of a key whose window ended.

@@ -3,7 +3,8 @@
 //! `kmsd::conformance_tests!(|| make_a_fresh_store())`.
 
 use super::{
-    Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Revocation, Store, StoreError,
+    AdminEvent, Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Revocation, Store,
+    StoreError,
 };
 
 /// An active key on `token` with this fingerprint.
@@ -170,6 +171,29 @@ pub fn fingerprint_and_expiry_change(s: &dyn Store) {
     assert_eq!(s.key(&a.id).unwrap().unwrap().expires, None);
 }
 
+/// Administrative events queue in order and are removed up to a point.
+pub fn admin_events_queue_in_order(s: &dyn Store) {
+    let e = |n: u64| AdminEvent {
+        when: n,
+        who: "alice".into(),
+        action: "keys.revoke".into(),
+        target: format!("k-{n}"),
+        detail: "leaked".into(),
+    };
+    for n in 1..=3 {
+        s.add_admin_event(&e(n)).unwrap();
+    }
+    let queued = s.admin_events().unwrap();
+    assert_eq!(
+        queued.iter().map(|(_, x)| x.clone()).collect::<Vec<_>>(),
+        vec![e(1), e(2), e(3)]
+    );
+    s.remove_admin_events(queued[1].0).unwrap();
+    let rest = s.admin_events().unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1, e(3));
+}
+
 /// Usage counters add up per operation; an unknown key is NotFound.
 pub fn usage_counts_add_up(s: &dyn Store) {
     let k = key("t", b"1");
@@ -255,7 +279,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             keys_read_back duplicate_keys_are_refused keys_are_listed_by_token
             pending_destroy_can_be_cancelled transitions_are_compare_and_set
-            due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up
+            due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up admin_events_queue_in_order
             revocations_are_kept_in_order identities_can_be_disabled
             the_last_checkpoint_is_the_highest);
     };

@@ -145,6 +145,21 @@ pub struct Checkpoint {
     pub signature: Vec<u8>,
 }
 
+/// An administrative change made to the store outside kmsd (`kmsd keys`,
+/// `kmsd identities`), waiting to be written to kmsd's audit log: kmsd
+/// is the log's only writer, so it moves these into the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminEvent {
+    /// Unix seconds.
+    pub when: u64,
+    pub who: String,
+    /// `keys.revoke`, `identities.disable`, ...
+    pub action: String,
+    /// The key id or identity name.
+    pub target: String,
+    pub detail: String,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -206,4 +221,11 @@ pub trait Store: Send + Sync {
 
     fn insert_checkpoint(&self, c: &Checkpoint) -> Result<()>;
     fn last_checkpoint(&self) -> Result<Option<Checkpoint>>;
+
+    /// Queues an administrative change for the audit log.
+    fn add_admin_event(&self, e: &AdminEvent) -> Result<()>;
+    /// The queued events with their queue numbers, oldest first.
+    fn admin_events(&self) -> Result<Vec<(u64, AdminEvent)>>;
+    /// Removes the queued events up to and including `upto`.
+    fn remove_admin_events(&self, upto: u64) -> Result<()>;
 }

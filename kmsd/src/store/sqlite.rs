@@ -8,7 +8,8 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Result, Revocation, Store, StoreError,
+    AdminEvent, Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Result, Revocation, Store,
+    StoreError,
 };
 
 /// Each entry moves the schema from version `i` to `i + 1`. Entries are
@@ -61,6 +62,15 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: a run-time identity's PIN hash for C_Login.
     "ALTER TABLE identities ADD COLUMN pin_hash TEXT;",
+    // 3: administrative changes waiting for the audit log.
+    "CREATE TABLE admin_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
 ];
 
 pub struct Sqlite {
@@ -483,6 +493,51 @@ impl Store for Sqlite {
             })
         })
         .transpose()
+    }
+
+    fn add_admin_event(&self, e: &AdminEvent) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO admin_events (at, who, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.when as i64, e.who, e.action, e.target, e.detail],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn admin_events(&self) -> Result<Vec<(u64, AdminEvent)>> {
+        self.events()
+    }
+
+    fn remove_admin_events(&self, upto: u64) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "DELETE FROM admin_events WHERE id <= ?1",
+            params![upto as i64],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+impl Sqlite {
+    fn events(&self) -> Result<Vec<(u64, AdminEvent)>> {
+        self.all(
+            "SELECT id, at, who, action, target, detail FROM admin_events ORDER BY id",
+            [],
+            |r| {
+                Ok((
+                    secs(r.get(0)?),
+                    AdminEvent {
+                        when: secs(r.get(1)?),
+                        who: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        detail: r.get(5)?,
+                    },
+                ))
+            },
+        )
     }
 }
 
