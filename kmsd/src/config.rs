@@ -28,6 +28,8 @@ pub struct Config {
     pub store: StoreCfg,
     #[serde(default)]
     pub keys: KeysCfg,
+    #[serde(default)]
+    pub quotas: crate::authz::quota::QuotasCfg,
 }
 
 /// `[policy]`: the Cedar policy file and the creation constraints.
@@ -388,6 +390,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.quotas.validate()?;
         if self.backend.mode == Mode::Virtual && self.tokens.is_empty() {
             return Err("virtual mode needs at least one [[token]]".into());
         }

@@ -164,6 +164,7 @@ pub struct Daemon {
     pub inventory: crate::core::inventory::Inventory,
     policy: RwLock<Arc<Policy>>,
     pub min_sizes: crate::authz::constraints::MinSizes,
+    pub quotas: crate::authz::quota::Quotas,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +246,7 @@ impl Daemon {
             inventory,
             policy: RwLock::new(Arc::new(policy)),
             min_sizes: cfg.policy.min,
+            quotas: crate::authz::quota::Quotas::new(&cfg.quotas),
         };
         match cfg.backend.mode {
             Mode::Virtual => {
@@ -554,6 +556,7 @@ impl Daemon {
             tracing::info!(context = c.id, identity = %c.identity.name, pid = c.pid, sessions, "context expired after grace period; its sessions are closed");
         }
         self.refresh_identities();
+        self.quotas.sweep();
         crate::core::lifecycle::tick(self);
     }
 

@@ -5,6 +5,7 @@
 
 pub mod constraints;
 pub mod policy;
+pub mod quota;
 
 /// The operations policy speaks of: Cedar's `Kms::Action::"<name>"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,6 +94,21 @@ impl Action {
             Action::Find => "find",
             Action::Login => "login",
         }
+    }
+
+    /// Uses of a key's material, counted by the quotas.
+    pub fn is_use(self) -> bool {
+        matches!(
+            self,
+            Action::Sign
+                | Action::Verify
+                | Action::Encrypt
+                | Action::Decrypt
+                | Action::Digest
+                | Action::Wrap
+                | Action::Unwrap
+                | Action::Derive
+        )
     }
 
     /// Whether an expired key may still be used for it: only what undoes

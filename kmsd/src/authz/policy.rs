@@ -21,6 +21,7 @@ use cedar_policy::{
     ValidationMode, Validator,
 };
 
+use super::quota::Rate;
 use super::Action;
 
 /// kmsd's Cedar schema. Policies are validated against it.
@@ -67,11 +68,23 @@ pub struct Situation {
 }
 
 /// A decision and the policies that made it (`default-deny` when no
-/// policy permitted).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// policy permitted), with the obligations their annotations carry (the
+/// strictest of the permitting policies').
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Decision {
     pub allowed: bool,
     pub policies: Vec<String>,
+    /// `@rate("N/s")`: uses of the key by this identity.
+    pub rate: Option<Rate>,
+    /// `@daily_limit("N")`: uses of the key per UTC day.
+    pub daily_limit: Option<u64>,
+}
+
+/// A policy's obligations, from its annotations.
+#[derive(Clone, Copy, Debug, Default)]
+struct Obligations {
+    rate: Option<Rate>,
+    daily_limit: Option<u64>,
 }
 
 impl Decision {
@@ -98,6 +111,7 @@ pub struct Policy {
     schema: Schema,
     /// Policy id -> the name audit records use.
     names: HashMap<PolicyId, String>,
+    obligations: HashMap<PolicyId, Obligations>,
     authorizer: Authorizer,
 }
 
@@ -163,11 +177,39 @@ impl Policy {
                 (p.id().clone(), name)
             })
             .collect();
+        let mut obligations = HashMap::new();
+        for p in set.policies() {
+            // A bad annotation is an error at its position in the file.
+            let at = |value: &str, why: String| {
+                let offset = text.find(&format!("\"{value}\"")).unwrap_or(0);
+                let (line, column) = position(text, offset);
+                PolicyError {
+                    file: path.display().to_string(),
+                    line,
+                    column,
+                    reason: why,
+                }
+            };
+            let rate = p
+                .annotation("rate")
+                .map(|v| Rate::parse(v).map_err(|e| at(v, format!("@rate: {e}"))))
+                .transpose()?;
+            let daily_limit = p
+                .annotation("daily_limit")
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        at(v, format!("@daily_limit({v:?}): expected a number of uses"))
+                    })
+                })
+                .transpose()?;
+            obligations.insert(p.id().clone(), Obligations { rate, daily_limit });
+        }
         Ok(Policy {
             path: path.to_path_buf(),
             set,
             schema,
             names,
+            obligations,
             authorizer: Authorizer::new(),
         })
     }
@@ -227,6 +269,7 @@ impl Policy {
         let denied = |why: &str| Decision {
             allowed: false,
             policies: vec![why.to_string()],
+            ..Default::default()
         };
         let Ok(entities) = Entities::from_entities(entities, Some(&self.schema)) else {
             return denied("invalid-entities");
@@ -246,25 +289,39 @@ impl Policy {
         let r = self
             .authorizer
             .is_authorized(&request, &self.set, &entities);
-        let policies: Vec<String> = r
-            .diagnostics()
-            .reason()
+        let reasons: Vec<&PolicyId> = r.diagnostics().reason().collect();
+        let policies: Vec<String> = reasons
+            .iter()
             .map(|id| {
                 self.names
-                    .get(id)
+                    .get(*id)
                     .cloned()
                     .unwrap_or_else(|| id.to_string())
             })
             .collect();
         let allowed = r.decision() == CedarDecision::Allow;
-        Decision {
+        let mut d = Decision {
             allowed,
             policies: if policies.is_empty() {
                 vec!["default-deny".into()]
             } else {
                 policies
             },
+            ..Default::default()
+        };
+        if allowed {
+            for o in reasons.iter().filter_map(|id| self.obligations.get(*id)) {
+                d.rate = match (d.rate, o.rate) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                d.daily_limit = match (d.daily_limit, o.daily_limit) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
         }
+        d
     }
 
     /// Whether some key, at some time, could be used by `who` with
@@ -468,13 +525,8 @@ when { context.mechanism == "CKM_ECDSA" };"#,
             ..Default::default()
         };
         let d = p.decide_key(&who, Action::Sign, &key(), &s);
-        assert_eq!(
-            d,
-            Decision {
-                allowed: true,
-                policies: vec!["users-sign".into()]
-            }
-        );
+        assert!(d.allowed);
+        assert_eq!(d.policies, vec!["users-sign".to_string()]);
         let d = p.decide_key(&who, Action::Decrypt, &key(), &s);
         assert_eq!(d.policies, vec!["default-deny".to_string()]);
         assert!(!d.allowed);
@@ -500,13 +552,8 @@ when { context.mechanism == "CKM_ECDSA" };"#,
             roles: &roles,
         };
         let d = p.decide_key(&who, Action::Sign, &key(), &Situation::default());
-        assert_eq!(
-            d,
-            Decision {
-                allowed: false,
-                policies: vec!["no-prod".into()]
-            }
-        );
+        assert!(!d.allowed);
+        assert_eq!(d.policies, vec!["no-prod".to_string()]);
     }
 
     #[test]
@@ -524,6 +571,33 @@ when { context.mechanism == "CKM_ECDSA" && resource.size >= 256 };"#,
         };
         assert!(p.mechanism_possible(&who, CKM_ECDSA));
         assert!(!p.mechanism_possible(&who, CKM_RSA_PKCS));
+    }
+
+    #[test]
+    fn annotations_carry_obligations() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"@rate("10/s") @daily_limit("500")
+permit(principal, action == Kms::Action::"sign", resource);
+@rate("2/s")
+permit(principal, action, resource is Kms::Key) when { resource.label == "release" };"#,
+        )
+        .unwrap();
+        let roles = user();
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let d = p.decide_key(&who, Action::Sign, &key(), &Situation::default());
+        assert_eq!(d.rate, Some(Rate::parse("2/s").unwrap()));
+        assert_eq!(d.daily_limit, Some(500));
+        let e = Policy::parse(
+            Path::new("p.cedar"),
+            "permit(principal, action, resource);\n@rate(\"lots\")\npermit(principal, action, resource);\n",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!((e.line, e.column), (2, 7), "{e}");
     }
 
     #[test]

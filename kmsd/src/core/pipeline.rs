@@ -26,6 +26,7 @@ use super::resolve::resolve;
 use crate::audit::Record;
 use crate::authz::constraints::non_exportable;
 use crate::authz::policy::{Decision, KeyView, Principal, Situation};
+use crate::authz::quota::{self, Exceeded};
 use crate::authz::Action;
 use crate::context::Context;
 use crate::daemon::Daemon;
@@ -49,6 +50,13 @@ pub struct Pipeline<'a> {
 /// What the decision allowed, for the records.
 struct Allowed {
     rule: String,
+}
+
+/// A use of a token key the call makes, with its policy's obligations.
+struct Use {
+    key: crate::store::KeyId,
+    rate: Option<quota::Rate>,
+    daily_limit: Option<u64>,
 }
 
 impl Pipeline<'_> {
@@ -209,15 +217,18 @@ impl Pipeline<'_> {
         let mut rules = Vec::new();
         if action == Action::Login {
             let dec = policy.decide_token(&who, action, call.token_name(), &situation);
-            return verdict(dec, |rule| Refusal::Policy { rule });
+            let allowed = verdict(dec, |rule| Refusal::Policy { rule })?;
+            self.quotas(call, &[])?;
+            return Ok(allowed);
         }
+        let mut uses = Vec::new();
         if let Some(k) = &call.key {
-            rules.push(self.judge(call, k, action, &situation)?);
+            rules.push(self.judge(call, k, action, &situation, &mut uses)?);
         }
         // Keys a mechanism parameter names take part as the key does (a
         // salt key, the second key of a concatenation, MQV's private data).
         for k in &call.params {
-            rules.push(self.judge(call, k, action, &situation)?);
+            rules.push(self.judge(call, k, action, &situation, &mut uses)?);
         }
         if let Some(w) = &call.wrapped {
             // A key leaves the HSM under a key the client chose.
@@ -225,23 +236,53 @@ impl Pipeline<'_> {
                 wrapping_key: call.key.as_ref().map(|k| k.key_id()),
                 ..situation.clone()
             };
-            rules.push(self.judge(call, w, Action::Export, &s)?);
+            rules.push(self.judge(call, w, Action::Export, &s, &mut uses)?);
         }
         if let Some(view) = &call.creates {
             rules.push(self.judge_creation(call, view, action, request, &situation)?);
         }
+        self.quotas(call, &uses)?;
         Ok(Allowed {
             rule: rules.join(","),
         })
     }
 
-    /// An existing key: its state, then policy.
+    /// Quotas, once policy allowed everything: the identity's rate, each
+    /// key's rate for this identity, then each key's daily count (durable,
+    /// so taken last).
+    fn quotas(&self, call: &Call, uses: &[Use]) -> Result<(), Refusal> {
+        let q = &self.daemon.quotas;
+        let who = &call.principal.name;
+        q.take_identity(who).map_err(Refusal::Quota)?;
+        for u in uses {
+            q.take_key(who, &u.key.0, u.rate).map_err(Refusal::Quota)?;
+        }
+        for u in uses {
+            let Some(limit) = q.daily_limit(u.daily_limit) else {
+                continue;
+            };
+            let taken = self
+                .daemon
+                .inventory
+                .store
+                .take_daily(&u.key, quota::today(), limit)
+                .map_err(|e| Refusal::Store(e.to_string()))?;
+            if taken.is_none() {
+                return Err(Refusal::Quota(Exceeded::DailyLimit(limit)));
+            }
+        }
+        Ok(())
+    }
+
+    /// An existing key: its state, then policy. A use of a token key is
+    /// added to `uses`, with the obligations of the policies that allowed it.
     fn judge(
         &self,
         call: &Call,
         k: &Target,
         action: Action,
         s: &Situation,
+        uses: &mut Vec<Use>,
     ) -> Result<String, Refusal> {
         if let Some(st) = &k.status {
             match st.record.state {
@@ -281,6 +322,13 @@ impl Pipeline<'_> {
         let view = k.view(call.token_name());
         let dec = policy.decide_key(&who, action, &view, s);
         if dec.allowed {
+            if let (true, Some(key)) = (action.is_use(), &k.known.key) {
+                uses.push(Use {
+                    key: key.clone(),
+                    rate: dec.rate,
+                    daily_limit: dec.daily_limit,
+                });
+            }
             return Ok(dec.rule());
         }
         // Not even visible: as if the handle did not exist.

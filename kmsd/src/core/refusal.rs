@@ -5,6 +5,7 @@
 use pkcs11_sys::*;
 
 use crate::authz::constraints::Violation;
+use crate::authz::quota::Exceeded;
 
 /// kmsd's device error codes (`CK_SESSION_INFO.ulDeviceError` after a
 /// refusal), documented in the README. `0x4B4D` is "KM".
@@ -16,6 +17,9 @@ pub mod device_error {
     pub const KEY_REVOKED: u64 = 0x4B4D_0102;
     pub const KEY_EXPIRED: u64 = 0x4B4D_0103;
     pub const AUDIT: u64 = 0x4B4D_0201;
+    pub const IDENTITY_RATE: u64 = 0x4B4D_0301;
+    pub const KEY_RATE: u64 = 0x4B4D_0302;
+    pub const DAILY_LIMIT: u64 = 0x4B4D_0303;
     pub const STORE: u64 = 0x4B4D_0202;
 }
 
@@ -40,6 +44,8 @@ pub enum Refusal {
         reason: String,
     },
     KeyExpired,
+    /// Over a quota.
+    Quota(Exceeded),
     /// The audit log cannot be written: fail closed.
     Audit,
     /// The store cannot be read or written: fail closed.
@@ -56,6 +62,7 @@ impl Refusal {
             Refusal::KeyDisabled | Refusal::KeyRevoked { .. } | Refusal::KeyExpired => {
                 CKR_KEY_FUNCTION_NOT_PERMITTED
             }
+            Refusal::Quota(_) => CKR_FUNCTION_FAILED,
             Refusal::Audit | Refusal::Store(_) => CKR_DEVICE_ERROR,
         }
     }
@@ -69,6 +76,9 @@ impl Refusal {
             Refusal::KeyDisabled => KEY_DISABLED,
             Refusal::KeyRevoked { .. } => KEY_REVOKED,
             Refusal::KeyExpired => KEY_EXPIRED,
+            Refusal::Quota(Exceeded::IdentityRate(_)) => IDENTITY_RATE,
+            Refusal::Quota(Exceeded::KeyRate(_)) => KEY_RATE,
+            Refusal::Quota(Exceeded::DailyLimit(_)) => DAILY_LIMIT,
             Refusal::Audit => AUDIT,
             Refusal::Store(_) => STORE,
         }
@@ -84,6 +94,7 @@ impl Refusal {
             Refusal::KeyDisabled => "key-disabled",
             Refusal::KeyRevoked { .. } => "key-revoked",
             Refusal::KeyExpired => "key-expired",
+            Refusal::Quota(_) => "quota",
             Refusal::Audit => "audit",
             Refusal::Store(_) => "store",
         }
@@ -97,6 +108,7 @@ impl Refusal {
             }
             Refusal::Constraint(v) => v.rule().to_string(),
             Refusal::KeyRevoked { reason } => format!("revoked: {reason}"),
+            Refusal::Quota(e) => e.rule(),
             other => other.reason().to_string(),
         }
     }

@@ -171,6 +171,20 @@ pub fn fingerprint_and_expiry_change(s: &dyn Store) {
     assert_eq!(s.key(&a.id).unwrap().unwrap().expires, None);
 }
 
+/// Daily uses count up to their limit, per key and day.
+pub fn daily_uses_stop_at_the_limit(s: &dyn Store) {
+    let a = KeyId::new();
+    let b = KeyId::new();
+    assert_eq!(s.take_daily(&a, 100, 2).unwrap(), Some(1));
+    assert_eq!(s.take_daily(&a, 100, 2).unwrap(), Some(2));
+    assert_eq!(s.take_daily(&a, 100, 2).unwrap(), None);
+    assert_eq!(s.daily(&a, 100).unwrap(), 2);
+    assert_eq!(s.take_daily(&a, 101, 2).unwrap(), Some(1));
+    assert_eq!(s.take_daily(&b, 100, 2).unwrap(), Some(1));
+    assert_eq!(s.take_daily(&b, 100, 1).unwrap(), None);
+    assert_eq!(s.daily(&b, 7).unwrap(), 0);
+}
+
 /// Administrative events queue in order and are removed up to a point.
 pub fn admin_events_queue_in_order(s: &dyn Store) {
     let e = |n: u64| AdminEvent {
@@ -279,7 +293,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             keys_read_back duplicate_keys_are_refused keys_are_listed_by_token
             pending_destroy_can_be_cancelled transitions_are_compare_and_set
-            due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up admin_events_queue_in_order
+            due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up admin_events_queue_in_order daily_uses_stop_at_the_limit
             revocations_are_kept_in_order identities_can_be_disabled
             the_last_checkpoint_is_the_highest);
     };

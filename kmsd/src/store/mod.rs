@@ -222,6 +222,14 @@ pub trait Store: Send + Sync {
     fn insert_checkpoint(&self, c: &Checkpoint) -> Result<()>;
     fn last_checkpoint(&self) -> Result<Option<Checkpoint>>;
 
+    /// Counts one use of a key on `day` (UTC days since 1970) if it has
+    /// had fewer than `limit` that day: the new count, or `None` at the
+    /// limit. Atomic over every kmsd sharing the store; survives a crash
+    /// of kmsd (a power loss may lose the last uses).
+    fn take_daily(&self, id: &KeyId, day: u64, limit: u64) -> Result<Option<u64>>;
+    /// A key's uses on `day`.
+    fn daily(&self, id: &KeyId, day: u64) -> Result<u64>;
+
     /// Queues an administrative change for the audit log.
     fn add_admin_event(&self, e: &AdminEvent) -> Result<()>;
     /// The queued events with their queue numbers, oldest first.
