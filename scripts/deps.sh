@@ -5,6 +5,7 @@ need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool  >/dev/null || need+=(opensc)
 command -v openssl      >/dev/null || need+=(openssl)
+command -v curl         >/dev/null || need+=(curl)
 # interop clients
 [ -e /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so ] || need+=(libengine-pkcs11-openssl)
 command -v certutil     >/dev/null || need+=(libnss3-tools)

@@ -101,6 +101,13 @@ pub struct Listen {
     /// Written with the bound address once listening (useful with port 0).
     #[serde(default)]
     pub address_file: Option<PathBuf>,
+    /// The admin API (HTTPS, same TLS and client CA), e.g. "127.0.0.1:5697".
+    /// Not served when absent.
+    #[serde(default)]
+    pub admin_address: Option<String>,
+    /// Written with the admin API's bound address once listening.
+    #[serde(default)]
+    pub admin_address_file: Option<PathBuf>,
 }
 
 fn default_handshake_timeout() -> u64 {
@@ -374,6 +381,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.listen.address_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.listen.admin_address_file.as_mut() {
             fix(p);
         }
         fix(&mut self.audit.path);

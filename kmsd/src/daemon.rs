@@ -165,6 +165,7 @@ pub struct Daemon {
     policy: RwLock<Arc<Policy>>,
     pub min_sizes: crate::authz::constraints::MinSizes,
     pub quotas: crate::authz::quota::Quotas,
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +248,7 @@ impl Daemon {
             policy: RwLock::new(Arc::new(policy)),
             min_sizes: cfg.policy.min,
             quotas: crate::authz::quota::Quotas::new(&cfg.quotas),
+            metrics: crate::metrics::Metrics::new(),
         };
         match cfg.backend.mode {
             Mode::Virtual => {
@@ -474,6 +476,16 @@ impl Daemon {
     /// The served token named `name`, whoever asks.
     pub fn token_named(&self, name: &str) -> Option<Arc<VToken>> {
         self.tokens.read().iter().find(|t| t.name == name).cloned()
+    }
+
+    /// Every served token.
+    pub fn all_tokens(&self) -> Vec<Arc<VToken>> {
+        self.tokens.read().clone()
+    }
+
+    /// Open client contexts.
+    pub fn context_count(&self) -> usize {
+        self.contexts.lock().len()
     }
 
     pub fn token_count(&self) -> usize {

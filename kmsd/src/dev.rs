@@ -73,6 +73,9 @@ pub fn setup(dir: &Path, address: &str) -> Result<PathBuf, String> {
 [listen]
 address = "{address}"
 address_file = "address"
+# The admin API (HTTPS, the same client certificates): kmsctl, curl, a browser.
+admin_address = "{admin}"
+admin_address_file = "admin-address"
 
 [tls]
 cert = "server.pem"
@@ -111,6 +114,7 @@ fsync = "batch"
 signing_key = "audit-signing.key"
 "#,
         softhsm = dir.join("softhsm/softhsm2.conf").display(),
+        admin = admin_address(address),
         identities = DEV_IDENTITIES
             .iter()
             .map(|(name, role, _)| format!(
@@ -124,6 +128,18 @@ signing_key = "audit-signing.key"
     write_file(&dir.join("audit-signing.key"), seed.as_bytes(), true)?;
     std::fs::write(&cfg, t).map_err(|e| format!("{}: {e}", cfg.display()))?;
     Ok(cfg)
+}
+
+/// The admin API's address next to the PKCS#11 one: the next port, or any
+/// free port when the PKCS#11 port is chosen by the system.
+fn admin_address(address: &str) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(p) if p != 0 && p < u16::MAX => format!("{host}:{}", p + 1),
+            _ => format!("{host}:0"),
+        },
+        None => "127.0.0.1:0".into(),
+    }
 }
 
 /// Writes the client config for the bound address and prints how to use it.
@@ -145,6 +161,14 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     println!("That is identity dev-client (role admin). The policy in {} lets a user only use keys; try:", dir.join("policy.cedar").display());
     println!("  KMSP11_CONFIG={} pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keygen --key-type AES:32 --label nope", dir.join("kmsp11-user.toml").display());
     println!("  (refused: CKR_KEY_FUNCTION_NOT_PERMITTED); kmsp11-admin2.toml and kmsp11-auditor.toml are the other identities.");
+    if let Ok(admin) = std::fs::read_to_string(dir.join("admin-address")) {
+        let port = admin.rsplit(':').next().unwrap_or_default();
+        println!("The admin API (HTTPS; the admin certificates may change, the auditor's read):");
+        println!(
+            "  curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/v1/status",
+            d = dir.display()
+        );
+    }
     let audit = dir.join("audit.log");
     println!(
         "Every call is recorded in {}; check the record with:",

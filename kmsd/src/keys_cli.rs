@@ -245,7 +245,7 @@ pub fn run(config: &Path, cmd: KeysCommand) -> Result<(), String> {
 }
 
 /// A key by id, or by a label only one key has.
-fn find(s: &dyn Store, key: &str) -> Result<KeyRecord, String> {
+pub fn find(s: &dyn Store, key: &str) -> Result<KeyRecord, String> {
     if let Some(k) = s.key(&KeyId(key.to_string())).map_err(|e| e.to_string())? {
         return Ok(k);
     }
@@ -318,12 +318,12 @@ fn now() -> u64 {
     crate::core::inventory::now()
 }
 
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
         .to_string()
 }
 
-fn json(k: &KeyRecord) -> serde_json::Value {
+pub fn json(k: &KeyRecord) -> serde_json::Value {
     serde_json::json!({
         "id": k.id.0,
         "token": k.token,
@@ -339,7 +339,7 @@ fn json(k: &KeyRecord) -> serde_json::Value {
     })
 }
 
-fn revocation_json(r: &Revocation) -> serde_json::Value {
+pub fn revocation_json(r: &Revocation) -> serde_json::Value {
     serde_json::json!({
         "key": r.key.0,
         "label": r.label,

@@ -17,6 +17,7 @@ pub mod hsm;
 pub mod identities_cli;
 pub mod identity;
 pub mod keys_cli;
+pub mod metrics;
 pub mod ops;
 pub mod pin;
 pub mod store;

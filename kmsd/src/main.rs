@@ -204,6 +204,19 @@ fn run(args: Args) -> Result<(), String> {
             std::fs::write(f, bound.to_string()).map_err(|e| format!("{}: {e}", f.display()))?;
         }
         tracing::info!(%bound, tokens = daemon.token_count(), "kmsd serving");
+        if let Some(a) = &cfg.listen.admin_address {
+            let admin = tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("listen (admin) on {a}: {e}"))?;
+            let bound = admin.local_addr().map_err(|e| e.to_string())?;
+            if let Some(f) = &cfg.listen.admin_address_file {
+                std::fs::write(f, bound.to_string())
+                    .map_err(|e| format!("{}: {e}", f.display()))?;
+            }
+            tracing::info!(%bound, "admin API serving");
+            let door = Arc::new(kmsd::front::admin::Admin::new(daemon.clone(), tls.clone()));
+            tokio::spawn(door.run(admin));
+        }
         if let Some(dir) = dev_dir {
             dev::announce(&dir, &bound.to_string())?;
         }

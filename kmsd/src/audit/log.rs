@@ -348,6 +348,17 @@ impl Log {
         self.fail(g, AuditError::Io { path, source: e })
     }
 
+    /// The file records are appended to.
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    /// The chain's head: the last sequence number and its line's hash.
+    pub fn head(&self) -> (u64, String) {
+        let g = self.inner.lock();
+        (g.next_seq - 1, g.prev.clone())
+    }
+
     /// Writes a last checkpoint and syncs (at shutdown).
     pub fn close(&self) {
         let mut g = self.inner.lock();

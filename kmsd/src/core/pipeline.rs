@@ -61,9 +61,22 @@ struct Use {
 
 impl Pipeline<'_> {
     /// Runs one request to its answer.
-    pub fn run(&self, mut request: Request, origin: Origin) -> Response {
-        let (d, ctx) = (self.daemon, self.ctx);
+    pub fn run(&self, request: Request, origin: Origin) -> Response {
+        let op = request.call().c_name();
         let started = Instant::now();
+        let resp = self.run_inner(request, origin, started);
+        let m = &self.daemon.metrics;
+        m.calls
+            .with_label_values(&[op, &crate::error::rv_name(resp.rv)])
+            .inc();
+        m.latency
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    fn run_inner(&self, mut request: Request, origin: Origin, started: Instant) -> Response {
+        let (d, ctx) = (self.daemon, self.ctx);
         if origin.audited && d.audit.ready().is_err() {
             return Response::rv(CKR_DEVICE_ERROR);
         }
@@ -110,6 +123,11 @@ impl Pipeline<'_> {
 
     fn refuse(&self, call: &Call, refusal: Refusal, origin: Origin, started: Instant) -> Response {
         let rv = refusal.rv();
+        self.daemon
+            .metrics
+            .refusals
+            .with_label_values(&[refusal.reason()])
+            .inc();
         tracing::info!(
             identity = %call.principal.name,
             op = call.op.c_name(),

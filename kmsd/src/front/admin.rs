@@ -1,0 +1,597 @@
+//! The admin door (DESIGN.md "front/admin/"): HTTPS on its own listener,
+//! the same TLS 1.3 profile and client CA as the PKCS#11 door (a client
+//! certificate is required and must name exactly one identity), JSON under
+//! versioned paths. Roles: `admin` changes, `auditor` (and `admin`) reads
+//! the inventory, identities, quotas, policy and audit; `/health` answers
+//! any identity. Every change, and every refused request, is an audit
+//! record naming the caller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::tls::Tls;
+use crate::audit::Record;
+use crate::daemon::{Daemon, Identity};
+use crate::identity::{self, Presented};
+use crate::keys_cli;
+use crate::store::{IdentityRecord, KeyState, Revocation, StoreError};
+
+/// Admin connections open at once.
+const MAX_CONNECTIONS: usize = 64;
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Who calls, from the client certificate.
+#[derive(Clone)]
+pub struct Caller {
+    pub identity: Arc<Identity>,
+    pub peer: SocketAddr,
+}
+
+impl Caller {
+    fn has(&self, roles: &[&str]) -> bool {
+        self.identity
+            .roles
+            .iter()
+            .any(|r| roles.contains(&r.as_str()))
+    }
+}
+
+/// An error answer: a status and `{"error": code, "message": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            StoreError::Exists(m) => ApiError::new(StatusCode::CONFLICT, "exists", m),
+            StoreError::Transition(a, b) => ApiError::new(
+                StatusCode::CONFLICT,
+                "state",
+                format!("key state cannot go from {a} to {b}"),
+            ),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+        }
+    }
+}
+
+type Answer = Result<Json<Value>, ApiError>;
+type D = State<Arc<Daemon>>;
+type C = Extension<Caller>;
+
+pub struct Admin {
+    daemon: Arc<Daemon>,
+    tls: Arc<Tls>,
+    permits: Arc<Semaphore>,
+}
+
+impl Admin {
+    pub fn new(daemon: Arc<Daemon>, tls: Arc<Tls>) -> Admin {
+        Admin {
+            daemon,
+            tls,
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        let router = router(self.daemon.clone());
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "admin connection refused: {MAX_CONNECTIONS} open");
+                continue;
+            };
+            let me = self.clone();
+            let router = router.clone();
+            tokio::spawn(async move {
+                if let Err(why) = me.connection(tcp, peer, router).await {
+                    tracing::info!(%peer, "admin connection closed: {why}");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn connection(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        router: Router,
+    ) -> Result<(), String> {
+        let tls = tokio::time::timeout(HANDSHAKE, self.tls.acceptor().accept(tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let presented = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Presented::from_der(c.as_ref()))
+            .unwrap_or_default();
+        let identity = match identity::resolve(&self.daemon.identities(), &presented) {
+            identity::Match::One(i) => i,
+            _ => {
+                tracing::warn!(%peer, names = ?presented.names, "admin connection refused: the certificate names no single identity");
+                return Ok(());
+            }
+        };
+        let svc = router.layer(Extension(Caller { identity, peer }));
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/keys", get(keys))
+        .route("/v1/keys/{key}", get(key))
+        .route("/v1/keys/{key}/{action}", post(key_action))
+        .route("/v1/revocations", get(revocations))
+        .route("/v1/identities", get(identities).post(add_identity))
+        .route("/v1/identities/{name}/{action}", post(identity_action))
+        .route("/v1/policy", get(policy))
+        .route("/v1/policy/reload", post(reload_policy))
+        .route("/v1/quotas", get(quotas))
+        .route("/v1/audit", get(audit))
+        .with_state(d)
+}
+
+/// Refuses a caller without one of `roles` (403), with an audit record
+/// when the request would change something.
+fn require(d: &Daemon, c: &Caller, roles: &[&str], change: Option<&str>) -> Result<(), ApiError> {
+    if c.has(roles) {
+        return Ok(());
+    }
+    if let Some(op) = change {
+        let _ = d.audit.record(Record {
+            identity: Some(c.identity.name.clone()),
+            peer: Some(c.peer.to_string()),
+            op: Some(op.into()),
+            decision: Some("deny".into()),
+            reason: Some("role".into()),
+            policy: Some(format!("needs role {}", roles.join(" or "))),
+            ..Default::default()
+        });
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{} needs the role {}", c.identity.name, roles.join(" or ")),
+    ))
+}
+
+const READERS: &[&str] = &["admin", "auditor"];
+const ADMINS: &[&str] = &["admin"];
+
+/// Records an administrative change made through the API.
+fn record(
+    d: &Daemon,
+    c: &Caller,
+    op: &str,
+    key: Option<&str>,
+    target: Option<&str>,
+    detail: &str,
+) -> Result<(), ApiError> {
+    d.audit
+        .record(Record {
+            identity: Some(c.identity.name.clone()),
+            peer: Some(c.peer.to_string()),
+            op: Some(op.into()),
+            key: key.map(str::to_string),
+            label: target.map(str::to_string),
+            decision: Some("allow".into()),
+            policy: Some("role admin".into()),
+            detail: Some(detail.into()),
+            ..Default::default()
+        })
+        .map(|_| ())
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit", e))
+}
+
+async fn health(Extension(_c): C) -> Json<Value> {
+    Json(json!({"status": "alive", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn ready(State(d): D, Extension(_c): C) -> Response {
+    let backend = d.backend.slot_list(false).is_ok();
+    let audit = d.audit.ready().is_ok();
+    let store = d.inventory.store.last_checkpoint().is_ok();
+    let ok = backend && audit && store;
+    let body = Json(json!({"ready": ok, "backend": backend, "audit": audit, "store": store}));
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
+    require(&d, &c, READERS, None)?;
+    d.metrics.contexts.set(d.context_count() as i64);
+    d.metrics.connections.set(
+        d.identities()
+            .iter()
+            .map(|i| {
+                i.usage
+                    .connections
+                    .load(std::sync::atomic::Ordering::Relaxed) as i64
+            })
+            .sum(),
+    );
+    Ok(d.metrics.render())
+}
+
+async fn status(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let tokens: Vec<String> = d.all_tokens().iter().map(|t| t.name.clone()).collect();
+    let (seq, hash) = d.audit.head();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "tokens": tokens,
+        "contexts": d.context_count(),
+        "policies": d.policy().len(),
+        "audit": {"sequence": seq, "head": hash},
+    })))
+}
+
+async fn keys(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let keys = d.inventory.store.keys(None)?;
+    Ok(Json(Value::Array(
+        keys.iter().map(keys_cli::json).collect(),
+    )))
+}
+
+async fn key(State(d): D, Extension(c): C, Path(key): Path<String>) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let s = d.inventory.store.as_ref();
+    let k = keys_cli::find(s, &key)
+        .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?;
+    let mut v = keys_cli::json(&k);
+    v["usage"] = s
+        .usage(&k.id)?
+        .into_iter()
+        .map(|(op, n)| (op, Value::from(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v["today"] = s.daily(&k.id, crate::authz::quota::today())?.into();
+    if let Some(r) = s.revocation(&k.id)? {
+        v["revocation"] = keys_cli::revocation_json(&r);
+    }
+    Ok(Json(v))
+}
+
+/// The body of a key action; each action reads what it needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChange {
+    pub reason: Option<String>,
+    pub tags: Option<Vec<String>>,
+    /// RFC 3339, or null to clear.
+    pub at: Option<String>,
+}
+
+async fn key_action(
+    State(d): D,
+    Extension(c): C,
+    Path((key, action)): Path<(String, String)>,
+    body: Option<Json<KeyChange>>,
+) -> Answer {
+    let op = format!("keys.{action}");
+    require(&d, &c, ADMINS, Some(&op))?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let s = d.inventory.store.as_ref();
+    let k = keys_cli::find(s, &key)
+        .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?;
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m.to_string());
+    let conflict = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "state",
+            format!("{} is {}", k.id, k.state.as_str()),
+        )
+    };
+    let cas = |from: KeyState, to: KeyState, at: Option<u64>| -> Result<(), ApiError> {
+        if k.state != from || !s.transition(&k.id, from, to, at)? {
+            return Err(conflict());
+        }
+        Ok(())
+    };
+    let detail = match action.as_str() {
+        "disable" => {
+            cas(KeyState::Active, KeyState::Disabled, None)?;
+            "disabled".to_string()
+        }
+        "enable" => {
+            cas(KeyState::Disabled, KeyState::Active, None)?;
+            "enabled".to_string()
+        }
+        "cancel-destroy" => {
+            cas(KeyState::PendingDestroy, KeyState::Active, None)?;
+            "restored".to_string()
+        }
+        "schedule-destroy" => {
+            let at = crate::core::inventory::now() + d.inventory.destroy_window.as_secs();
+            cas(k.state, KeyState::PendingDestroy, Some(at))?;
+            format!("pending destroy until {}", keys_cli::rfc3339(at))
+        }
+        "revoke" => {
+            let reason = body.reason.ok_or_else(|| bad("revoke needs {\"reason\": ...}"))?;
+            s.revoke(&Revocation {
+                key: k.id.clone(),
+                label: k.label.clone(),
+                when: crate::core::inventory::now(),
+                who: c.identity.name.clone(),
+                reason: reason.clone(),
+            })?;
+            format!("revoked: {reason}")
+        }
+        "tag" => {
+            let tags = body.tags.ok_or_else(|| bad("tag needs {\"tags\": [...]}"))?;
+            s.set_tags(&k.id, &tags)?;
+            format!("tags [{}]", tags.join(","))
+        }
+        "expire" => {
+            let at = match body.at.as_deref() {
+                None => None,
+                Some(t) => Some(
+                    humantime::parse_rfc3339_weak(t)
+                        .map_err(|e| bad(&format!("at {t:?}: {e}")))?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_err(|_| bad("at: before 1970"))?
+                        .as_secs(),
+                ),
+            };
+            s.set_expires(&k.id, at)?;
+            at.map_or("no expiry".into(), |t| format!("expires {}", keys_cli::rfc3339(t)))
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no key action {other:?} (disable, enable, revoke, cancel-destroy, schedule-destroy, tag, expire)"),
+            ))
+        }
+    };
+    record(&d, &c, &op, Some(&k.id.0), None, &detail)?;
+    let k = s
+        .key(&k.id)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "key gone"))?;
+    Ok(Json(keys_cli::json(&k)))
+}
+
+async fn revocations(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let list = d.inventory.store.revocations()?;
+    Ok(Json(Value::Array(
+        list.iter().map(keys_cli::revocation_json).collect(),
+    )))
+}
+
+async fn identities(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let v: Vec<Value> = d
+        .identities()
+        .iter()
+        .map(
+            |i| json!({"name": i.name, "subject": i.subject, "roles": i.roles, "tokens": i.tokens}),
+        )
+        .collect();
+    let disabled: Vec<String> = d
+        .inventory
+        .store
+        .identities()?
+        .into_iter()
+        .filter(|r| r.disabled)
+        .map(|r| r.name)
+        .collect();
+    Ok(Json(json!({"enabled": v, "disabled": disabled})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIdentity {
+    pub name: String,
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub tokens: Vec<String>,
+    pub pin_hash: Option<String>,
+}
+
+async fn add_identity(State(d): D, Extension(c): C, Json(n): Json<NewIdentity>) -> Answer {
+    require(&d, &c, ADMINS, Some("identities.add"))?;
+    if d.identities().iter().any(|i| i.name == n.name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("identity {} exists", n.name),
+        ));
+    }
+    if let Some(h) = &n.pin_hash {
+        argon2::PasswordHash::new(h).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("pin_hash: {e}"),
+            )
+        })?;
+    }
+    let detail = format!(
+        "added: roles [{}], tokens [{}]",
+        n.roles.join(","),
+        n.tokens.join(",")
+    );
+    d.inventory.store.insert_identity(&IdentityRecord {
+        subject: n.subject.unwrap_or_else(|| n.name.clone()),
+        name: n.name.clone(),
+        roles: n.roles,
+        tokens: n.tokens,
+        disabled: false,
+        added_by: c.identity.name.clone(),
+        added: crate::core::inventory::now(),
+        pin_hash: n.pin_hash,
+    })?;
+    d.refresh_identities();
+    record(&d, &c, "identities.add", None, Some(&n.name), &detail)?;
+    Ok(Json(json!({"name": n.name, "added": true})))
+}
+
+async fn identity_action(
+    State(d): D,
+    Extension(c): C,
+    Path((name, action)): Path<(String, String)>,
+) -> Answer {
+    let op = format!("identities.{action}");
+    require(&d, &c, ADMINS, Some(&op))?;
+    let store = &d.inventory.store;
+    let disabled = match action.as_str() {
+        "disable" => true,
+        "enable" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no identity action {other:?}"),
+            ))
+        }
+    };
+    match store.set_identity_disabled(&name, disabled) {
+        Ok(()) => {}
+        Err(StoreError::NotFound(_))
+            if disabled && d.identities().iter().any(|i| i.name == name) =>
+        {
+            store.insert_identity(&IdentityRecord {
+                name: name.clone(),
+                subject: name.clone(),
+                roles: vec![],
+                tokens: vec![],
+                disabled: true,
+                added_by: c.identity.name.clone(),
+                added: crate::core::inventory::now(),
+                pin_hash: None,
+            })?
+        }
+        Err(e) => return Err(e.into()),
+    }
+    d.refresh_identities();
+    record(&d, &c, &op, None, Some(&name), &action)?;
+    Ok(Json(json!({"name": name, "disabled": disabled})))
+}
+
+async fn policy(State(d): D, Extension(c): C) -> Result<String, ApiError> {
+    require(&d, &c, READERS, None)?;
+    std::fs::read_to_string(&d.policy().path)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string()))
+}
+
+async fn reload_policy(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, ADMINS, Some("policy.reload"))?;
+    match d.reload_policy() {
+        Ok(n) => {
+            record(
+                &d,
+                &c,
+                "policy.reload",
+                None,
+                None,
+                &format!("{n} policies"),
+            )?;
+            Ok(Json(json!({"reloaded": true, "policies": n})))
+        }
+        Err(e) => {
+            let _ = d.audit.record(Record {
+                identity: Some(c.identity.name.clone()),
+                peer: Some(c.peer.to_string()),
+                op: Some("policy.reload".into()),
+                decision: Some("deny".into()),
+                reason: Some("invalid-policy".into()),
+                detail: Some(e.to_string()),
+                ..Default::default()
+            });
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                e.to_string(),
+            ))
+        }
+    }
+}
+
+async fn quotas(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let q = &d.quotas;
+    Ok(Json(json!({
+        "identity_rate": q.identity_rate.map(|r| r.to_string()),
+        "key_rate": q.key_rate.map(|r| r.to_string()),
+        "daily_limit_per_key": q.daily_limit_per_key,
+        "buckets": q.buckets(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Tail {
+    pub tail: Option<usize>,
+}
+
+async fn audit(State(d): D, Extension(c): C, Query(t): Query<Tail>) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let n = t.tail.unwrap_or(50).min(1000);
+    let text = std::fs::read_to_string(d.audit.path())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let records: Vec<Value> = lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok(Json(Value::Array(records)))
+}

@@ -1,0 +1,94 @@
+//! kmsd's metrics, served as Prometheus text on the admin API's
+//! `/metrics`: calls by operation and result, their latency, refusals by
+//! reason, open contexts and connections, audit records written.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub calls: IntCounterVec,
+    pub latency: HistogramVec,
+    pub refusals: IntCounterVec,
+    pub contexts: IntGauge,
+    pub connections: IntGauge,
+    pub audit_records: IntCounter,
+    pub admin_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("kmsd".into()), None).expect("registry");
+        let calls = IntCounterVec::new(
+            Opts::new("calls_total", "PKCS#11 calls answered, by call and CK_RV"),
+            &["op", "rv"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "call_duration_seconds",
+                "Time from a call's admission to its answer, by call",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 1.0,
+            ]),
+            &["op"],
+        )
+        .expect("metric");
+        let refusals = IntCounterVec::new(
+            Opts::new("refusals_total", "Calls refused by kmsd, by reason"),
+            &["reason"],
+        )
+        .expect("metric");
+        let contexts = IntGauge::new("contexts", "Open client contexts").expect("metric");
+        let connections = IntGauge::new("connections", "Open PKCS#11 connections").expect("metric");
+        let audit_records =
+            IntCounter::new("audit_records_total", "Audit records written by calls")
+                .expect("metric");
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                "admin_requests_total",
+                "Admin API requests, by path and status",
+            ),
+            &["path", "status"],
+        )
+        .expect("metric");
+        for m in [
+            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(refusals.clone()),
+            Box::new(contexts.clone()),
+            Box::new(connections.clone()),
+            Box::new(audit_records.clone()),
+            Box::new(admin_requests.clone()),
+        ] {
+            registry.register(m).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            calls,
+            latency,
+            refusals,
+            contexts,
+            connections,
+            audit_records,
+            admin_requests,
+        }
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
