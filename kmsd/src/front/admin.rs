@@ -181,7 +181,39 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/quotas", get(quotas))
         .route("/v1/audit", get(audit))
+        .layer(axum::middleware::from_fn_with_state(d.clone(), count))
         .with_state(d)
+}
+
+/// The paths metrics name (anything else is `other`, so that callers
+/// cannot grow the label set).
+const PATHS: &[&str] = &[
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v1/status",
+    "/v1/keys",
+    "/v1/revocations",
+    "/v1/identities",
+    "/v1/policy",
+    "/v1/quotas",
+    "/v1/audit",
+];
+
+/// Counts each request by path and status.
+async fn count(State(d): D, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    let label = PATHS
+        .iter()
+        .find(|p| path == **p || path.starts_with(&format!("{p}/")))
+        .copied()
+        .unwrap_or("other");
+    let resp = next.run(req).await;
+    d.metrics
+        .admin_requests
+        .with_label_values(&[label, resp.status().as_str()])
+        .inc();
+    resp
 }
 
 /// Refuses a caller without one of `roles` (403), with an audit record
