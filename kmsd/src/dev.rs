@@ -162,10 +162,18 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     println!("  KMSP11_CONFIG={} pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keygen --key-type AES:32 --label nope", dir.join("kmsp11-user.toml").display());
     println!("  (refused: CKR_KEY_FUNCTION_NOT_PERMITTED); kmsp11-admin2.toml and kmsp11-auditor.toml are the other identities.");
     if let Ok(admin) = std::fs::read_to_string(dir.join("admin-address")) {
-        let port = admin.rsplit(':').next().unwrap_or_default();
-        println!("The admin API (HTTPS; the admin certificates may change, the auditor's read):");
+        let port = admin
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let kmsctl = kmsctl_configs(dir, &port)?;
+        println!("Administer it with kmsctl (also kmsctl-admin2.toml, kmsctl-auditor.toml):");
+        println!("  export KMSCTL_CONFIG={}", kmsctl.display());
+        println!("  kmsctl status; kmsctl keys list");
         println!(
-            "  curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/v1/status",
+            "or curl: curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/v1/status",
             d = dir.display()
         );
     }
@@ -180,6 +188,24 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
         audit.display()
     );
     Ok(())
+}
+
+/// Writes a kmsctl config for each dev admin and the auditor; returns the
+/// first admin's.
+fn kmsctl_configs(dir: &Path, port: &str) -> Result<PathBuf, String> {
+    for (file, stem, name) in [
+        ("kmsctl-admin.toml", "client", "dev-client"),
+        ("kmsctl-admin2.toml", "dev-admin2", "dev-admin2"),
+        ("kmsctl-auditor.toml", "dev-auditor", "dev-auditor"),
+    ] {
+        let p = dir.join(file);
+        let text = format!(
+            "# kmsctl configuration for the kmsd dev instance in this folder, as {name}.\nurl = \"https://localhost:{port}\"\nca = \"{d}/ca.pem\"\ncert = \"{d}/{stem}.pem\"\nkey = \"{d}/{stem}.key\"\n",
+            d = dir.display()
+        );
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(dir.join("kmsctl-admin.toml"))
 }
 
 /// Writes a library config for each dev identity once the bound address

@@ -44,6 +44,10 @@ pub fn kmsd_bin() -> PathBuf {
     built("kmsd")
 }
 
+pub fn kmsctl_bin() -> PathBuf {
+    built("kmsctl")
+}
+
 /// An artefact of `cargo build --workspace`.
 fn built(name: &str) -> PathBuf {
     let p = bin_dir().join(name);

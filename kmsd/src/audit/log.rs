@@ -353,6 +353,40 @@ impl Log {
         &self.cfg.path
     }
 
+    /// The log's files, oldest first: the rotated ones, then the current.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let path = &self.cfg.path;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return vec![path.clone()];
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.strip_prefix(&prefix).is_some_and(|rest| {
+                            rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_digit())
+                        })
+                    })
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.push(path.clone());
+        v
+    }
+
+    /// The checkpoint signer's Ed25519 public key, if it signs.
+    pub fn public_key(&self) -> Option<Vec<u8>> {
+        use ring::signature::KeyPair;
+        self.cfg
+            .signer
+            .as_ref()
+            .map(|k| k.public_key().as_ref().to_vec())
+    }
+
     /// The chain's head: the last sequence number and its line's hash.
     pub fn head(&self) -> (u64, String) {
         let g = self.inner.lock();

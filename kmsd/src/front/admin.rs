@@ -179,8 +179,10 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/identities/{name}/{action}", post(identity_action))
         .route("/v1/policy", get(policy))
         .route("/v1/policy/reload", post(reload_policy))
+        .route("/v1/policy/validate", post(validate_policy))
         .route("/v1/quotas", get(quotas))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(verify_audit))
         .layer(axum::middleware::from_fn_with_state(d.clone(), count))
         .with_state(d)
 }
@@ -599,6 +601,19 @@ async fn reload_policy(State(d): D, Extension(c): C) -> Answer {
     }
 }
 
+/// Checks policy text against kmsd's schema without loading it.
+async fn validate_policy(State(d): D, Extension(c): C, text: String) -> Answer {
+    require(&d, &c, READERS, None)?;
+    match crate::authz::policy::Policy::parse(std::path::Path::new("policy"), &text) {
+        Ok(p) => Ok(Json(json!({"valid": true, "policies": p.len()}))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            e.to_string(),
+        )),
+    }
+}
+
 async fn quotas(State(d): D, Extension(c): C) -> Answer {
     require(&d, &c, READERS, None)?;
     let q = &d.quotas;
@@ -608,6 +623,25 @@ async fn quotas(State(d): D, Extension(c): C) -> Answer {
         "daily_limit_per_key": q.daily_limit_per_key,
         "buckets": q.buckets(),
     })))
+}
+
+/// Verifies the whole audit chain (rotated files too) with kmsd's own
+/// checkpoint key.
+async fn verify_audit(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let files = d.audit.files();
+    let key = d.audit.public_key();
+    let v = tokio::task::spawn_blocking(move || {
+        crate::audit::verify::verify(&files, key.as_deref(), None).map_err(|b| b.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Json(match v {
+        Ok(v) => {
+            json!({"valid": true, "records": v.records, "first": v.first_seq, "last": v.last_seq, "checkpoints": v.checkpoints})
+        }
+        Err(why) => json!({"valid": false, "error": why}),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

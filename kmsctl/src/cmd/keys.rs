@@ -1,0 +1,89 @@
+//! `kmsctl keys list|show|disable|enable|revoke|schedule-destroy|cancel-destroy|tag|expire|revoked`.
+
+use serde_json::json;
+
+use crate::client::{Client, Failure};
+use crate::output::{object, rows, Output};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Keys {
+    /// The inventory.
+    List,
+    /// One key (by id, or a label only one key has) with its usage.
+    Show { key: String },
+    /// Refuse every operation with the key until enabled.
+    Disable { key: String },
+    /// Undo `disable`.
+    Enable { key: String },
+    /// Put the key on the revocation list, for good.
+    Revoke {
+        key: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Destroy the key after kmsd's destroy window; restorable until then.
+    ScheduleDestroy { key: String },
+    /// Restore a key pending destroy.
+    CancelDestroy { key: String },
+    /// Replace the key's tags.
+    Tag {
+        key: String,
+        #[arg(value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// After this time only verify, decrypt and unwrap stay allowed.
+    Expire {
+        key: String,
+        /// RFC 3339, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long, conflicts_with = "never", required_unless_present = "never")]
+        at: Option<String>,
+        #[arg(long)]
+        never: bool,
+    },
+    /// The key revocation list (KRL).
+    Revoked,
+}
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("KEY", "id"),
+    ("TOKEN", "token"),
+    ("LABEL", "label"),
+    ("CLASS", "class"),
+    ("TYPE", "key_type"),
+    ("STATE", "state"),
+    ("OWNER", "owner"),
+    ("TAGS", "tags"),
+];
+
+pub fn run(c: &Client, cmd: Keys, out: Output) -> Result<(), Failure> {
+    let act = |key: &str, action: &str, body: Option<serde_json::Value>| {
+        c.post(&format!("/v1/keys/{key}/{action}"), body)
+            .map(|v| object(&v, out))
+    };
+    match cmd {
+        Keys::List => rows(&c.get("/v1/keys")?, out, COLUMNS),
+        Keys::Show { key } => object(&c.get(&format!("/v1/keys/{key}"))?, out),
+        Keys::Disable { key } => act(&key, "disable", None)?,
+        Keys::Enable { key } => act(&key, "enable", None)?,
+        Keys::Revoke { key, reason } => act(&key, "revoke", Some(json!({"reason": reason})))?,
+        Keys::ScheduleDestroy { key } => act(&key, "schedule-destroy", None)?,
+        Keys::CancelDestroy { key } => act(&key, "cancel-destroy", None)?,
+        Keys::Tag { key, tags } => act(&key, "tag", Some(json!({"tags": tags})))?,
+        Keys::Expire { key, at, never } => {
+            let at = if never { None } else { at };
+            act(&key, "expire", Some(json!({"at": at})))?
+        }
+        Keys::Revoked => rows(
+            &c.get("/v1/revocations")?,
+            out,
+            &[
+                ("KEY", "key"),
+                ("LABEL", "label"),
+                ("WHEN", "when"),
+                ("WHO", "who"),
+                ("REASON", "reason"),
+            ],
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One subcommand per file.
+
+pub mod audit;
+pub mod identities;
+pub mod keys;
+pub mod policy;
+pub mod quotas;
+pub mod status;
