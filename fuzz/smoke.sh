@@ -8,10 +8,12 @@ secs=${FUZZ_SECONDS:-20}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 # cargo-fuzz needs unstable compiler flags (sanitizers); the stable toolchain allows them so.
 export RUSTC_BOOTSTRAP=1
-cargo fuzz build -O
+# The dev profile (with the sanitizer): a smoke run needs coverage, not
+# speed, and an optimised single-unit build of kmsd takes minutes.
+cargo fuzz build --dev
 for t in request_decode response_decode dispatch audit_verify; do
   corpus=$(mktemp -d)
-  if ! cargo fuzz run -O "$t" "$corpus" "fuzz/seeds/$t" -- \
+  if ! cargo fuzz run --dev "$t" "$corpus" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 >"$corpus.log" 2>&1; then
     tail -60 "$corpus.log"
     echo "fuzz: $t FAILED (input in fuzz/artifacts/$t/)"
