@@ -1,9 +1,10 @@
 //! kmsd's metrics, served as Prometheus text on the admin API's
 //! `/metrics`: calls by operation and result, their latency, refusals by
-//! reason, open contexts and connections, audit records written.
+//! reason, open contexts, connections and sessions, the audit chain's head,
+//! queue and last fsync, rate buckets in use, admin API requests.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -14,7 +15,11 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     pub contexts: IntGauge,
     pub connections: IntGauge,
-    pub audit_records: IntCounter,
+    pub sessions: IntGauge,
+    pub audit_sequence: IntGauge,
+    pub audit_queue: IntGauge,
+    pub audit_last_fsync: Gauge,
+    pub quota_buckets: IntGauge,
     pub admin_requests: IntCounterVec,
 }
 
@@ -45,9 +50,25 @@ impl Metrics {
         .expect("metric");
         let contexts = IntGauge::new("contexts", "Open client contexts").expect("metric");
         let connections = IntGauge::new("connections", "Open PKCS#11 connections").expect("metric");
-        let audit_records =
-            IntCounter::new("audit_records_total", "Audit records written by calls")
+        let sessions = IntGauge::new("sessions", "Open sessions").expect("metric");
+        let audit_sequence =
+            IntGauge::new("audit_sequence", "The audit chain's last sequence number")
                 .expect("metric");
+        let audit_queue = IntGauge::new(
+            "audit_queue_depth",
+            "Audit records appended and not yet on disk",
+        )
+        .expect("metric");
+        let audit_last_fsync = Gauge::new(
+            "audit_last_fsync_timestamp_seconds",
+            "When audit records last reached the disk (Unix time)",
+        )
+        .expect("metric");
+        let quota_buckets = IntGauge::new(
+            "quota_buckets",
+            "Rate buckets in use (identities and identity-key pairs)",
+        )
+        .expect("metric");
         let admin_requests = IntCounterVec::new(
             Opts::new(
                 "admin_requests_total",
@@ -62,7 +83,11 @@ impl Metrics {
             Box::new(refusals.clone()),
             Box::new(contexts.clone()),
             Box::new(connections.clone()),
-            Box::new(audit_records.clone()),
+            Box::new(sessions.clone()),
+            Box::new(audit_sequence.clone()),
+            Box::new(audit_queue.clone()),
+            Box::new(audit_last_fsync.clone()),
+            Box::new(quota_buckets.clone()),
             Box::new(admin_requests.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
@@ -74,7 +99,11 @@ impl Metrics {
             refusals,
             contexts,
             connections,
-            audit_records,
+            sessions,
+            audit_sequence,
+            audit_queue,
+            audit_last_fsync,
+            quota_buckets,
             admin_requests,
         }
     }

@@ -156,6 +156,24 @@ fn audit_tail_and_verify() {
     let v = json_of(&kmsd, &["audit", "verify"]);
     assert_eq!(v["valid"], true, "{v}");
     assert!(v["records"].as_u64().unwrap() > 3);
+    let seq = tail[0]["seq"].as_u64().unwrap().to_string();
+    assert_eq!(
+        json_of(&kmsd, &["audit", "show", &seq])["seq"],
+        tail[0]["seq"]
+    );
+    // The export verifies offline with kmsd's own tool.
+    let export = kmsd.dir.join("export.jsonl");
+    let (code, out) = kmsctl(
+        &kmsd,
+        ADMIN,
+        &["audit", "export", "--file", export.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (ok, out) = run(Command::new(kmsp11_tests::kmsd_bin())
+        .args(["audit", "verify", "--signing-key"])
+        .arg(kmsd.dir.join("audit-signing.key"))
+        .arg(&export));
+    assert!(ok, "{out}");
 }
 
 // policy: show, validate (a bad file names its position, exit 5), reload.

@@ -89,6 +89,8 @@ struct Inner {
     next_seq: u64,
     prev: String,
     synced: u64,
+    /// When records last reached the disk (an fsync that succeeded).
+    last_sync: Option<std::time::SystemTime>,
     syncing: bool,
     last_checkpoint: (u64, Instant),
     failed: Option<String>,
@@ -130,6 +132,7 @@ impl Log {
                 next_seq,
                 prev,
                 synced: next_seq - 1,
+                last_sync: None,
                 syncing: false,
                 last_checkpoint: (next_seq - 1, Instant::now()),
                 failed: None,
@@ -217,6 +220,7 @@ impl Log {
                 match synced {
                     Ok(()) => {
                         g.synced = g.synced.max(seq);
+                        g.last_sync = Some(std::time::SystemTime::now());
                         Ok(seq)
                     }
                     Err(e) => Err(self.fail_io(&mut g, e)),
@@ -254,7 +258,10 @@ impl Log {
                 let r = parking_lot::MutexGuard::unlocked(&mut g, || f.and_then(|f| f.sync_data()));
                 g.syncing = false;
                 match r {
-                    Ok(()) => g.synced = g.synced.max(upto),
+                    Ok(()) => {
+                        g.synced = g.synced.max(upto);
+                        g.last_sync = Some(std::time::SystemTime::now());
+                    }
                     Err(e) => {
                         let msg = self.fail_io(&mut g, e);
                         self.synced_cv.notify_all();
@@ -385,6 +392,18 @@ impl Log {
             .signer
             .as_ref()
             .map(|k| k.public_key().as_ref().to_vec())
+    }
+
+    /// Records appended but not yet on disk, and when records last reached
+    /// it (Unix seconds), for metrics.
+    pub fn queue(&self) -> (u64, Option<f64>) {
+        let g = self.inner.lock();
+        let last = g.last_sync.and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs_f64())
+        });
+        ((g.next_seq - 1).saturating_sub(g.synced), last)
     }
 
     /// The chain's head: the last sequence number and its line's hash.

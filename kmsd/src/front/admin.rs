@@ -183,6 +183,8 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/quotas", get(quotas))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/audit/records/{seq}", get(audit_record))
+        .route("/v1/audit/export", get(export_audit))
         .layer(axum::middleware::from_fn_with_state(d.clone(), count))
         .with_state(d)
 }
@@ -290,18 +292,25 @@ async fn ready(State(d): D, Extension(_c): C) -> Response {
 
 async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
     require(&d, &c, READERS, None)?;
-    d.metrics.contexts.set(d.context_count() as i64);
-    d.metrics.connections.set(
-        d.identities()
-            .iter()
-            .map(|i| {
-                i.usage
-                    .connections
-                    .load(std::sync::atomic::Ordering::Relaxed) as i64
-            })
-            .sum(),
-    );
-    Ok(d.metrics.render())
+    let m = &d.metrics;
+    m.contexts.set(d.context_count() as i64);
+    let ids = d.identities();
+    let sum = |f: fn(&Identity) -> &std::sync::atomic::AtomicUsize| {
+        ids.iter()
+            .map(|i| f(i).load(std::sync::atomic::Ordering::Relaxed) as i64)
+            .sum::<i64>()
+    };
+    m.connections.set(sum(|i| &i.usage.connections));
+    m.sessions.set(sum(|i| &i.usage.sessions));
+    let (seq, _) = d.audit.head();
+    let (queue, last) = d.audit.queue();
+    m.audit_sequence.set(seq as i64);
+    m.audit_queue.set(queue as i64);
+    if let Some(t) = last {
+        m.audit_last_fsync.set(t);
+    }
+    m.quota_buckets.set(d.quotas.buckets().len() as i64);
+    Ok(m.render())
 }
 
 async fn status(State(d): D, Extension(c): C) -> Answer {
@@ -623,6 +632,46 @@ async fn quotas(State(d): D, Extension(c): C) -> Answer {
         "daily_limit_per_key": q.daily_limit_per_key,
         "buckets": q.buckets(),
     })))
+}
+
+/// One record by its sequence number, from any file of the chain.
+async fn audit_record(State(d): D, Extension(c): C, Path(seq): Path<u64>) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let files = d.audit.files();
+    let found = tokio::task::spawn_blocking(move || {
+        files.iter().rev().find_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|r| r["seq"] == seq)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    found.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no audit record {seq}"),
+        )
+    })
+}
+
+/// The whole chain as JSON Lines, oldest first (rotated files, then the
+/// current one): what `kmsd audit verify` checks offline.
+async fn export_audit(State(d): D, Extension(c): C) -> Result<String, ApiError> {
+    require(&d, &c, READERS, None)?;
+    let files = d.audit.files();
+    tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        for f in files {
+            out.push_str(&std::fs::read_to_string(&f).map_err(|e| e.to_string())?);
+        }
+        Ok::<String, String>(out)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e))
 }
 
 /// Verifies the whole audit chain (rotated files too) with kmsd's own
