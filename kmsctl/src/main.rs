@@ -53,6 +53,9 @@ enum Command {
     /// The key inventory and lifecycle.
     #[command(subcommand)]
     Keys(cmd::keys::Keys),
+    /// Dual control: approval requests.
+    #[command(subcommand)]
+    Approvals(cmd::approvals::Approvals),
     /// The audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Audit),
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Status => cmd::status::run(&client, out),
         Command::Keys(k) => cmd::keys::run(&client, k, out),
+        Command::Approvals(a) => cmd::approvals::run(&client, a, out),
         Command::Audit(a) => cmd::audit::run(&client, a, out),
         Command::Policy(p) => cmd::policy::run(&client, p, out),
         Command::Identities(i) => cmd::identities::run(&client, i, out),

@@ -30,6 +30,8 @@ pub struct Config {
     pub keys: KeysCfg,
     #[serde(default)]
     pub quotas: crate::authz::quota::QuotasCfg,
+    #[serde(default)]
+    pub dual_control: crate::authz::approvals::DualControlCfg,
 }
 
 /// `[policy]`: the Cedar policy file and the creation constraints.

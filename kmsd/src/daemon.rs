@@ -166,6 +166,7 @@ pub struct Daemon {
     pub min_sizes: crate::authz::constraints::MinSizes,
     pub quotas: crate::authz::quota::Quotas,
     pub metrics: crate::metrics::Metrics,
+    pub dual_control: crate::authz::approvals::DualControlCfg,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +250,7 @@ impl Daemon {
             min_sizes: cfg.policy.min,
             quotas: crate::authz::quota::Quotas::new(&cfg.quotas),
             metrics: crate::metrics::Metrics::new(),
+            dual_control: cfg.dual_control.clone(),
         };
         match cfg.backend.mode {
             Mode::Virtual => {

@@ -1,5 +1,6 @@
 //! One subcommand per file.
 
+pub mod approvals;
 pub mod audit;
 pub mod identities;
 pub mod keys;

@@ -3,6 +3,7 @@
 //! applies whatever the policy says (minimum key sizes, sensitive and
 //! non-extractable keys unless `export` is permitted).
 
+pub mod approvals;
 pub mod constraints;
 pub mod policy;
 pub mod quota;

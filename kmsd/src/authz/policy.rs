@@ -78,6 +78,8 @@ pub struct Decision {
     pub rate: Option<Rate>,
     /// `@daily_limit("N")`: uses of the key per UTC day.
     pub daily_limit: Option<u64>,
+    /// `@approvals("N")`: the call needs N approvals (dual control).
+    pub approvals: Option<u32>,
 }
 
 /// A policy's obligations, from its annotations.
@@ -85,6 +87,7 @@ pub struct Decision {
 struct Obligations {
     rate: Option<Rate>,
     daily_limit: Option<u64>,
+    approvals: Option<u32>,
 }
 
 impl Decision {
@@ -202,7 +205,31 @@ impl Policy {
                     })
                 })
                 .transpose()?;
-            obligations.insert(p.id().clone(), Obligations { rate, daily_limit });
+            let approvals = p
+                .annotation("approvals")
+                .map(|v| {
+                    v.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=16).contains(n))
+                        .ok_or_else(|| {
+                            at(
+                                v,
+                                format!(
+                                    "@approvals({v:?}): expected a number of approvers, 1 to 16"
+                                ),
+                            )
+                        })
+                })
+                .transpose()?;
+            obligations.insert(
+                p.id().clone(),
+                Obligations {
+                    rate,
+                    daily_limit,
+                    approvals,
+                },
+            );
         }
         Ok(Policy {
             path: path.to_path_buf(),
@@ -319,6 +346,8 @@ impl Policy {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                // Dual control: the most approvals any permitting policy asks.
+                d.approvals = d.approvals.max(o.approvals);
             }
         }
         d

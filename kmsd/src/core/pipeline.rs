@@ -24,6 +24,7 @@ use super::inventory;
 use super::refusal::Refusal;
 use super::resolve::resolve;
 use crate::audit::Record;
+use crate::authz::approvals::{self, Binding, Gate};
 use crate::authz::constraints::non_exportable;
 use crate::authz::policy::{Decision, KeyView, Principal, Situation};
 use crate::authz::quota::{self, Exceeded};
@@ -50,6 +51,14 @@ pub struct Pipeline<'a> {
 /// What the decision allowed, for the records.
 struct Allowed {
     rule: String,
+}
+
+/// A use of a token key that a policy puts under dual control.
+struct Guard {
+    key: crate::store::KeyId,
+    label: String,
+    action: Action,
+    approvals: u32,
 }
 
 /// A use of a token key the call makes, with its policy's obligations.
@@ -240,13 +249,14 @@ impl Pipeline<'_> {
             return Ok(allowed);
         }
         let mut uses = Vec::new();
+        let mut guards = Vec::new();
         if let Some(k) = &call.key {
-            rules.push(self.judge(call, k, action, &situation, &mut uses)?);
+            rules.push(self.judge(call, k, action, &situation, &mut uses, &mut guards)?);
         }
         // Keys a mechanism parameter names take part as the key does (a
         // salt key, the second key of a concatenation, MQV's private data).
         for k in &call.params {
-            rules.push(self.judge(call, k, action, &situation, &mut uses)?);
+            rules.push(self.judge(call, k, action, &situation, &mut uses, &mut guards)?);
         }
         if let Some(w) = &call.wrapped {
             // A key leaves the HSM under a key the client chose.
@@ -254,15 +264,44 @@ impl Pipeline<'_> {
                 wrapping_key: call.key.as_ref().map(|k| k.key_id()),
                 ..situation.clone()
             };
-            rules.push(self.judge(call, w, Action::Export, &s, &mut uses)?);
+            rules.push(self.judge(call, w, Action::Export, &s, &mut uses, &mut guards)?);
         }
         if let Some(view) = &call.creates {
             rules.push(self.judge_creation(call, view, action, request, &situation)?);
         }
         self.quotas(call, &uses)?;
+        for g in &guards {
+            rules.push(self.dual_control(call, g)?);
+        }
         Ok(Allowed {
             rule: rules.join(","),
         })
+    }
+
+    /// Dual control for a use a policy annotated with `@approvals`: a
+    /// grant for this exact call is used, or the call waits for approvals.
+    fn dual_control(&self, call: &Call, g: &Guard) -> Result<String, Refusal> {
+        let d = self.daemon;
+        let b = Binding {
+            requester: call.principal.name.clone(),
+            token: call.token_name().to_string(),
+            action: g.action.name().to_string(),
+            key: g.key.0.clone(),
+            label: g.label.clone(),
+            mechanism: call.mechanism,
+        };
+        let gate = approvals::gate(
+            d.inventory.store.as_ref(),
+            &d.dual_control,
+            &b,
+            g.approvals,
+            inventory::now(),
+        )
+        .map_err(|e| Refusal::Store(e.to_string()))?;
+        match gate {
+            Gate::Granted(id) => Ok(format!("approval {id} used")),
+            Gate::Pending { id, have, need } => Err(Refusal::Pending { id, have, need }),
+        }
     }
 
     /// Quotas, once policy allowed everything: the identity's rate, each
@@ -301,6 +340,7 @@ impl Pipeline<'_> {
         action: Action,
         s: &Situation,
         uses: &mut Vec<Use>,
+        guards: &mut Vec<Guard>,
     ) -> Result<String, Refusal> {
         if let Some(st) = &k.status {
             match st.record.state {
@@ -340,6 +380,14 @@ impl Pipeline<'_> {
         let view = k.view(call.token_name());
         let dec = policy.decide_key(&who, action, &view, s);
         if dec.allowed {
+            if let (Some(n), Some(key)) = (dec.approvals, &k.known.key) {
+                guards.push(Guard {
+                    key: key.clone(),
+                    label: k.known.facts.label.clone(),
+                    action,
+                    approvals: n,
+                });
+            }
             if let (true, Some(key)) = (action.is_use(), &k.known.key) {
                 uses.push(Use {
                     key: key.clone(),

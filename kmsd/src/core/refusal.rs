@@ -20,6 +20,7 @@ pub mod device_error {
     pub const IDENTITY_RATE: u64 = 0x4B4D_0301;
     pub const KEY_RATE: u64 = 0x4B4D_0302;
     pub const DAILY_LIMIT: u64 = 0x4B4D_0303;
+    pub const PENDING_APPROVAL: u64 = 0x4B4D_0401;
     pub const STORE: u64 = 0x4B4D_0202;
 }
 
@@ -46,6 +47,12 @@ pub enum Refusal {
     KeyExpired,
     /// Over a quota.
     Quota(Exceeded),
+    /// Dual control: waiting for approvals of this request.
+    Pending {
+        id: String,
+        have: usize,
+        need: u32,
+    },
     /// The audit log cannot be written: fail closed.
     Audit,
     /// The store cannot be read or written: fail closed.
@@ -63,6 +70,7 @@ impl Refusal {
                 CKR_KEY_FUNCTION_NOT_PERMITTED
             }
             Refusal::Quota(_) => CKR_FUNCTION_FAILED,
+            Refusal::Pending { .. } => CKR_FUNCTION_REJECTED,
             Refusal::Audit | Refusal::Store(_) => CKR_DEVICE_ERROR,
         }
     }
@@ -79,6 +87,7 @@ impl Refusal {
             Refusal::Quota(Exceeded::IdentityRate(_)) => IDENTITY_RATE,
             Refusal::Quota(Exceeded::KeyRate(_)) => KEY_RATE,
             Refusal::Quota(Exceeded::DailyLimit(_)) => DAILY_LIMIT,
+            Refusal::Pending { .. } => PENDING_APPROVAL,
             Refusal::Audit => AUDIT,
             Refusal::Store(_) => STORE,
         }
@@ -95,6 +104,7 @@ impl Refusal {
             Refusal::KeyRevoked { .. } => "key-revoked",
             Refusal::KeyExpired => "key-expired",
             Refusal::Quota(_) => "quota",
+            Refusal::Pending { .. } => "pending-approval",
             Refusal::Audit => "audit",
             Refusal::Store(_) => "store",
         }
@@ -109,6 +119,7 @@ impl Refusal {
             Refusal::Constraint(v) => v.rule().to_string(),
             Refusal::KeyRevoked { reason } => format!("revoked: {reason}"),
             Refusal::Quota(e) => e.rule(),
+            Refusal::Pending { id, have, need } => format!("approval {id} ({have} of {need})"),
             other => other.reason().to_string(),
         }
     }

@@ -175,6 +175,9 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/keys/{key}", get(key))
         .route("/v1/keys/{key}/{action}", post(key_action))
         .route("/v1/revocations", get(revocations))
+        .route("/v1/approvals", get(approvals))
+        .route("/v1/approvals/{id}", get(approval))
+        .route("/v1/approvals/{id}/{action}", post(approval_action))
         .route("/v1/identities", get(identities).post(add_identity))
         .route("/v1/identities/{name}/{action}", post(identity_action))
         .route("/v1/policy", get(policy))
@@ -198,6 +201,7 @@ const PATHS: &[&str] = &[
     "/v1/status",
     "/v1/keys",
     "/v1/revocations",
+    "/v1/approvals",
     "/v1/identities",
     "/v1/policy",
     "/v1/quotas",
@@ -450,6 +454,104 @@ async fn key_action(
         .key(&k.id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "key gone"))?;
     Ok(Json(keys_cli::json(&k)))
+}
+
+fn approval_json(a: &crate::store::Approval) -> Value {
+    let now = crate::core::inventory::now();
+    json!({
+        "id": a.id,
+        "requester": a.requester,
+        "token": a.token,
+        "action": a.action,
+        "key": a.key,
+        "label": a.label,
+        "mechanism": a.mechanism.map(crate::core::mechanism_name),
+        "required": a.required,
+        "role": a.role,
+        "approvers": a.approvers,
+        "state": crate::authz::approvals::state_name(a, now),
+        "created": keys_cli::rfc3339(a.created),
+        "expires": keys_cli::rfc3339(a.expires),
+        "denied_by": a.denied_by,
+    })
+}
+
+async fn approvals(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let list = d.inventory.store.approvals()?;
+    Ok(Json(Value::Array(list.iter().map(approval_json).collect())))
+}
+
+async fn approval(State(d): D, Extension(c): C, Path(id): Path<String>) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let a = d.inventory.store.approval(&id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no approval request {id}"),
+        )
+    })?;
+    Ok(Json(approval_json(&a)))
+}
+
+/// Approves or denies a request: the caller must hold the request's
+/// approver role and may not be its requester.
+async fn approval_action(
+    State(d): D,
+    Extension(c): C,
+    Path((id, action)): Path<(String, String)>,
+) -> Answer {
+    use crate::authz::approvals::{decide, Refused};
+    let approve = match action.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no approval action {other:?} (approve, deny)"),
+            ))
+        }
+    };
+    let op = format!("approvals.{action}");
+    let decided = decide(
+        d.inventory.store.as_ref(),
+        &d.dual_control,
+        &id,
+        &c.identity.name,
+        &c.identity.roles,
+        approve,
+        crate::core::inventory::now(),
+    );
+    let a = match decided {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = d.audit.record(Record {
+                identity: Some(c.identity.name.clone()),
+                peer: Some(c.peer.to_string()),
+                op: Some(op),
+                decision: Some("deny".into()),
+                reason: Some("dual-control".into()),
+                detail: Some(format!("{id}: {e}")),
+                ..Default::default()
+            });
+            let (status, code) = match e {
+                Refused::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                Refused::OwnRequest | Refused::Role(..) => (StatusCode::FORBIDDEN, "forbidden"),
+                Refused::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+                _ => (StatusCode::CONFLICT, "state"),
+            };
+            return Err(ApiError::new(status, code, e.to_string()));
+        }
+    };
+    let detail = format!(
+        "{id}: {} ({} of {})",
+        crate::authz::approvals::state_name(&a, crate::core::inventory::now()),
+        a.approvers.len(),
+        a.required
+    );
+    record(&d, &c, &op, Some(&a.key), Some(&a.requester), &detail)?;
+    Ok(Json(approval_json(&a)))
 }
 
 async fn revocations(State(d): D, Extension(c): C) -> Answer {

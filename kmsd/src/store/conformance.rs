@@ -3,8 +3,8 @@
 //! `kmsd::conformance_tests!(|| make_a_fresh_store())`.
 
 use super::{
-    AdminEvent, Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Revocation, Store,
-    StoreError,
+    AdminEvent, Approval, ApprovalState, Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState,
+    Revocation, Store, StoreError,
 };
 
 /// An active key on `token` with this fingerprint.
@@ -171,6 +171,46 @@ pub fn fingerprint_and_expiry_change(s: &dyn Store) {
     assert_eq!(s.key(&a.id).unwrap().unwrap().expires, None);
 }
 
+/// Approval requests read back, change by compare-and-set only.
+pub fn approvals_change_by_compare_and_set(s: &dyn Store) {
+    let a = Approval {
+        id: "a-1".into(),
+        requester: "alice".into(),
+        token: "t".into(),
+        action: "sign".into(),
+        key: "k-1".into(),
+        label: "release".into(),
+        mechanism: Some(0x1041),
+        required: 2,
+        role: "admin".into(),
+        created: 100,
+        expires: 200,
+        state: ApprovalState::Pending,
+        approvers: vec![],
+        denied_by: None,
+    };
+    s.insert_approval(&a).unwrap();
+    assert!(matches!(s.insert_approval(&a), Err(StoreError::Exists(_))));
+    assert_eq!(s.approval("a-1").unwrap(), Some(a.clone()));
+    let one = Approval {
+        approvers: vec!["bob".into()],
+        ..a.clone()
+    };
+    assert!(s.update_approval(&one, ApprovalState::Pending, 0).unwrap());
+    // A second writer that saw no approver loses.
+    assert!(!s.update_approval(&one, ApprovalState::Pending, 0).unwrap());
+    let two = Approval {
+        approvers: vec!["bob".into(), "carol".into()],
+        state: ApprovalState::Approved,
+        ..a.clone()
+    };
+    // A writer that saw two approvers when there is one loses too.
+    assert!(!s.update_approval(&two, ApprovalState::Pending, 2).unwrap());
+    assert!(s.update_approval(&two, ApprovalState::Pending, 1).unwrap());
+    assert_eq!(s.approvals().unwrap(), vec![two]);
+    assert_eq!(s.approval("a-2").unwrap(), None);
+}
+
 /// Daily uses count up to their limit, per key and day.
 pub fn daily_uses_stop_at_the_limit(s: &dyn Store) {
     let a = KeyId::new();
@@ -294,6 +334,7 @@ macro_rules! conformance_tests {
             keys_read_back duplicate_keys_are_refused keys_are_listed_by_token
             pending_destroy_can_be_cancelled transitions_are_compare_and_set
             due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up admin_events_queue_in_order daily_uses_stop_at_the_limit
+            approvals_change_by_compare_and_set
             revocations_are_kept_in_order identities_can_be_disabled
             the_last_checkpoint_is_the_highest);
     };

@@ -145,6 +145,65 @@ pub struct Checkpoint {
     pub signature: Vec<u8>,
 }
 
+/// A request for M-of-N approval of one exact call (dual control).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    /// `a-` and 16 hex digits.
+    pub id: String,
+    pub requester: String,
+    pub token: String,
+    /// The policy action (`sign`, `destroy`, ...).
+    pub action: String,
+    /// The key id the call works on.
+    pub key: String,
+    pub label: String,
+    /// The mechanism number, if the call has one.
+    pub mechanism: Option<u64>,
+    /// Approvals needed, and the role approvers must hold.
+    pub required: u32,
+    pub role: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Until then the request can be approved; once approved, until then
+    /// the grant can be used.
+    pub expires: u64,
+    pub state: ApprovalState,
+    pub approvers: Vec<String>,
+    /// Who denied it, if anyone.
+    pub denied_by: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    /// Approved by enough approvers: a single-use grant.
+    Approved,
+    Denied,
+    /// The grant was used.
+    Used,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Used => "used",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<ApprovalState> {
+        Ok(match s {
+            "pending" => ApprovalState::Pending,
+            "approved" => ApprovalState::Approved,
+            "denied" => ApprovalState::Denied,
+            "used" => ApprovalState::Used,
+            other => return Err(StoreError::Corrupt(format!("approval state {other:?}"))),
+        })
+    }
+}
+
 /// An administrative change made to the store outside kmsd (`kmsd keys`,
 /// `kmsd identities`), waiting to be written to kmsd's audit log: kmsd
 /// is the log's only writer, so it moves these into the chain.
@@ -229,6 +288,20 @@ pub trait Store: Send + Sync {
     fn take_daily(&self, id: &KeyId, day: u64, limit: u64) -> Result<Option<u64>>;
     /// A key's uses on `day`.
     fn daily(&self, id: &KeyId, day: u64) -> Result<u64>;
+
+    fn insert_approval(&self, a: &Approval) -> Result<()>;
+    fn approval(&self, id: &str) -> Result<Option<Approval>>;
+    /// Requests and grants, newest first.
+    fn approvals(&self) -> Result<Vec<Approval>>;
+    /// Replaces a request's state, approvers, expiry and denier if it is
+    /// still in state `from` with `approvers_before` approvers
+    /// (compare-and-set): `Ok(false)` if another change won.
+    fn update_approval(
+        &self,
+        a: &Approval,
+        from: ApprovalState,
+        approvers_before: usize,
+    ) -> Result<bool>;
 
     /// Queues an administrative change for the audit log.
     fn add_admin_event(&self, e: &AdminEvent) -> Result<()>;

@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    AdminEvent, Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState, Result, Revocation, Store,
-    StoreError,
+    AdminEvent, Approval, ApprovalState, Checkpoint, IdentityRecord, KeyId, KeyRecord, KeyState,
+    Result, Revocation, Store, StoreError,
 };
 
 /// Each entry moves the schema from version `i` to `i + 1`. Entries are
@@ -77,6 +77,23 @@ const MIGRATIONS: &[&str] = &[
         day INTEGER NOT NULL,
         count INTEGER NOT NULL,
         PRIMARY KEY (key, day)
+    );",
+    // 5: dual control: approval requests and their grants.
+    "CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        token TEXT NOT NULL,
+        action TEXT NOT NULL,
+        key TEXT NOT NULL,
+        label TEXT NOT NULL,
+        mechanism INTEGER,
+        required INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        approvers TEXT NOT NULL,
+        denied_by TEXT
     );",
 ];
 
@@ -538,6 +555,71 @@ impl Store for Sqlite {
         Ok(n.unwrap_or(0) as u64)
     }
 
+    fn insert_approval(&self, a: &Approval) -> Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO approvals (id, requester, token, action, key, label, mechanism, required,
+                                    role, created, expires, state, approvers, denied_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                a.id,
+                a.requester,
+                a.token,
+                a.action,
+                a.key,
+                a.label,
+                a.mechanism.map(|m| m as i64),
+                a.required,
+                a.role,
+                a.created as i64,
+                a.expires as i64,
+                a.state.as_str(),
+                join(&a.approvers),
+                a.denied_by
+            ],
+        )
+        .map_err(exists(format!("approval {}", a.id)))?;
+        Ok(())
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        Ok(self
+            .approval_rows("WHERE id = ?1", params![id])?
+            .into_iter()
+            .next())
+    }
+
+    fn approvals(&self) -> Result<Vec<Approval>> {
+        self.approval_rows("ORDER BY created DESC, id", [])
+    }
+
+    fn update_approval(
+        &self,
+        a: &Approval,
+        from: ApprovalState,
+        approvers_before: usize,
+    ) -> Result<bool> {
+        let db = self.db.lock();
+        let n = db
+            .execute(
+                "UPDATE approvals SET state = ?2, approvers = ?3, expires = ?4, denied_by = ?5
+                 WHERE id = ?1 AND state = ?6
+                   AND CASE WHEN approvers = '' THEN 0
+                            ELSE length(approvers) - length(replace(approvers, char(10), '')) + 1 END = ?7",
+                params![
+                    a.id,
+                    a.state.as_str(),
+                    join(&a.approvers),
+                    a.expires as i64,
+                    a.denied_by,
+                    from.as_str(),
+                    approvers_before as i64
+                ],
+            )
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
     fn add_admin_event(&self, e: &AdminEvent) -> Result<()> {
         let db = self.db.lock();
         db.execute(
@@ -564,6 +646,40 @@ impl Store for Sqlite {
 }
 
 impl Sqlite {
+    fn approval_rows(&self, tail: &str, p: impl rusqlite::Params) -> Result<Vec<Approval>> {
+        let sql = format!(
+            "SELECT id, requester, token, action, key, label, mechanism, required, role, created,
+                    expires, state, approvers, denied_by FROM approvals {tail}"
+        );
+        let rows = self.all(&sql, p, |r| {
+            Ok((
+                Approval {
+                    id: r.get(0)?,
+                    requester: r.get(1)?,
+                    token: r.get(2)?,
+                    action: r.get(3)?,
+                    key: r.get(4)?,
+                    label: r.get(5)?,
+                    mechanism: r.get::<_, Option<i64>>(6)?.map(|m| m as u64),
+                    required: r.get(7)?,
+                    role: r.get(8)?,
+                    created: secs(r.get(9)?),
+                    expires: secs(r.get(10)?),
+                    state: ApprovalState::Pending,
+                    approvers: split(r.get(12)?),
+                    denied_by: r.get(13)?,
+                },
+                r.get::<_, String>(11)?,
+            ))
+        })?;
+        rows.into_iter()
+            .map(|(mut a, state)| {
+                a.state = ApprovalState::parse(&state)?;
+                Ok(a)
+            })
+            .collect()
+    }
+
     fn events(&self) -> Result<Vec<(u64, AdminEvent)>> {
         self.all(
             "SELECT id, at, who, action, target, detail FROM admin_events ORDER BY id",

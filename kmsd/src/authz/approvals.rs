@@ -1,0 +1,308 @@
+//! Dual control (DESIGN.md decision 10), for the uses a permitting policy
+//! annotates with `@approvals("N")`: the call without a grant creates a
+//! pending request and is refused (`CKR_FUNCTION_REJECTED`); N distinct
+//! approvers holding `[dual_control] approver_role`, never the requester,
+//! approve it through the admin API; the identical call (same requester,
+//! token, action, key and mechanism) then succeeds once. Requests and
+//! grants expire, and live in the store, so they survive restarts.
+
+use serde::Deserialize;
+
+use crate::store::{Approval, ApprovalState, Store, StoreError};
+
+/// `[dual_control]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DualControlCfg {
+    /// The role approvers must hold.
+    pub approver_role: String,
+    /// How long a request waits for its approvals.
+    pub request_ttl_secs: u64,
+    /// How long an approved grant can be used (once).
+    pub grant_ttl_secs: u64,
+}
+
+impl Default for DualControlCfg {
+    fn default() -> DualControlCfg {
+        DualControlCfg {
+            approver_role: "admin".into(),
+            request_ttl_secs: 3600,
+            grant_ttl_secs: 600,
+        }
+    }
+}
+
+/// The exact call a request or grant is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub requester: String,
+    pub token: String,
+    pub action: String,
+    pub key: String,
+    pub label: String,
+    pub mechanism: Option<u64>,
+}
+
+impl Binding {
+    fn matches(&self, a: &Approval) -> bool {
+        a.requester == self.requester
+            && a.token == self.token
+            && a.action == self.action
+            && a.key == self.key
+            && a.mechanism == self.mechanism
+    }
+}
+
+/// What dual control says about a guarded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// A grant was used: go on.
+    Granted(String),
+    /// Waiting for approvals: this request.
+    Pending { id: String, have: usize, need: u32 },
+}
+
+/// A request's state as people see it: pending past its expiry is `expired`.
+pub fn state_name(a: &Approval, now: u64) -> &'static str {
+    match a.state {
+        ApprovalState::Pending | ApprovalState::Approved if a.expires <= now => "expired",
+        s => s.as_str(),
+    }
+}
+
+/// Uses a live grant for `b`, or finds or creates its pending request.
+pub fn gate(
+    s: &dyn Store,
+    cfg: &DualControlCfg,
+    b: &Binding,
+    need: u32,
+    now: u64,
+) -> Result<Gate, StoreError> {
+    let mine: Vec<Approval> = s
+        .approvals()?
+        .into_iter()
+        .filter(|a| b.matches(a) && a.expires > now)
+        .collect();
+    for a in mine.iter().filter(|a| a.state == ApprovalState::Approved) {
+        let used = Approval {
+            state: ApprovalState::Used,
+            ..a.clone()
+        };
+        if s.update_approval(&used, ApprovalState::Approved, a.approvers.len())? {
+            return Ok(Gate::Granted(a.id.clone()));
+        }
+    }
+    if let Some(p) = mine.iter().find(|a| a.state == ApprovalState::Pending) {
+        return Ok(Gate::Pending {
+            id: p.id.clone(),
+            have: p.approvers.len(),
+            need: p.required,
+        });
+    }
+    let a = Approval {
+        id: format!("a-{}", hex::encode(rand::random::<[u8; 8]>())),
+        requester: b.requester.clone(),
+        token: b.token.clone(),
+        action: b.action.clone(),
+        key: b.key.clone(),
+        label: b.label.clone(),
+        mechanism: b.mechanism,
+        required: need,
+        role: cfg.approver_role.clone(),
+        created: now,
+        expires: now + cfg.request_ttl_secs,
+        state: ApprovalState::Pending,
+        approvers: vec![],
+        denied_by: None,
+    };
+    s.insert_approval(&a)?;
+    Ok(Gate::Pending {
+        id: a.id,
+        have: 0,
+        need,
+    })
+}
+
+/// Why an approval or denial was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no approval request {0}")]
+    NotFound(String),
+    #[error("{0} is {1}, not pending")]
+    NotPending(String, &'static str),
+    #[error("the requester cannot approve or deny their own request")]
+    OwnRequest,
+    #[error("{0} needs the role {1}")]
+    Role(String, String),
+    #[error("{0} has already approved it")]
+    Twice(String),
+    #[error("another decision on it was made meanwhile; try again")]
+    Raced,
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Refused {
+        Refused::Store(e.to_string())
+    }
+}
+
+/// `who` (holding `roles`) approves (or denies) request `id`: the updated
+/// request.
+pub fn decide(
+    s: &dyn Store,
+    cfg: &DualControlCfg,
+    id: &str,
+    who: &str,
+    roles: &[String],
+    approve: bool,
+    now: u64,
+) -> Result<Approval, Refused> {
+    let a = s
+        .approval(id)?
+        .ok_or_else(|| Refused::NotFound(id.into()))?;
+    if a.state != ApprovalState::Pending || a.expires <= now {
+        return Err(Refused::NotPending(id.into(), state_name(&a, now)));
+    }
+    if a.requester == who {
+        return Err(Refused::OwnRequest);
+    }
+    if !roles.iter().any(|r| *r == a.role) {
+        return Err(Refused::Role(who.into(), a.role.clone()));
+    }
+    if a.approvers.iter().any(|x| x == who) {
+        return Err(Refused::Twice(who.into()));
+    }
+    let mut next = a.clone();
+    if approve {
+        next.approvers.push(who.into());
+        if next.approvers.len() as u32 >= a.required {
+            next.state = ApprovalState::Approved;
+            next.expires = now + cfg.grant_ttl_secs;
+        }
+    } else {
+        next.state = ApprovalState::Denied;
+        next.denied_by = Some(who.into());
+    }
+    if !s.update_approval(&next, ApprovalState::Pending, a.approvers.len())? {
+        return Err(Refused::Raced);
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::Sqlite;
+
+    fn binding() -> Binding {
+        Binding {
+            requester: "alice".into(),
+            token: "t".into(),
+            action: "sign".into(),
+            key: "k-1".into(),
+            label: "release".into(),
+            mechanism: Some(0x1041),
+        }
+    }
+
+    #[test]
+    fn two_approvals_make_one_grant() {
+        let s = Sqlite::in_memory().unwrap();
+        let cfg = DualControlCfg::default();
+        let admin = vec!["admin".to_string()];
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 2, 100).unwrap() else {
+            panic!("granted without approvals")
+        };
+        // The same call again finds the same request.
+        assert_eq!(
+            gate(&s, &cfg, &binding(), 2, 101).unwrap(),
+            Gate::Pending {
+                id: id.clone(),
+                have: 0,
+                need: 2
+            }
+        );
+        assert_eq!(
+            decide(&s, &cfg, &id, "alice", &admin, true, 102),
+            Err(Refused::OwnRequest)
+        );
+        assert_eq!(
+            decide(&s, &cfg, &id, "eve", &["user".to_string()], true, 102),
+            Err(Refused::Role("eve".into(), "admin".into()))
+        );
+        decide(&s, &cfg, &id, "bob", &admin, true, 102).unwrap();
+        assert_eq!(
+            decide(&s, &cfg, &id, "bob", &admin, true, 103),
+            Err(Refused::Twice("bob".into()))
+        );
+        assert!(matches!(
+            gate(&s, &cfg, &binding(), 2, 103).unwrap(),
+            Gate::Pending { have: 1, .. }
+        ));
+        assert_eq!(
+            decide(&s, &cfg, &id, "carol", &admin, true, 104)
+                .unwrap()
+                .state,
+            ApprovalState::Approved
+        );
+        // Another key is not granted; the bound call is, once.
+        let other = Binding {
+            key: "k-2".into(),
+            ..binding()
+        };
+        assert!(matches!(
+            gate(&s, &cfg, &other, 2, 105).unwrap(),
+            Gate::Pending { .. }
+        ));
+        assert_eq!(
+            gate(&s, &cfg, &binding(), 2, 105).unwrap(),
+            Gate::Granted(id.clone())
+        );
+        assert!(matches!(
+            gate(&s, &cfg, &binding(), 2, 106).unwrap(),
+            Gate::Pending { have: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn requests_and_grants_expire_and_denials_end_them() {
+        let s = Sqlite::in_memory().unwrap();
+        let cfg = DualControlCfg::default();
+        let admin = vec!["admin".to_string()];
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, 100).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            decide(
+                &s,
+                &cfg,
+                &id,
+                "bob",
+                &admin,
+                true,
+                100 + cfg.request_ttl_secs
+            ),
+            Err(Refused::NotPending(_, "expired"))
+        ));
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, 5000).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            decide(&s, &cfg, &id, "bob", &admin, false, 5001)
+                .unwrap()
+                .state,
+            ApprovalState::Denied
+        );
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, 5002).unwrap() else {
+            panic!()
+        };
+        decide(&s, &cfg, &id, "bob", &admin, true, 5003).unwrap();
+        // The grant lapses unused.
+        assert!(matches!(
+            gate(&s, &cfg, &binding(), 1, 5003 + cfg.grant_ttl_secs).unwrap(),
+            Gate::Pending { .. }
+        ));
+    }
+}

@@ -1,0 +1,199 @@
+//! Dual control for uses a policy annotates with `@approvals("2")`, as
+//! users meet it: pkcs11-tool signs, kmsctl approves with the dev admins'
+//! configs. Refused with `CKR_FUNCTION_REJECTED` until two admins other
+//! than the requester approve; the grant serves the exact call once, and
+//! survives a restart.
+
+use std::process::Command;
+
+use kmsp11_tests::{kmsctl_bin, libkmsp11, run, Kmsd, PIN};
+
+const POLICY: &str = r#"@id("admins") permit (principal in Kms::Role::"admin", action, resource);
+@id("login") permit (principal, action == Kms::Action::"login", resource);
+@id("users-see") permit (principal in Kms::Role::"user",
+  action in [Kms::Action::"find", Kms::Action::"read-attribute"], resource);
+@id("users-sign") permit (principal in Kms::Role::"user", action == Kms::Action::"sign", resource);
+@id("release-needs-two") @approvals("2")
+permit (principal, action == Kms::Action::"sign", resource is Kms::Key)
+when { resource.label == "release" };
+"#;
+
+fn setup() -> Kmsd {
+    let kmsd = Kmsd::start();
+    std::fs::write(kmsd.dir.join("policy.cedar"), POLICY).unwrap();
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    for (label, id) in [("release", "01"), ("other", "02")] {
+        let (ok, out) = tool(
+            &kmsd,
+            "kmsp11.toml",
+            &format!("--keypairgen --key-type EC:prime256v1 --label {label} --id {id}"),
+        );
+        assert!(ok, "{out}");
+    }
+    std::fs::write(kmsd.dir.join("digest.bin"), [7u8; 32]).unwrap();
+    kmsd
+}
+
+fn tool(kmsd: &Kmsd, who: &str, args: &str) -> (bool, String) {
+    run(Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(libkmsp11())
+        .args(["--token-label", "kms-a", "-l", "-p", PIN])
+        .args(args.split_whitespace())
+        .env("KMSP11_CONFIG", kmsd.dir.join(who))
+        .current_dir(&kmsd.dir))
+}
+
+/// `who` signs the digest with key `label` (pkcs11-tool picks the signing
+/// key by its id) and `mechanism`: "ok", or the CK_RV pkcs11-tool reports
+/// (it prints CKR_FUNCTION_REJECTED, 0x200, as an unknown error).
+fn sign(kmsd: &Kmsd, who: &str, label: &str, mechanism: &str) -> String {
+    let id = if label == "release" { "01" } else { "02" };
+    let (ok, out) = tool(
+        kmsd,
+        who,
+        &format!("--sign --mechanism {mechanism} --id {id} --input-file digest.bin --output-file sig.bin"),
+    );
+    if ok {
+        return "ok".into();
+    }
+    if out.contains("(0x200)") {
+        return "CKR_FUNCTION_REJECTED".into();
+    }
+    out
+}
+
+fn kmsctl(kmsd: &Kmsd, cfg: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(kmsctl_bin())
+        .args(args)
+        .env("KMSCTL_CONFIG", kmsd.dir.join(cfg))
+        .output()
+        .unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+/// The pending requests, newest first.
+fn pending(kmsd: &Kmsd) -> Vec<serde_json::Value> {
+    let (code, out) = kmsctl(
+        kmsd,
+        "kmsctl-auditor.toml",
+        &["approvals", "list", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    all.into_iter()
+        .filter(|a| a["state"] == "pending")
+        .collect()
+}
+
+fn approve(kmsd: &Kmsd, cfg: &str, id: &str) -> (i32, String) {
+    kmsctl(kmsd, cfg, &["approvals", "approve", id])
+}
+
+// request -> first approval -> still refused -> second approval -> one
+// successful retry -> the next retry refused again.
+#[test]
+fn two_approvals_grant_one_signature() {
+    let kmsd = setup();
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "other", "ECDSA"),
+        "ok",
+        "unguarded keys sign at once"
+    );
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let p = pending(&kmsd);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (p[0]["requester"].as_str(), p[0]["action"].as_str()),
+        (Some("dev-user"), Some("sign"))
+    );
+    let id = p[0]["id"].as_str().unwrap().to_string();
+    let (code, out) = approve(&kmsd, "kmsctl-admin.toml", &id);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    assert_eq!(
+        pending(&kmsd).len(),
+        1,
+        "the retry waits on the same request"
+    );
+    let (code, out) = approve(&kmsd, "kmsctl-admin2.toml", &id);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"), "ok");
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let records = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+    assert!(records.contains("\"reason\":\"pending-approval\""));
+    assert!(records.contains(&format!("approval {id} used")));
+    assert!(records.contains("\"op\":\"approvals.approve\""));
+}
+
+// Nobody approves their own request, and the auditor's role does not approve.
+#[test]
+fn self_approval_and_wrong_role_refused() {
+    let kmsd = setup();
+    assert_eq!(
+        sign(&kmsd, "kmsp11.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    let (code, out) = approve(&kmsd, "kmsctl-admin.toml", &id);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("own request"), "{out}");
+    let (code, out) = approve(&kmsd, "kmsctl-auditor.toml", &id);
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(pending(&kmsd)[0]["approvers"], serde_json::json!([]));
+}
+
+// A grant is for the exact call: another mechanism is not granted; the
+// approved one is, also after kmsd restarts.
+#[test]
+fn grant_bound_to_the_call_and_kept_across_restart() {
+    let mut kmsd = setup();
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    for cfg in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
+        let (code, out) = approve(&kmsd, cfg, &id);
+        assert_eq!(code, 0, "{out}");
+    }
+    kmsd.restart();
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA-SHA256"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    assert_eq!(sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"), "ok");
+}
+
+// A denied request stays refused; the next call asks anew.
+#[test]
+fn denied_request_stays_refused() {
+    let kmsd = setup();
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["approvals", "deny", &id]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = approve(&kmsd, "kmsctl-admin2.toml", &id);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("denied"), "{out}");
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    assert_ne!(pending(&kmsd)[0]["id"].as_str().unwrap(), id);
+}
