@@ -168,7 +168,7 @@ pub fn decide(
     if a.requester == who {
         return Err(Refused::OwnRequest);
     }
-    if !roles.iter().any(|r| *r == a.role) {
+    if !roles.contains(&a.role) {
         return Err(Refused::Role(who.into(), a.role.clone()));
     }
     if a.approvers.iter().any(|x| x == who) {
