@@ -168,10 +168,16 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
             .next()
             .unwrap_or_default()
             .to_string();
-        let kmsctl = kmsctl_configs(dir, &port)?;
+        let kmsctl = kmsctl_configs(dir, &admin)?;
         println!("Administer it with kmsctl (also kmsctl-admin2.toml, kmsctl-auditor.toml):");
         println!("  export KMSCTL_CONFIG={}", kmsctl.display());
         println!("  kmsctl status; kmsctl keys list");
+        println!("Dual control: a use a policy marks @approvals(\"2\") is refused until two admins approve:");
+        println!("  kmsctl approvals list; kmsctl approvals approve ID");
+        println!(
+            "  KMSCTL_CONFIG={} kmsctl approvals approve ID",
+            dir.join("kmsctl-admin2.toml").display()
+        );
         println!(
             "or curl: curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/v1/status",
             d = dir.display()
@@ -192,7 +198,8 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
 
 /// Writes a kmsctl config for each dev admin and the auditor; returns the
 /// first admin's.
-fn kmsctl_configs(dir: &Path, port: &str) -> Result<PathBuf, String> {
+pub fn kmsctl_configs(dir: &Path, admin_address: &str) -> Result<PathBuf, String> {
+    let port = admin_address.trim().rsplit(':').next().unwrap_or_default();
     for (file, stem, name) in [
         ("kmsctl-admin.toml", "client", "dev-client"),
         ("kmsctl-admin2.toml", "dev-admin2", "dev-admin2"),

@@ -128,6 +128,7 @@ impl Kmsd {
 
     fn spawn(&mut self, addr: &str) {
         let _ = std::fs::remove_file(self.dir.join("address"));
+        let _ = std::fs::remove_file(self.dir.join("admin-address"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -168,6 +169,34 @@ impl Kmsd {
         }
         // The client config is written right after the address; give it a moment to be complete.
         std::thread::sleep(Duration::from_millis(50));
+        if self.custom {
+            self.rewrite_client_configs();
+        }
+    }
+
+    /// With a custom config, kmsd writes no client configs: the dev ones
+    /// are pointed at this run's addresses (the admin API's, when it serves one).
+    fn rewrite_client_configs(&self) {
+        kmsd::dev::client_config(&self.dir, &self.addr).unwrap();
+        let text = std::fs::read_to_string(self.dir.join("custom.toml")).unwrap_or_default();
+        if !text.contains("admin_address") {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(self.dir.join("admin-address")) {
+                if !a.is_empty() {
+                    kmsd::dev::kmsctl_configs(&self.dir, &a).unwrap();
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin-address; log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log(&self) -> String {

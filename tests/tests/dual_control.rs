@@ -197,3 +197,90 @@ fn denied_request_stays_refused() {
     );
     assert_ne!(pending(&kmsd)[0]["id"].as_str().unwrap(), id);
 }
+
+/// [`setup`] with `on_pending = "wait"` and a short wait.
+fn setup_waiting() -> Kmsd {
+    let kmsd = Kmsd::start_edited(|t, _| {
+        kmsp11_tests::set_in(&t, "dual_control", "on_pending = \"wait\"\nwait_secs = 30")
+    });
+    std::fs::write(kmsd.dir.join("policy.cedar"), POLICY).unwrap();
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    for (label, id) in [("release", "01"), ("other", "02")] {
+        let (ok, out) = tool(
+            &kmsd,
+            "kmsp11.toml",
+            &format!("--keypairgen --key-type EC:prime256v1 --label {label} --id {id}"),
+        );
+        assert!(ok, "{out}");
+    }
+    std::fs::write(kmsd.dir.join("digest.bin"), [7u8; 32]).unwrap();
+    kmsd
+}
+
+/// Starts a signature as the user with the release key in the background.
+fn held_sign(kmsd: &Kmsd) -> std::thread::JoinHandle<String> {
+    let dir = kmsd.dir.clone();
+    std::thread::spawn(move || {
+        let (ok, out) = run(Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(libkmsp11())
+            .args(["--token-label", "kms-a", "-l", "-p", PIN])
+            .args(
+                "--sign --mechanism ECDSA --id 01 --input-file digest.bin --output-file held.bin"
+                    .split(' '),
+            )
+            .env("KMSP11_CONFIG", dir.join("kmsp11-user.toml"))
+            .current_dir(&dir));
+        if ok {
+            "ok".into()
+        } else if out.contains("(0x200)") {
+            "CKR_FUNCTION_REJECTED".into()
+        } else {
+            out
+        }
+    })
+}
+
+/// Waits for the held call's request to appear.
+fn request_of_held(kmsd: &Kmsd) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(p) = pending(kmsd).first() {
+            return p["id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no pending request");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+// Wait mode: the user's C_Sign is held and completes once two admins approve.
+#[test]
+fn wait_mode_completes_when_approved() {
+    let kmsd = setup_waiting();
+    let held = held_sign(&kmsd);
+    let id = request_of_held(&kmsd);
+    assert!(!held.is_finished(), "the call should be held");
+    for cfg in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
+        let (code, out) = approve(&kmsd, cfg, &id);
+        assert_eq!(code, 0, "{out}");
+    }
+    assert_eq!(held.join().unwrap(), "ok");
+    assert!(kmsd.dir.join("held.bin").exists());
+}
+
+// Wait mode: a denial ends the held call with CKR_FUNCTION_REJECTED.
+#[test]
+fn wait_mode_denied_is_rejected() {
+    let kmsd = setup_waiting();
+    let held = held_sign(&kmsd);
+    let id = request_of_held(&kmsd);
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["approvals", "deny", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(held.join().unwrap(), "CKR_FUNCTION_REJECTED");
+    let records = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+    assert!(
+        records.contains("\"reason\":\"approval-denied\""),
+        "no denial record"
+    );
+}

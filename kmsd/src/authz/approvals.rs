@@ -10,12 +10,39 @@ use serde::Deserialize;
 
 use crate::store::{Approval, ApprovalState, Store, StoreError};
 
+/// What a guarded call without a grant does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPending {
+    /// Answer `CKR_FUNCTION_REJECTED` at once; the identical retry
+    /// succeeds once approved.
+    Refuse,
+    /// Hold the call until approved (it then completes), denied or
+    /// `wait_secs` pass (`CKR_FUNCTION_REJECTED`): for clients that cannot retry.
+    Wait,
+}
+
+impl OnPending {
+    pub fn parse(s: &str) -> Option<OnPending> {
+        match s {
+            "refuse" => Some(OnPending::Refuse),
+            "wait" => Some(OnPending::Wait),
+            _ => None,
+        }
+    }
+}
+
 /// `[dual_control]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DualControlCfg {
     /// The role approvers must hold.
     pub approver_role: String,
+    /// `refuse` or `wait` (a policy's `@on_pending` overrides it).
+    pub on_pending: OnPending,
+    /// How long `wait` holds a call. Keep it below the library's
+    /// `request_timeout_ms` (120 s by default).
+    pub wait_secs: u64,
     /// How long a request waits for its approvals.
     pub request_ttl_secs: u64,
     /// How long an approved grant can be used (once).
@@ -26,6 +53,8 @@ impl Default for DualControlCfg {
     fn default() -> DualControlCfg {
         DualControlCfg {
             approver_role: "admin".into(),
+            on_pending: OnPending::Refuse,
+            wait_secs: 60,
             request_ttl_secs: 3600,
             grant_ttl_secs: 600,
         }

@@ -21,6 +21,7 @@ use cedar_policy::{
     ValidationMode, Validator,
 };
 
+use super::approvals::OnPending;
 use super::quota::Rate;
 use super::Action;
 
@@ -80,6 +81,8 @@ pub struct Decision {
     pub daily_limit: Option<u64>,
     /// `@approvals("N")`: the call needs N approvals (dual control).
     pub approvals: Option<u32>,
+    /// `@on_pending("wait")` or `("refuse")`: what the call does meanwhile.
+    pub on_pending: Option<OnPending>,
 }
 
 /// A policy's obligations, from its annotations.
@@ -88,6 +91,7 @@ struct Obligations {
     rate: Option<Rate>,
     daily_limit: Option<u64>,
     approvals: Option<u32>,
+    on_pending: Option<OnPending>,
 }
 
 impl Decision {
@@ -222,12 +226,24 @@ impl Policy {
                         })
                 })
                 .transpose()?;
+            let on_pending = p
+                .annotation("on_pending")
+                .map(|v| {
+                    OnPending::parse(v.trim()).ok_or_else(|| {
+                        at(
+                            v,
+                            format!("@on_pending({v:?}): expected \"wait\" or \"refuse\""),
+                        )
+                    })
+                })
+                .transpose()?;
             obligations.insert(
                 p.id().clone(),
                 Obligations {
                     rate,
                     daily_limit,
                     approvals,
+                    on_pending,
                 },
             );
         }
@@ -348,6 +364,7 @@ impl Policy {
                 };
                 // Dual control: the most approvals any permitting policy asks.
                 d.approvals = d.approvals.max(o.approvals);
+                d.on_pending = d.on_pending.or(o.on_pending);
             }
         }
         d

@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kmsp11_proto::{Body, CallId, Request, Response, Template};
 use pkcs11_sys::*;
@@ -24,7 +24,7 @@ use super::inventory;
 use super::refusal::Refusal;
 use super::resolve::resolve;
 use crate::audit::Record;
-use crate::authz::approvals::{self, Binding, Gate};
+use crate::authz::approvals::{self, Binding, Gate, OnPending};
 use crate::authz::constraints::non_exportable;
 use crate::authz::policy::{Decision, KeyView, Principal, Situation};
 use crate::authz::quota::{self, Exceeded};
@@ -32,7 +32,7 @@ use crate::authz::Action;
 use crate::context::Context;
 use crate::daemon::Daemon;
 use crate::handles::VObject;
-use crate::store::KeyState;
+use crate::store::{ApprovalState, KeyState};
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,7 @@ struct Guard {
     label: String,
     action: Action,
     approvals: u32,
+    on_pending: Option<OnPending>,
 }
 
 /// A use of a token key the call makes, with its policy's obligations.
@@ -298,10 +299,46 @@ impl Pipeline<'_> {
             inventory::now(),
         )
         .map_err(|e| Refusal::Store(e.to_string()))?;
-        match gate {
-            Gate::Granted(id) => Ok(format!("approval {id} used")),
-            Gate::Pending { id, have, need } => Err(Refusal::Pending { id, have, need }),
+        let (id, have, need) = match gate {
+            Gate::Granted(id) => return Ok(format!("approval {id} used")),
+            Gate::Pending { id, have, need } => (id, have, need),
+        };
+        if g.on_pending.unwrap_or(d.dual_control.on_pending) == OnPending::Refuse {
+            return Err(Refusal::Pending { id, have, need });
         }
+        // Wait mode: hold the call (its execution slot too) until the
+        // request is decided or `wait_secs` pass.
+        tracing::info!(approval = %id, identity = %call.principal.name, "call held for approval");
+        let deadline = Instant::now() + Duration::from_secs(d.dual_control.wait_secs);
+        let store = d.inventory.store.as_ref();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            let Some(a) = store
+                .approval(&id)
+                .map_err(|e| Refusal::Store(e.to_string()))?
+            else {
+                break;
+            };
+            let now = inventory::now();
+            match a.state {
+                ApprovalState::Pending if a.expires > now => continue,
+                ApprovalState::Approved if a.expires > now => {
+                    let again = approvals::gate(store, &d.dual_control, &b, g.approvals, now)
+                        .map_err(|e| Refusal::Store(e.to_string()))?;
+                    if let Gate::Granted(id) = again {
+                        return Ok(format!("approval {id} used"));
+                    }
+                    break;
+                }
+                _ => {
+                    return Err(Refusal::Denied {
+                        id,
+                        state: approvals::state_name(&a, now),
+                    })
+                }
+            }
+        }
+        Err(Refusal::Pending { id, have, need })
     }
 
     /// Quotas, once policy allowed everything: the identity's rate, each
@@ -386,6 +423,7 @@ impl Pipeline<'_> {
                     label: k.known.facts.label.clone(),
                     action,
                     approvals: n,
+                    on_pending: dec.on_pending,
                 });
             }
             if let (true, Some(key)) = (action.is_use(), &k.known.key) {

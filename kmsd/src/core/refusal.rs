@@ -21,6 +21,7 @@ pub mod device_error {
     pub const KEY_RATE: u64 = 0x4B4D_0302;
     pub const DAILY_LIMIT: u64 = 0x4B4D_0303;
     pub const PENDING_APPROVAL: u64 = 0x4B4D_0401;
+    pub const APPROVAL_DENIED: u64 = 0x4B4D_0402;
     pub const STORE: u64 = 0x4B4D_0202;
 }
 
@@ -53,6 +54,11 @@ pub enum Refusal {
         have: usize,
         need: u32,
     },
+    /// Dual control: the request was denied (or lapsed) while the call waited.
+    Denied {
+        id: String,
+        state: &'static str,
+    },
     /// The audit log cannot be written: fail closed.
     Audit,
     /// The store cannot be read or written: fail closed.
@@ -70,7 +76,7 @@ impl Refusal {
                 CKR_KEY_FUNCTION_NOT_PERMITTED
             }
             Refusal::Quota(_) => CKR_FUNCTION_FAILED,
-            Refusal::Pending { .. } => CKR_FUNCTION_REJECTED,
+            Refusal::Pending { .. } | Refusal::Denied { .. } => CKR_FUNCTION_REJECTED,
             Refusal::Audit | Refusal::Store(_) => CKR_DEVICE_ERROR,
         }
     }
@@ -88,6 +94,7 @@ impl Refusal {
             Refusal::Quota(Exceeded::KeyRate(_)) => KEY_RATE,
             Refusal::Quota(Exceeded::DailyLimit(_)) => DAILY_LIMIT,
             Refusal::Pending { .. } => PENDING_APPROVAL,
+            Refusal::Denied { .. } => APPROVAL_DENIED,
             Refusal::Audit => AUDIT,
             Refusal::Store(_) => STORE,
         }
@@ -105,6 +112,7 @@ impl Refusal {
             Refusal::KeyExpired => "key-expired",
             Refusal::Quota(_) => "quota",
             Refusal::Pending { .. } => "pending-approval",
+            Refusal::Denied { .. } => "approval-denied",
             Refusal::Audit => "audit",
             Refusal::Store(_) => "store",
         }
@@ -120,6 +128,7 @@ impl Refusal {
             Refusal::KeyRevoked { reason } => format!("revoked: {reason}"),
             Refusal::Quota(e) => e.rule(),
             Refusal::Pending { id, have, need } => format!("approval {id} ({have} of {need})"),
+            Refusal::Denied { id, state } => format!("approval {id} {state}"),
             other => other.reason().to_string(),
         }
     }
