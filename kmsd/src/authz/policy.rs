@@ -120,6 +120,9 @@ pub struct Policy {
     names: HashMap<PolicyId, String>,
     obligations: HashMap<PolicyId, Obligations>,
     authorizer: Authorizer,
+    /// `mechanism_possible` answers, by (identity, roles, mechanism): they
+    /// change only with the policy, and a new policy is a new `Policy`.
+    possible: parking_lot::Mutex<HashMap<(String, Vec<String>, u64), bool>>,
 }
 
 fn schema() -> Schema {
@@ -254,6 +257,7 @@ impl Policy {
             names,
             obligations,
             authorizer: Authorizer::new(),
+            possible: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -376,6 +380,21 @@ impl Policy {
     /// absent from `who`'s mechanism list and refused with
     /// `CKR_MECHANISM_INVALID`).
     pub fn mechanism_possible(&self, who: &Principal, mechanism: u64) -> bool {
+        let key = (who.name.to_string(), who.roles.to_vec(), mechanism);
+        if let Some(known) = self.possible.lock().get(&key) {
+            return *known;
+        }
+        let answer = self.evaluate_mechanism(who, mechanism);
+        let mut cache = self.possible.lock();
+        // Bounded: identities x mechanisms in use; start over if it grows past that.
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, answer);
+        answer
+    }
+
+    fn evaluate_mechanism(&self, who: &Principal, mechanism: u64) -> bool {
         let Ok(entities) = Entities::from_entities(principal_entities(who), None) else {
             return true;
         };
