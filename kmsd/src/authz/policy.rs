@@ -111,6 +111,9 @@ pub struct PolicyError {
     pub reason: String,
 }
 
+/// Who asked about which mechanism: (identity, roles, mechanism).
+type Asked = (String, Vec<String>, u64);
+
 /// A loaded, validated policy.
 pub struct Policy {
     pub path: PathBuf,
@@ -122,7 +125,7 @@ pub struct Policy {
     authorizer: Authorizer,
     /// `mechanism_possible` answers, by (identity, roles, mechanism): they
     /// change only with the policy, and a new policy is a new `Policy`.
-    possible: parking_lot::Mutex<HashMap<(String, Vec<String>, u64), bool>>,
+    possible: parking_lot::Mutex<HashMap<Asked, bool>>,
 }
 
 fn schema() -> Schema {
