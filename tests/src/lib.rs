@@ -339,6 +339,33 @@ pub fn user_session(
     s
 }
 
+/// Runs `f` in a logged-in read-write session on kms-a through
+/// libkmsp11, with library config `config`. The library is a
+/// process-wide singleton: callers in one test binary take turns.
+pub fn through_library<R>(
+    config: &Path,
+    f: impl FnOnce(&cryptoki::context::Pkcs11, &cryptoki::session::Session) -> R,
+) -> R {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("KMSP11_CONFIG", config);
+    let p = initialized(&libkmsp11());
+    let s = user_session(&p, slot_by_label(&p, "kms-a"));
+    let r = f(&p, &s);
+    drop(s);
+    p.finalize().unwrap();
+    r
+}
+
+/// A cryptoki result's CK_RV by its name in cryptoki ("Ok" for success).
+pub fn ck<T>(r: &Result<T, cryptoki::error::Error>) -> String {
+    match r {
+        Ok(_) => "Ok".into(),
+        Err(cryptoki::error::Error::Pkcs11(e, _)) => format!("{e:?}"),
+        Err(e) => format!("{e}"),
+    }
+}
+
 /// The slot whose token carries this label.
 pub fn slot_by_label(p: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::slot::Slot {
     p.get_slots_with_token()

@@ -19,7 +19,11 @@ when { resource.label == "release" };
 "#;
 
 fn setup() -> Kmsd {
-    let kmsd = Kmsd::start();
+    prepare(Kmsd::start())
+}
+
+/// The test policy loaded and the two key pairs made on `kmsd`.
+fn prepare(kmsd: Kmsd) -> Kmsd {
     std::fs::write(kmsd.dir.join("policy.cedar"), POLICY).unwrap();
     let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
     assert_eq!(code, 0, "{out}");
@@ -200,22 +204,9 @@ fn denied_request_stays_refused() {
 
 /// [`setup`] with `on_pending = "wait"` and a short wait.
 fn setup_waiting() -> Kmsd {
-    let kmsd = Kmsd::start_edited(|t, _| {
+    prepare(Kmsd::start_edited(|t, _| {
         kmsp11_tests::set_in(&t, "dual_control", "on_pending = \"wait\"\nwait_secs = 30")
-    });
-    std::fs::write(kmsd.dir.join("policy.cedar"), POLICY).unwrap();
-    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
-    assert_eq!(code, 0, "{out}");
-    for (label, id) in [("release", "01"), ("other", "02")] {
-        let (ok, out) = tool(
-            &kmsd,
-            "kmsp11.toml",
-            &format!("--keypairgen --key-type EC:prime256v1 --label {label} --id {id}"),
-        );
-        assert!(ok, "{out}");
-    }
-    std::fs::write(kmsd.dir.join("digest.bin"), [7u8; 32]).unwrap();
-    kmsd
+    }))
 }
 
 /// Starts a signature as the user with the release key in the background.

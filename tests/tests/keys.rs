@@ -7,7 +7,6 @@
 //! The library is a process-wide singleton: tests that drive it take turns.
 
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
@@ -18,35 +17,18 @@ use cryptoki::session::Session;
 use kmsp11_proto::Request;
 use kmsp11_tests::raw::rv_name;
 use kmsp11_tests::wire::Wire;
-use kmsp11_tests::{
-    initialized, kmsd_bin, libkmsp11, run, slot_by_label, user_session, Kmsd, P256,
-};
+use kmsp11_tests::{initialized, kmsd_bin, run, slot_by_label, user_session, Kmsd, P256};
 
 /// kmsd's documented device errors (README, "Refusals").
 const KEY_DISABLED: u64 = 0x4B4D_0101;
 const KEY_REVOKED: u64 = 0x4B4D_0102;
 
-/// Runs `f` in a logged-in read-write session on kms-a through the
-/// library, as the dev admin.
+/// Runs `f` in a logged-in session on kms-a through the library, as the dev admin.
 fn session<R>(kmsd: &Kmsd, f: impl FnOnce(&Pkcs11, &Session) -> R) -> R {
-    static ONE: Mutex<()> = Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::set_var("KMSP11_CONFIG", kmsd.client_config_as(&kmsd.dir, None));
-    let p = initialized(&libkmsp11());
-    let s = user_session(&p, slot_by_label(&p, "kms-a"));
-    let r = f(&p, &s);
-    drop(s);
-    p.finalize().unwrap();
-    r
+    kmsp11_tests::through_library(&kmsd.client_config_as(&kmsd.dir, None), f)
 }
 
-fn rv<T>(r: &Result<T, Error>) -> String {
-    match r {
-        Ok(_) => "Ok".into(),
-        Err(Error::Pkcs11(e, _)) => format!("{e:?}"),
-        Err(e) => format!("{e}"),
-    }
-}
+use kmsp11_tests::ck as rv;
 
 fn ec_pair(s: &Session, label: &str) -> (ObjectHandle, ObjectHandle) {
     s.generate_key_pair(

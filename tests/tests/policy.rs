@@ -8,7 +8,6 @@
 //! (`as_identity`); pkcs11-tool runs in its own process.
 
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use cryptoki::context::Pkcs11;
@@ -16,37 +15,19 @@ use cryptoki::error::Error;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use kmsp11_tests::{
-    initialized, kmsd_bin, libkmsp11, run, slot_by_label, user_session, Kmsd, P256, PIN,
-};
+use kmsp11_tests::{kmsd_bin, libkmsp11, run, Kmsd, P256, PIN};
 
 /// The library configs of the dev identities.
 const ADMIN: &str = "kmsp11.toml";
 const USER: &str = "kmsp11-user.toml";
 
-/// Runs `f` in a logged-in read-write session on kms-a, through the
-/// library, as the identity of library config `who`.
+/// Runs `f` in a logged-in session on kms-a through the library, as the
+/// identity of library config `who`.
 fn as_identity<R>(kmsd: &Kmsd, who: &str, f: impl FnOnce(&Pkcs11, &Session) -> R) -> R {
-    static ONE: Mutex<()> = Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::set_var("KMSP11_CONFIG", kmsd.dir.join(who));
-    let p = initialized(&libkmsp11());
-    let slot = slot_by_label(&p, "kms-a");
-    let s = user_session(&p, slot);
-    let r = f(&p, &s);
-    drop(s);
-    p.finalize().unwrap();
-    r
+    kmsp11_tests::through_library(&kmsd.dir.join(who), f)
 }
 
-/// A cryptoki result's CK_RV, by its name in cryptoki.
-fn rv<T>(r: &Result<T, Error>) -> String {
-    match r {
-        Ok(_) => "Ok".into(),
-        Err(Error::Pkcs11(e, _)) => format!("{e:?}"),
-        Err(e) => format!("{e}"),
-    }
-}
+use kmsp11_tests::ck as rv;
 
 /// A token P-256 key pair labelled `label`, made by the caller's session.
 fn ec_pair(s: &Session, label: &str) -> Result<(ObjectHandle, ObjectHandle), Error> {

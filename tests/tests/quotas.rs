@@ -6,39 +6,24 @@
 //!
 //! The library is a process-wide singleton: tests that drive it take turns.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use cryptoki::context::Pkcs11;
-use cryptoki::error::Error;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
-use kmsp11_tests::{initialized, libkmsp11, slot_by_label, user_session, Kmsd, P256};
+use kmsp11_tests::{Kmsd, P256};
 
 const IDENTITY_RATE: u64 = 0x4B4D_0301;
 const KEY_RATE: u64 = 0x4B4D_0302;
 const DAILY_LIMIT: u64 = 0x4B4D_0303;
 
+/// Runs `f` in a logged-in session on kms-a through the library, as the dev admin.
 fn session<R>(kmsd: &Kmsd, f: impl FnOnce(&Pkcs11, &Session) -> R) -> R {
-    static ONE: Mutex<()> = Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::set_var("KMSP11_CONFIG", kmsd.client_config_as(&kmsd.dir, None));
-    let p = initialized(&libkmsp11());
-    let s = user_session(&p, slot_by_label(&p, "kms-a"));
-    let r = f(&p, &s);
-    drop(s);
-    p.finalize().unwrap();
-    r
+    kmsp11_tests::through_library(&kmsd.client_config_as(&kmsd.dir, None), f)
 }
 
-fn rv<T>(r: &Result<T, Error>) -> String {
-    match r {
-        Ok(_) => "Ok".into(),
-        Err(Error::Pkcs11(e, _)) => format!("{e:?}"),
-        Err(e) => format!("{e}"),
-    }
-}
+use kmsp11_tests::ck as rv;
 
 fn signing_key(s: &Session) -> ObjectHandle {
     s.generate_key_pair(
