@@ -403,6 +403,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         self.quotas.validate()?;
+        self.dual_control.validate()?;
         if self.backend.mode == Mode::Virtual && self.tokens.is_empty() {
             return Err("virtual mode needs at least one [[token]]".into());
         }

@@ -12,9 +12,11 @@ const SOFTHSM_TEMPLATE: &str = include_str!("../../softhsm/softhsm2.conf.in");
 pub const DEV_POLICY: &str = include_str!("dev-policy.cedar");
 
 /// The dev identities: (name, role, library config file). The first is
-/// the default client (`kmsp11.toml`, `client.pem`).
+/// the default client (`kmsp11.toml`, `client.pem`); dev-admin and
+/// dev-admin2 are the two approvers kmsctl acts as.
 pub const DEV_IDENTITIES: &[(&str, &str, &str)] = &[
     ("dev-client", "admin", "kmsp11.toml"),
+    ("dev-admin", "admin", "kmsp11-admin.toml"),
     ("dev-admin2", "admin", "kmsp11-admin2.toml"),
     ("dev-user", "user", "kmsp11-user.toml"),
     ("dev-auditor", "auditor", "kmsp11-auditor.toml"),
@@ -108,6 +110,15 @@ min_aes_bits = 128
 [store]
 path = "kmsd.db"
 
+[dual_control]
+# Production guards all six operations (the default when `guarded` is not
+# given): "generate", "import", "export", "destroy", "policy-reload",
+# "identity-change". Dev mode guards destroying a token key, so that one
+# person can try it: a destroy is refused (CKR_FUNCTION_REJECTED) until
+# dev-admin and dev-admin2 approve it with kmsctl; the retry then succeeds once.
+guarded = ["destroy"]
+approvals = 2
+
 [audit]
 path = "audit.log"
 fsync = "batch"
@@ -160,7 +171,7 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
     println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keypairgen --key-type EC:prime256v1 --label demo");
     println!("That is identity dev-client (role admin). The policy in {} lets a user only use keys; try:", dir.join("policy.cedar").display());
     println!("  KMSP11_CONFIG={} pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --keygen --key-type AES:32 --label nope", dir.join("kmsp11-user.toml").display());
-    println!("  (refused: CKR_KEY_FUNCTION_NOT_PERMITTED); kmsp11-admin2.toml and kmsp11-auditor.toml are the other identities.");
+    println!("  (refused: CKR_KEY_FUNCTION_NOT_PERMITTED); kmsp11-admin.toml, kmsp11-admin2.toml and kmsp11-auditor.toml are the other identities.");
     if let Ok(admin) = std::fs::read_to_string(dir.join("admin-address")) {
         let port = admin
             .trim()
@@ -172,7 +183,11 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
         println!("Administer it with kmsctl (also kmsctl-admin2.toml, kmsctl-auditor.toml):");
         println!("  export KMSCTL_CONFIG={}", kmsctl.display());
         println!("  kmsctl status; kmsctl keys list");
-        println!("Dual control: a use a policy marks @approvals(\"2\") is refused until two admins approve:");
+        println!(
+            "Dual control: destroying a token key (and a use a policy marks @approvals(\"2\"))"
+        );
+        println!("is refused until two admins (dev-admin, dev-admin2) approve; then the retry succeeds once:");
+        println!("  pkcs11-tool --module {lib} --token-label kms-a -l -p {DEV_PIN} --delete-object --type privkey --label demo");
         println!("  kmsctl approvals list; kmsctl approvals approve ID");
         println!(
             "  KMSCTL_CONFIG={} kmsctl approvals approve ID",
@@ -201,7 +216,7 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
 pub fn kmsctl_configs(dir: &Path, admin_address: &str) -> Result<PathBuf, String> {
     let port = admin_address.trim().rsplit(':').next().unwrap_or_default();
     for (file, stem, name) in [
-        ("kmsctl-admin.toml", "client", "dev-client"),
+        ("kmsctl-admin.toml", "dev-admin", "dev-admin"),
         ("kmsctl-admin2.toml", "dev-admin2", "dev-admin2"),
         ("kmsctl-auditor.toml", "dev-auditor", "dev-auditor"),
     ] {

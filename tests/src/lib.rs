@@ -231,6 +231,12 @@ impl Kmsd {
         self.dir.join("softhsm/softhsm2.conf")
     }
 
+    /// kmsd in dev mode without dual control for destroying token keys
+    /// (dev mode's one guarded operation), for suites about something else.
+    pub fn start_unguarded() -> Kmsd {
+        Kmsd::start_edited(|t, _| unguarded(&t))
+    }
+
     /// kmsd with the dev configuration changed by `edit`, which also gets
     /// the dev folder (its certificates and SoftHSM store are used as they are).
     pub fn start_edited(edit: impl FnOnce(String, &Path) -> String) -> Kmsd {
@@ -377,6 +383,13 @@ pub fn slot_by_label(p: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::sl
                 .unwrap_or(false)
         })
         .unwrap_or_else(|| panic!("no token labelled {label}"))
+}
+
+/// A dev configuration with no operation under dual control.
+pub fn unguarded(toml: &str) -> String {
+    let dev = "guarded = [\"destroy\"]";
+    assert!(toml.contains(dev), "the dev config guards destroy");
+    toml.replacen(dev, "guarded = []", 1)
 }
 
 /// Adds `key = value` lines at the top of a table of a TOML text.

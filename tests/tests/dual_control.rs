@@ -1,8 +1,10 @@
-//! Dual control for uses a policy annotates with `@approvals("2")`, as
-//! users meet it: pkcs11-tool signs, kmsctl approves with the dev admins'
-//! configs. Refused with `CKR_FUNCTION_REJECTED` until two admins other
-//! than the requester approve; the grant serves the exact call once, and
-//! survives a restart.
+//! Dual control, as users meet it: pkcs11-tool signs or destroys, kmsctl
+//! approves with the dev admins' configs. Guarded operations (dev mode:
+//! destroy; by default also key generation, policy reload and identity
+//! changes) and uses a policy annotates with `@approvals("2")` are refused
+//! with `CKR_FUNCTION_REJECTED` (HTTP 403 through the admin API) until two
+//! admins other than the requester approve; the grant serves the exact call
+//! once, survives a restart, and requests expire.
 
 use std::process::Command;
 
@@ -147,7 +149,7 @@ fn two_approvals_grant_one_signature() {
 fn self_approval_and_wrong_role_refused() {
     let kmsd = setup();
     assert_eq!(
-        sign(&kmsd, "kmsp11.toml", "release", "ECDSA"),
+        sign(&kmsd, "kmsp11-admin.toml", "release", "ECDSA"),
         "CKR_FUNCTION_REJECTED"
     );
     let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
@@ -274,4 +276,224 @@ fn wait_mode_denied_is_rejected() {
         records.contains("\"reason\":\"approval-denied\""),
         "no denial record"
     );
+}
+
+/// pkcs11-tool's answer: "ok", "CKR_FUNCTION_REJECTED" or its output.
+fn outcome((ok, out): (bool, String)) -> String {
+    if ok {
+        "ok".into()
+    } else if out.contains("(0x200)") {
+        "CKR_FUNCTION_REJECTED".into()
+    } else {
+        out
+    }
+}
+
+// Dev mode's guarded operation: pkcs11-tool's destroy of a token key is
+// refused until dev-admin and dev-admin2 approve with kmsctl; the retry
+// then succeeds and the key is pending destroy.
+#[test]
+fn pkcs11_tool_destroy_needs_two_admins() {
+    let kmsd = Kmsd::start();
+    let keygen = "--keypairgen --key-type EC:prime256v1 --label doomed --id 07";
+    assert_eq!(outcome(tool(&kmsd, "kmsp11.toml", keygen)), "ok");
+    let delete = "--delete-object --type privkey --id 07";
+    assert_eq!(
+        outcome(tool(&kmsd, "kmsp11.toml", delete)),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let p = pending(&kmsd);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (
+            p[0]["requester"].as_str(),
+            p[0]["action"].as_str(),
+            p[0]["label"].as_str(),
+            p[0]["required"].as_u64()
+        ),
+        (Some("dev-client"), Some("destroy"), Some("doomed"), Some(2)),
+        "{p:?}"
+    );
+    let id = p[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(approve(&kmsd, "kmsctl-admin.toml", &id).0, 0);
+    assert_eq!(
+        outcome(tool(&kmsd, "kmsp11.toml", delete)),
+        "CKR_FUNCTION_REJECTED",
+        "one approval of two"
+    );
+    assert_eq!(approve(&kmsd, "kmsctl-admin2.toml", &id).0, 0);
+    assert_eq!(outcome(tool(&kmsd, "kmsp11.toml", delete)), "ok");
+    let (code, out) = kmsctl(
+        &kmsd,
+        "kmsctl-auditor.toml",
+        &["keys", "list", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let keys: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let k = keys
+        .iter()
+        .find(|k| k["label"] == "doomed" && k["class"] == "private-key")
+        .expect("the key in the inventory");
+    assert_eq!(k["state"], "pending-destroy", "{k}");
+}
+
+/// kmsd with the production defaults: every operation guarded, two approvals.
+fn start_guarded() -> Kmsd {
+    let kmsd = Kmsd::start_edited(|t, _| t.replacen("guarded = [\"destroy\"]\n", "", 1));
+    // A kmsctl config for dev-client, the third admin.
+    let text = std::fs::read_to_string(kmsd.dir.join("kmsctl-admin.toml"))
+        .unwrap()
+        .replace("dev-admin.", "client.");
+    std::fs::write(kmsd.dir.join("kmsctl-client.toml"), text).unwrap();
+    kmsd
+}
+
+// By default a token key's generation needs approval, and the approved
+// retry makes the key.
+#[test]
+fn key_generation_guarded_by_default() {
+    let kmsd = start_guarded();
+    let keygen = "--keypairgen --key-type EC:prime256v1 --label fresh --id 08";
+    assert_eq!(
+        outcome(tool(&kmsd, "kmsp11.toml", keygen)),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let p = pending(&kmsd);
+    assert_eq!(p[0]["action"], "generate", "{p:?}");
+    assert!(
+        p[0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("new EC private-key 256"),
+        "{p:?}"
+    );
+    let id = p[0]["id"].as_str().unwrap().to_string();
+    for cfg in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
+        let (code, out) = approve(&kmsd, cfg, &id);
+        assert_eq!(code, 0, "{out}");
+    }
+    assert_eq!(outcome(tool(&kmsd, "kmsp11.toml", keygen)), "ok");
+}
+
+// By default a policy reload through the admin API needs two approvals of
+// that exact file; an edit after the approval needs its own.
+#[test]
+fn policy_reload_guarded_by_default() {
+    let kmsd = start_guarded();
+    std::fs::write(kmsd.dir.join("policy.cedar"), POLICY).unwrap();
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("needs 2 approvals"), "{out}");
+    let p = pending(&kmsd);
+    assert_eq!(p[0]["action"], "policy-reload", "{p:?}");
+    let id = p[0]["id"].as_str().unwrap().to_string();
+    for cfg in ["kmsctl-client.toml", "kmsctl-admin2.toml"] {
+        let (code, out) = approve(&kmsd, cfg, &id);
+        assert_eq!(code, 0, "{out}");
+    }
+    // The approved text loads, once.
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 4, "a grant serves once: {out}");
+    let records = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+    assert!(
+        records.contains(&format!("approval {id} used")),
+        "no record of the grant's use"
+    );
+    assert!(
+        records.contains(&format!("approval {id} pending (0 of 2)")),
+        "no record of the request"
+    );
+}
+
+// By default adding an identity through the admin API needs approval.
+#[test]
+fn identity_change_guarded_by_default() {
+    let kmsd = start_guarded();
+    let add = [
+        "identities",
+        "add",
+        "ci-bot",
+        "--role",
+        "user",
+        "--token",
+        "kms-a",
+    ];
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &add);
+    assert_eq!(code, 4, "{out}");
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    for cfg in ["kmsctl-client.toml", "kmsctl-admin2.toml"] {
+        let (code, out) = approve(&kmsd, cfg, &id);
+        assert_eq!(code, 0, "{out}");
+    }
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &add);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = kmsctl(
+        &kmsd,
+        "kmsctl-auditor.toml",
+        &["identities", "list", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ci-bot"), "{out}");
+}
+
+// A request nobody decides expires: it can no longer be approved, and the
+// call asks anew.
+#[test]
+fn unanswered_request_expires() {
+    let kmsd = prepare(Kmsd::start_edited(|t, _| {
+        kmsp11_tests::set_in(&t, "dual_control", "request_ttl_secs = 2")
+    }));
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (code, out) = approve(&kmsd, "kmsctl-admin.toml", &id);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("expired"), "{out}");
+    assert!(
+        pending(&kmsd).is_empty(),
+        "the expired request is not pending"
+    );
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    assert_ne!(pending(&kmsd)[0]["id"].as_str().unwrap(), id);
+}
+
+// `@approver_role` names who approves: admins are refused, the auditor's
+// approval grants the call.
+#[test]
+fn policy_names_the_approver_role() {
+    let kmsd = Kmsd::start();
+    let policy = POLICY.replace(
+        "@id(\"release-needs-two\") @approvals(\"2\")",
+        "@id(\"release-needs-auditor\") @approvals(\"1\") @approver_role(\"auditor\")",
+    );
+    assert_ne!(policy, POLICY);
+    std::fs::write(kmsd.dir.join("policy.cedar"), &policy).unwrap();
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    let (ok, out) = tool(
+        &kmsd,
+        "kmsp11.toml",
+        "--keypairgen --key-type EC:prime256v1 --label release --id 01",
+    );
+    assert!(ok, "{out}");
+    std::fs::write(kmsd.dir.join("digest.bin"), [7u8; 32]).unwrap();
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    let (code, out) = approve(&kmsd, "kmsctl-admin.toml", &id);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("needs the role auditor"), "{out}");
+    let (code, out) = approve(&kmsd, "kmsctl-auditor.toml", &id);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"), "ok");
 }

@@ -135,7 +135,7 @@ fn key_ids_stable_across_restart() {
 // destroy in the inventory, and restored by cancel-destroy.
 #[test]
 fn destroy_pending_then_cancelled() {
-    let kmsd = Kmsd::start();
+    let kmsd = Kmsd::start_unguarded();
     session(&kmsd, |_, s| {
         let (_, private) = ec_pair(s, "doomed");
         s.destroy_object(private).unwrap();
@@ -159,8 +159,13 @@ fn destroy_pending_then_cancelled() {
 // `destroyed`, and the object is gone from the SoftHSM token too.
 #[test]
 fn destroy_carried_out_when_the_window_ends() {
-    let kmsd =
-        Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "keys", "destroy_window_secs = 1"));
+    let kmsd = Kmsd::start_edited(|t, _| {
+        kmsp11_tests::set_in(
+            &kmsp11_tests::unguarded(&t),
+            "keys",
+            "destroy_window_secs = 1",
+        )
+    });
     session(&kmsd, |_, s| {
         let (_, private) = ec_pair(s, "short-lived");
         s.destroy_object(private).unwrap();

@@ -497,7 +497,7 @@ fn other_identity_session_handles_are_invalid() {
 // refused and the owner is not.
 #[test]
 fn only_the_owner_destroys_a_key_on_a_shared_token() {
-    let kmsd = Kmsd::start();
+    let kmsd = Kmsd::start_unguarded();
     reload_policy(
         &kmsd,
         r#"permit (principal, action in [Kms::Action::"login", Kms::Action::"generate", Kms::Action::"find", Kms::Action::"read-attribute"], resource);

@@ -1,10 +1,14 @@
-//! Dual control (DESIGN.md decision 10), for the uses a permitting policy
-//! annotates with `@approvals("N")`: the call without a grant creates a
-//! pending request and is refused (`CKR_FUNCTION_REJECTED`); N distinct
-//! approvers holding `[dual_control] approver_role`, never the requester,
-//! approve it through the admin API; the identical call (same requester,
-//! token, action, key and mechanism) then succeeds once. Requests and
-//! grants expire, and live in the store, so they survive restarts.
+//! Dual control (DESIGN.md decision 10), for the operations
+//! `[dual_control] guarded` names (token key generation, import, export,
+//! destroy, policy reload, identity changes: all of them by default) and
+//! the uses a permitting policy annotates with `@approvals("N")`: the call
+//! without a grant creates a pending request and is refused
+//! (`CKR_FUNCTION_REJECTED`, or HTTP 403 `approval_required`); N distinct
+//! approvers holding `[dual_control] approver_role` (or the policy's
+//! `@approver_role`), never the requester, approve it through the admin
+//! API; the identical call (same requester, token, action, key and
+//! mechanism) then succeeds once. Requests and grants expire, and live in
+//! the store, so they survive restarts.
 
 use serde::Deserialize;
 
@@ -32,10 +36,55 @@ impl OnPending {
     }
 }
 
+/// Operations under dual control whatever the policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarded {
+    /// Generating or deriving a token key.
+    Generate,
+    /// Creating or unwrapping a token key (key material from outside).
+    Import,
+    /// Wrapping a token key (its material leaves the HSM).
+    Export,
+    /// Destroying a token key (PKCS#11 or the admin API).
+    Destroy,
+    /// Loading a new policy through the admin API.
+    PolicyReload,
+    /// Adding, disabling or enabling an identity through the admin API.
+    IdentityChange,
+}
+
+impl Guarded {
+    pub const ALL: [Guarded; 6] = [
+        Guarded::Generate,
+        Guarded::Import,
+        Guarded::Export,
+        Guarded::Destroy,
+        Guarded::PolicyReload,
+        Guarded::IdentityChange,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Guarded::Generate => "generate",
+            Guarded::Import => "import",
+            Guarded::Export => "export",
+            Guarded::Destroy => "destroy",
+            Guarded::PolicyReload => "policy-reload",
+            Guarded::IdentityChange => "identity-change",
+        }
+    }
+}
+
 /// `[dual_control]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DualControlCfg {
+    /// Operations that need `approvals` approvals whatever the policy says.
+    pub guarded: Vec<Guarded>,
+    /// How many approvals a guarded operation needs (a policy's
+    /// `@approvals` may ask more).
+    pub approvals: u32,
     /// The role approvers must hold.
     pub approver_role: String,
     /// `refuse` or `wait` (a policy's `@on_pending` overrides it).
@@ -52,12 +101,34 @@ pub struct DualControlCfg {
 impl Default for DualControlCfg {
     fn default() -> DualControlCfg {
         DualControlCfg {
+            guarded: Guarded::ALL.to_vec(),
+            approvals: 2,
             approver_role: "admin".into(),
             on_pending: OnPending::Refuse,
             wait_secs: 60,
             request_ttl_secs: 3600,
             grant_ttl_secs: 600,
         }
+    }
+}
+
+impl DualControlCfg {
+    /// Approvals a guarded operation needs, if `what` is guarded.
+    pub fn needs(&self, what: Guarded) -> Option<u32> {
+        self.guarded.contains(&what).then_some(self.approvals)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=16).contains(&self.approvals) {
+            return Err(format!(
+                "dual_control.approvals = {}: expected 1 to 16",
+                self.approvals
+            ));
+        }
+        if self.approver_role.trim().is_empty() {
+            return Err("dual_control.approver_role is empty".into());
+        }
+        Ok(())
     }
 }
 
@@ -99,12 +170,14 @@ pub fn state_name(a: &Approval, now: u64) -> &'static str {
     }
 }
 
-/// Uses a live grant for `b`, or finds or creates its pending request.
+/// Uses a live grant for `b`, or finds or creates its pending request
+/// (for `need` approvers holding `role`).
 pub fn gate(
     s: &dyn Store,
     cfg: &DualControlCfg,
     b: &Binding,
     need: u32,
+    role: &str,
     now: u64,
 ) -> Result<Gate, StoreError> {
     let mine: Vec<Approval> = s
@@ -137,7 +210,7 @@ pub fn gate(
         label: b.label.clone(),
         mechanism: b.mechanism,
         required: need,
-        role: cfg.approver_role.clone(),
+        role: role.to_string(),
         created: now,
         expires: now + cfg.request_ttl_secs,
         state: ApprovalState::Pending,
@@ -241,12 +314,12 @@ mod tests {
         let s = Sqlite::in_memory().unwrap();
         let cfg = DualControlCfg::default();
         let admin = vec!["admin".to_string()];
-        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 2, 100).unwrap() else {
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 2, "admin", 100).unwrap() else {
             panic!("granted without approvals")
         };
         // The same call again finds the same request.
         assert_eq!(
-            gate(&s, &cfg, &binding(), 2, 101).unwrap(),
+            gate(&s, &cfg, &binding(), 2, "admin", 101).unwrap(),
             Gate::Pending {
                 id: id.clone(),
                 have: 0,
@@ -267,7 +340,7 @@ mod tests {
             Err(Refused::Twice("bob".into()))
         );
         assert!(matches!(
-            gate(&s, &cfg, &binding(), 2, 103).unwrap(),
+            gate(&s, &cfg, &binding(), 2, "admin", 103).unwrap(),
             Gate::Pending { have: 1, .. }
         ));
         assert_eq!(
@@ -282,15 +355,15 @@ mod tests {
             ..binding()
         };
         assert!(matches!(
-            gate(&s, &cfg, &other, 2, 105).unwrap(),
+            gate(&s, &cfg, &other, 2, "admin", 105).unwrap(),
             Gate::Pending { .. }
         ));
         assert_eq!(
-            gate(&s, &cfg, &binding(), 2, 105).unwrap(),
+            gate(&s, &cfg, &binding(), 2, "admin", 105).unwrap(),
             Gate::Granted(id.clone())
         );
         assert!(matches!(
-            gate(&s, &cfg, &binding(), 2, 106).unwrap(),
+            gate(&s, &cfg, &binding(), 2, "admin", 106).unwrap(),
             Gate::Pending { have: 0, .. }
         ));
     }
@@ -300,7 +373,7 @@ mod tests {
         let s = Sqlite::in_memory().unwrap();
         let cfg = DualControlCfg::default();
         let admin = vec!["admin".to_string()];
-        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, 100).unwrap() else {
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, "admin", 100).unwrap() else {
             panic!()
         };
         assert!(matches!(
@@ -315,7 +388,7 @@ mod tests {
             ),
             Err(Refused::NotPending(_, "expired"))
         ));
-        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, 5000).unwrap() else {
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, "admin", 5000).unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -324,13 +397,13 @@ mod tests {
                 .state,
             ApprovalState::Denied
         );
-        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, 5002).unwrap() else {
+        let Gate::Pending { id, .. } = gate(&s, &cfg, &binding(), 1, "admin", 5002).unwrap() else {
             panic!()
         };
         decide(&s, &cfg, &id, "bob", &admin, true, 5003).unwrap();
         // The grant lapses unused.
         assert!(matches!(
-            gate(&s, &cfg, &binding(), 1, 5003 + cfg.grant_ttl_secs).unwrap(),
+            gate(&s, &cfg, &binding(), 1, "admin", 5003 + cfg.grant_ttl_secs).unwrap(),
             Gate::Pending { .. }
         ));
     }

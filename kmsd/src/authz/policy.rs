@@ -83,15 +83,19 @@ pub struct Decision {
     pub approvals: Option<u32>,
     /// `@on_pending("wait")` or `("refuse")`: what the call does meanwhile.
     pub on_pending: Option<OnPending>,
+    /// `@approver_role("name")`: the role approvers must hold (instead of
+    /// `[dual_control] approver_role`).
+    pub approver_role: Option<String>,
 }
 
 /// A policy's obligations, from its annotations.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Obligations {
     rate: Option<Rate>,
     daily_limit: Option<u64>,
     approvals: Option<u32>,
     on_pending: Option<OnPending>,
+    approver_role: Option<String>,
 }
 
 impl Decision {
@@ -243,6 +247,18 @@ impl Policy {
                     })
                 })
                 .transpose()?;
+            let approver_role = p
+                .annotation("approver_role")
+                .map(|v| {
+                    let r = v.trim();
+                    let ok = !r.is_empty()
+                        && r.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    ok.then(|| r.to_string()).ok_or_else(|| {
+                        at(v, format!("@approver_role({v:?}): expected a role name"))
+                    })
+                })
+                .transpose()?;
             obligations.insert(
                 p.id().clone(),
                 Obligations {
@@ -250,6 +266,7 @@ impl Policy {
                     daily_limit,
                     approvals,
                     on_pending,
+                    approver_role,
                 },
             );
         }
@@ -372,6 +389,9 @@ impl Policy {
                 // Dual control: the most approvals any permitting policy asks.
                 d.approvals = d.approvals.max(o.approvals);
                 d.on_pending = d.on_pending.or(o.on_pending);
+                if d.approver_role.is_none() {
+                    d.approver_role.clone_from(&o.approver_role);
+                }
             }
         }
         d
@@ -666,6 +686,34 @@ permit(principal, action, resource is Kms::Key) when { resource.label == "releas
         .err()
         .expect("refused");
         assert_eq!((e.line, e.column), (2, 7), "{e}");
+    }
+
+    #[test]
+    fn dual_control_annotations() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"@approvals("1")
+permit(principal, action == Kms::Action::"sign", resource);
+@approvals("3") @approver_role("security-officer") @on_pending("wait")
+permit(principal, action, resource is Kms::Key) when { resource.label == "release" };"#,
+        )
+        .unwrap();
+        let roles = user();
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let d = p.decide_key(&who, Action::Sign, &key(), &Situation::default());
+        assert_eq!(d.approvals, Some(3), "the most approvals asked");
+        assert_eq!(d.approver_role.as_deref(), Some("security-officer"));
+        assert_eq!(d.on_pending, Some(OnPending::Wait));
+        let e = Policy::parse(
+            Path::new("p.cedar"),
+            "@approver_role(\"two words\")\npermit(principal, action, resource);\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(e.reason.contains("@approver_role"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::inventory;
 use super::refusal::Refusal;
 use super::resolve::resolve;
 use crate::audit::Record;
-use crate::authz::approvals::{self, Binding, Gate, OnPending};
+use crate::authz::approvals::{self, Binding, Gate, Guarded, OnPending};
 use crate::authz::constraints::non_exportable;
 use crate::authz::policy::{Decision, KeyView, Principal, Situation};
 use crate::authz::quota::{self, Exceeded};
@@ -53,13 +53,39 @@ struct Allowed {
     rule: String,
 }
 
-/// A use of a token key that a policy puts under dual control.
+/// A call under dual control: an operation `[dual_control] guarded`
+/// names, or a use a policy annotates with `@approvals`.
 struct Guard {
-    key: crate::store::KeyId,
+    /// The key id, or for a key being created a description of it.
+    key: String,
     label: String,
     action: Action,
     approvals: u32,
     on_pending: Option<OnPending>,
+    role: Option<String>,
+}
+
+impl Guard {
+    /// The guard for an allowed call, if the configuration or the
+    /// permitting policies put it under dual control.
+    fn of(
+        cfg: &approvals::DualControlCfg,
+        guarded: Option<Guarded>,
+        dec: &Decision,
+        key: String,
+        label: String,
+        action: Action,
+    ) -> Option<Guard> {
+        let approvals = dec.approvals.max(guarded.and_then(|g| cfg.needs(g)))?;
+        Some(Guard {
+            key,
+            label,
+            action,
+            approvals,
+            on_pending: dec.on_pending,
+            role: dec.approver_role.clone(),
+        })
+    }
 }
 
 /// A use of a token key the call makes, with its policy's obligations.
@@ -268,7 +294,14 @@ impl Pipeline<'_> {
             rules.push(self.judge(call, w, Action::Export, &s, &mut uses, &mut guards)?);
         }
         if let Some(view) = &call.creates {
-            rules.push(self.judge_creation(call, view, action, request, &situation)?);
+            rules.push(self.judge_creation(
+                call,
+                view,
+                action,
+                request,
+                &situation,
+                &mut guards,
+            )?);
         }
         self.quotas(call, &uses)?;
         for g in &guards {
@@ -287,15 +320,17 @@ impl Pipeline<'_> {
             requester: call.principal.name.clone(),
             token: call.token_name().to_string(),
             action: g.action.name().to_string(),
-            key: g.key.0.clone(),
+            key: g.key.clone(),
             label: g.label.clone(),
             mechanism: call.mechanism,
         };
+        let role = g.role.as_deref().unwrap_or(&d.dual_control.approver_role);
         let gate = approvals::gate(
             d.inventory.store.as_ref(),
             &d.dual_control,
             &b,
             g.approvals,
+            role,
             inventory::now(),
         )
         .map_err(|e| Refusal::Store(e.to_string()))?;
@@ -323,7 +358,7 @@ impl Pipeline<'_> {
             match a.state {
                 ApprovalState::Pending if a.expires > now => continue,
                 ApprovalState::Approved if a.expires > now => {
-                    let again = approvals::gate(store, &d.dual_control, &b, g.approvals, now)
+                    let again = approvals::gate(store, &d.dual_control, &b, g.approvals, role, now)
                         .map_err(|e| Refusal::Store(e.to_string()))?;
                     if let Gate::Granted(id) = again {
                         return Ok(format!("approval {id} used"));
@@ -417,14 +452,15 @@ impl Pipeline<'_> {
         let view = k.view(call.token_name());
         let dec = policy.decide_key(&who, action, &view, s);
         if dec.allowed {
-            if let (Some(n), Some(key)) = (dec.approvals, &k.known.key) {
-                guards.push(Guard {
-                    key: key.clone(),
-                    label: k.known.facts.label.clone(),
-                    action,
-                    approvals: n,
-                    on_pending: dec.on_pending,
-                });
+            if let (Some(key), Some(_)) = (&k.known.key, &k.status) {
+                let guarded = match action {
+                    Action::Destroy => Some(Guarded::Destroy),
+                    Action::Export => Some(Guarded::Export),
+                    _ => None,
+                };
+                let cfg = &self.daemon.dual_control;
+                let label = k.known.facts.label.clone();
+                guards.extend(Guard::of(cfg, guarded, &dec, key.0.clone(), label, action));
             }
             if let (true, Some(key)) = (action.is_use(), &k.known.key) {
                 uses.push(Use {
@@ -467,6 +503,7 @@ impl Pipeline<'_> {
         action: Action,
         request: &mut Request,
         s: &Situation,
+        guards: &mut Vec<Guard>,
     ) -> Result<String, Refusal> {
         let policy = self.daemon.policy();
         let who = call.principal();
@@ -494,7 +531,23 @@ impl Pipeline<'_> {
                 .check(kt, size)
                 .map_err(Refusal::Constraint)?;
         }
-        if matches!(view.class.as_str(), "private-key" | "secret-key") {
+        let is_key = matches!(view.class.as_str(), "private-key" | "secret-key");
+        if is_key && !view.session_object {
+            let guarded = match made {
+                Action::Generate => Some(Guarded::Generate),
+                Action::Import | Action::Copy => Some(Guarded::Import),
+                _ => None,
+            };
+            // The key does not exist yet: the grant is for one like it.
+            let like = format!(
+                "new {} {} {} on {}",
+                view.key_type, view.class, view.size, view.token
+            );
+            let cfg = &self.daemon.dual_control;
+            let label = view.label.clone();
+            guards.extend(Guard::of(cfg, guarded, &dec, like, label, made));
+        }
+        if is_key {
             let exportable = policy.decide_key(&who, Action::Export, view, s).allowed;
             if let Some(t) = creation_template(request) {
                 let mut v = t.take().unwrap_or_default();

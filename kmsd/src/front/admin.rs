@@ -19,11 +19,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::Digest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::tls::Tls;
 use crate::audit::Record;
+use crate::authz::approvals::{self, Binding, Gate, Guarded};
 use crate::daemon::{Daemon, Identity};
 use crate::identity::{self, Presented};
 use crate::keys_cli;
@@ -248,6 +250,81 @@ fn require(d: &Daemon, c: &Caller, roles: &[&str], change: Option<&str>) -> Resu
     ))
 }
 
+/// Dual control for a change `[dual_control] guarded` names: a grant for
+/// this exact change (requester, token, operation, target) is used, or the
+/// change is refused with 403 `approval_required`, naming the request
+/// approvers act on. Returns the grant used, if any.
+fn dual_control(
+    d: &Daemon,
+    c: &Caller,
+    what: Guarded,
+    op: &str,
+    token: &str,
+    target: &str,
+    label: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(need) = d.dual_control.needs(what) else {
+        return Ok(None);
+    };
+    let b = Binding {
+        requester: c.identity.name.clone(),
+        token: token.into(),
+        action: what.name().into(),
+        key: target.into(),
+        label: label.into(),
+        mechanism: None,
+    };
+    let now = crate::core::inventory::now();
+    let role = &d.dual_control.approver_role;
+    let (id, have, need) = match approvals::gate(
+        d.inventory.store.as_ref(),
+        &d.dual_control,
+        &b,
+        need,
+        role,
+        now,
+    )? {
+        Gate::Granted(id) => {
+            // The grant's use is a record of its own; the change's follows.
+            d.audit
+                .record(Record {
+                    identity: Some(c.identity.name.clone()),
+                    peer: Some(c.peer.to_string()),
+                    op: Some(op.into()),
+                    key: Some(target.to_string()).filter(|k| k.starts_with("k-")),
+                    label: Some(label.to_string()).filter(|l| !l.is_empty()),
+                    decision: Some("allow".into()),
+                    policy: Some(format!("approval {id} used")),
+                    ..Default::default()
+                })
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit", e))?;
+            return Ok(Some(id));
+        }
+        Gate::Pending { id, have, need } => (id, have, need),
+    };
+    let rule = format!("approval {id} pending ({have} of {need})");
+    d.audit
+        .record(Record {
+            identity: Some(c.identity.name.clone()),
+            peer: Some(c.peer.to_string()),
+            op: Some(op.into()),
+            key: Some(target.to_string()).filter(|k| k.starts_with("k-")),
+            label: Some(label.to_string()).filter(|l| !l.is_empty()),
+            decision: Some("deny".into()),
+            reason: Some("pending-approval".into()),
+            policy: Some(rule),
+            ..Default::default()
+        })
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit", e))?;
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "approval_required",
+        format!(
+            "{op} needs {need} approvals ({have} so far): request {id}; approvers run `kmsctl approvals approve {id}`, then repeat this"
+        ),
+    ))
+}
+
 const READERS: &[&str] = &["admin", "auditor"];
 const ADMINS: &[&str] = &["admin"];
 
@@ -407,6 +484,9 @@ async fn key_action(
             "restored".to_string()
         }
         "schedule-destroy" => {
+            if k.state != KeyState::PendingDestroy {
+                dual_control(&d, &c, Guarded::Destroy, &op, &k.token, &k.id.0, &k.label)?;
+            }
             let at = crate::core::inventory::now() + d.inventory.destroy_window.as_secs();
             cas(k.state, KeyState::PendingDestroy, Some(at))?;
             format!("pending destroy until {}", keys_cli::rfc3339(at))
@@ -616,6 +696,24 @@ async fn add_identity(State(d): D, Extension(c): C, Json(n): Json<NewIdentity>) 
         n.roles.join(","),
         n.tokens.join(",")
     );
+    // The grant is for exactly this identity: name, subject, roles, tokens, PIN.
+    let what = format!(
+        "identity {} {}",
+        n.name,
+        hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(&json!([n.subject, n.roles, n.tokens, n.pin_hash]))
+                .unwrap_or_default()
+        ))
+    );
+    dual_control(
+        &d,
+        &c,
+        Guarded::IdentityChange,
+        "identities.add",
+        "",
+        &what,
+        &n.name,
+    )?;
     d.inventory.store.insert_identity(&IdentityRecord {
         subject: n.subject.unwrap_or_else(|| n.name.clone()),
         name: n.name.clone(),
@@ -650,6 +748,17 @@ async fn identity_action(
             ))
         }
     };
+    let known = d.identities().iter().any(|i| i.name == name)
+        || store.identities()?.iter().any(|i| i.name == name);
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no identity {name}"),
+        ));
+    }
+    let what = format!("identity {name} {action}");
+    dual_control(&d, &c, Guarded::IdentityChange, &op, "", &what, &name)?;
     match store.set_identity_disabled(&name, disabled) {
         Ok(()) => {}
         Err(StoreError::NotFound(_))
@@ -681,7 +790,34 @@ async fn policy(State(d): D, Extension(c): C) -> Result<String, ApiError> {
 
 async fn reload_policy(State(d): D, Extension(c): C) -> Answer {
     require(&d, &c, ADMINS, Some("policy.reload"))?;
-    match d.reload_policy() {
+    let path = d.policy().path.clone();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io",
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    // An invalid file is refused before anyone is asked to approve it.
+    if let Err(e) = crate::authz::policy::Policy::parse(&path, &text) {
+        return Err(invalid_policy(&d, &c, e));
+    }
+    // Approvers approve this text: its SHA-256 is the request's target.
+    let digest = format!(
+        "policy sha256:{}",
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    );
+    let path_name = path.display().to_string();
+    dual_control(
+        &d,
+        &c,
+        Guarded::PolicyReload,
+        "policy.reload",
+        "",
+        &digest,
+        &path_name,
+    )?;
+    match d.load_policy_text(&text) {
         Ok(n) => {
             record(
                 &d,
@@ -693,23 +829,26 @@ async fn reload_policy(State(d): D, Extension(c): C) -> Answer {
             )?;
             Ok(Json(json!({"reloaded": true, "policies": n})))
         }
-        Err(e) => {
-            let _ = d.audit.record(Record {
-                identity: Some(c.identity.name.clone()),
-                peer: Some(c.peer.to_string()),
-                op: Some("policy.reload".into()),
-                decision: Some("deny".into()),
-                reason: Some("invalid-policy".into()),
-                detail: Some(e.to_string()),
-                ..Default::default()
-            });
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_policy",
-                e.to_string(),
-            ))
-        }
+        Err(e) => Err(invalid_policy(&d, &c, e)),
     }
+}
+
+/// The answer to a policy file that does not load, recorded.
+fn invalid_policy(d: &Daemon, c: &Caller, e: crate::authz::policy::PolicyError) -> ApiError {
+    let _ = d.audit.record(Record {
+        identity: Some(c.identity.name.clone()),
+        peer: Some(c.peer.to_string()),
+        op: Some("policy.reload".into()),
+        decision: Some("deny".into()),
+        reason: Some("invalid-policy".into()),
+        detail: Some(e.to_string()),
+        ..Default::default()
+    });
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_policy",
+        e.to_string(),
+    )
 }
 
 /// Checks policy text against kmsd's schema without loading it.
