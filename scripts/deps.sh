@@ -14,6 +14,9 @@ command -v p11-kit      >/dev/null || need+=(p11-kit)
 command -v ssh-keygen   >/dev/null || need+=(openssh-client)
 command -v javac        >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v python3      >/dev/null || need+=(python3)
+# the dashboard's browser test
+command -v chromium     >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -22,6 +22,9 @@ pub const DEV_IDENTITIES: &[(&str, &str, &str)] = &[
     ("dev-auditor", "auditor", "kmsp11-auditor.toml"),
 ];
 
+/// The password of the dev admins' PKCS#12 files: for development only.
+pub const DEV_P12_PASSWORD: &str = "kmsp11-dev";
+
 /// The dev user PIN (softhsm/init-tokens.sh): for development only.
 pub const DEV_PIN: &str = "123456";
 
@@ -194,7 +197,11 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
             dir.join("kmsctl-admin2.toml").display()
         );
         println!(
-            "or curl: curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/v1/status",
+            "or curl: curl --cacert {d}/ca.pem --cert {d}/dev-admin.pem --key {d}/dev-admin.key https://localhost:{port}/v1/status",
+            d = dir.display()
+        );
+        println!(
+            "Dashboard: https://localhost:{port}/ui with {d}/dev-admin.p12 (password {DEV_P12_PASSWORD}) imported in the browser and {d}/ca.pem trusted",
             d = dir.display()
         );
     }
@@ -290,6 +297,30 @@ fn certificates(dir: &Path) -> Result<(), String> {
         let (c, k) = issue(name, vec![name.to_string()], false)?;
         write_file(&dir.join(format!("{name}.pem")), c.as_bytes(), false)?;
         write_file(&dir.join(format!("{name}.key")), k.as_bytes(), true)?;
+    }
+    // The admins' certificates for a browser (the dashboard), as PKCS#12.
+    for name in ["dev-admin", "dev-admin2"] {
+        let p12 = dir.join(format!("{name}.p12"));
+        let made = std::process::Command::new("openssl")
+            .args(["pkcs12", "-export", "-name", name, "-passout"])
+            .arg(format!("pass:{DEV_P12_PASSWORD}"))
+            .arg("-in")
+            .arg(dir.join(format!("{name}.pem")))
+            .arg("-inkey")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(&p12)
+            .output();
+        match made {
+            Ok(o) if o.status.success() => {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&p12, std::fs::Permissions::from_mode(0o600));
+            }
+            _ => eprintln!(
+                "note: {} not written (openssl pkcs12 failed or openssl missing)",
+                p12.display()
+            ),
+        }
     }
     for (name, body, secret) in [
         ("ca.pem", ca_cert.pem(), false),

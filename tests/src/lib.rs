@@ -261,6 +261,39 @@ impl Kmsd {
         k
     }
 
+    /// curl on the admin API as dev identity `who` (the name of its
+    /// certificate files: `client` for dev-client, `dev-admin`, `dev-user`,
+    /// ...), with extra headers (`"Origin: ..."`): (HTTP status, body).
+    pub fn admin_api(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[&str],
+    ) -> (u16, String) {
+        let addr = std::fs::read_to_string(self.dir.join("admin-address")).expect("admin-address");
+        let port = addr.trim().rsplit(':').next().unwrap().to_string();
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-X", method, "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(self.dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(self.dir.join(format!("{who}.pem")))
+            .arg("--key")
+            .arg(self.dir.join(format!("{who}.key")));
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data", b]);
+        }
+        c.arg(format!("https://localhost:{port}{path}"));
+        let (_, out) = run(&mut c);
+        let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (code.parse().unwrap_or(0), body.to_string())
+    }
+
     /// The process id of the running kmsd.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("kmsd running").id()

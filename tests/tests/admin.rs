@@ -8,27 +8,9 @@ use std::time::Duration;
 
 use kmsp11_tests::{have, libkmsp11, run, Kmsd, PIN};
 
-/// curl on the admin API as dev identity `who` (the name of its
-/// certificate files: `client` for dev-client, `dev-user`, ...): (HTTP
-/// status, body).
+/// curl on the admin API as dev identity `who`: (HTTP status, body).
 fn api(kmsd: &Kmsd, who: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let addr = std::fs::read_to_string(kmsd.dir.join("admin-address")).expect("admin-address");
-    let port = addr.trim().rsplit(':').next().unwrap().to_string();
-    let mut c = Command::new("curl");
-    c.args(["-sS", "-X", method, "-w", "\n%{http_code}"])
-        .arg("--cacert")
-        .arg(kmsd.dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(kmsd.dir.join(format!("{who}.pem")))
-        .arg("--key")
-        .arg(kmsd.dir.join(format!("{who}.key")));
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "--data", b]);
-    }
-    c.arg(format!("https://localhost:{port}{path}"));
-    let (_, out) = run(&mut c);
-    let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
-    (code.parse().unwrap_or(0), body.to_string())
+    kmsd.admin_api(who, method, path, body, &[])
 }
 
 fn json(body: &str) -> serde_json::Value {

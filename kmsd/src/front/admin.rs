@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::tls::Tls;
+
+mod dashboard;
 use crate::audit::Record;
 use crate::authz::approvals::{self, Binding, Gate, Guarded};
 use crate::daemon::{Daemon, Identity};
@@ -190,6 +192,8 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/audit/records/{seq}", get(audit_record))
         .route("/v1/audit/export", get(export_audit))
+        .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn_with_state(d.clone(), count))
         .with_state(d)
 }
@@ -208,7 +212,44 @@ const PATHS: &[&str] = &[
     "/v1/policy",
     "/v1/quotas",
     "/v1/audit",
+    "/ui",
 ];
+
+/// Refuses a change a page of another site asks for: a browser holding an
+/// administrator's certificate presents it to any page's request, so a
+/// POST must come from kmsd's own pages (or from a client that is not a
+/// browser, such as kmsctl, which sends neither header).
+async fn same_origin(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let h = req.headers();
+        let site = h
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let host = h
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        let origin_ok = match h.get(axum::http::header::ORIGIN) {
+            None => true,
+            Some(o) => {
+                let o = o.to_str().unwrap_or_default();
+                let o = o.strip_prefix("https://").unwrap_or("");
+                host.as_deref() == Some(o)
+            }
+        };
+        if !matches!(site, "same-origin" | "none") || !origin_ok {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "changes are accepted from kmsd's own pages and from API clients only",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
 
 /// Counts each request by path and status.
 async fn count(State(d): D, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
