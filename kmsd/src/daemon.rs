@@ -167,6 +167,8 @@ pub struct Daemon {
     pub quotas: crate::authz::quota::Quotas,
     pub metrics: crate::metrics::Metrics,
     pub dual_control: crate::authz::approvals::DualControlCfg,
+    /// The backend PKCS#11 module's path, for status.
+    backend_module: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +253,7 @@ impl Daemon {
             quotas: crate::authz::quota::Quotas::new(&cfg.quotas),
             metrics: crate::metrics::Metrics::new(),
             dual_control: cfg.dual_control.clone(),
+            backend_module: cfg.backend.module.clone(),
         };
         match cfg.backend.mode {
             Mode::Virtual => {
@@ -367,6 +370,11 @@ impl Daemon {
         let n = p.len();
         *self.policy.write() = Arc::new(p);
         Ok(n)
+    }
+
+    /// The backend PKCS#11 module's path.
+    pub fn backend_module(&self) -> String {
+        self.backend_module.display().to_string()
     }
 
     /// Loads `text` (read from the policy file) as the policy: the text

@@ -1,11 +1,12 @@
 //! kmsd's metrics, served as Prometheus text on the admin API's
 //! `/metrics`: calls by operation and result, their latency, refusals by
 //! reason, open contexts, connections and sessions, the audit chain's head,
-//! queue and last fsync, rate buckets in use, admin API requests.
+//! queue and last fsync, rate buckets in use, each key's uses today against
+//! its daily limit, pending approvals, admin API requests.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,6 +21,9 @@ pub struct Metrics {
     pub audit_queue: IntGauge,
     pub audit_last_fsync: Gauge,
     pub quota_buckets: IntGauge,
+    pub key_uses_today: IntGaugeVec,
+    pub daily_limit: IntGauge,
+    pub approvals_pending: IntGauge,
     pub admin_requests: IntCounterVec,
 }
 
@@ -69,6 +73,24 @@ impl Metrics {
             "Rate buckets in use (identities and identity-key pairs)",
         )
         .expect("metric");
+        let key_uses_today = IntGaugeVec::new(
+            Opts::new(
+                "key_uses_today",
+                "Uses of each key this UTC day, counted against its daily limit (keys used today)",
+            ),
+            &["key"],
+        )
+        .expect("metric");
+        let daily_limit = IntGauge::new(
+            "quota_daily_limit_per_key",
+            "The default daily limit of uses per key (0: none)",
+        )
+        .expect("metric");
+        let approvals_pending = IntGauge::new(
+            "approvals_pending",
+            "Dual-control requests waiting for approvals",
+        )
+        .expect("metric");
         let admin_requests = IntCounterVec::new(
             Opts::new(
                 "admin_requests_total",
@@ -88,6 +110,9 @@ impl Metrics {
             Box::new(audit_queue.clone()),
             Box::new(audit_last_fsync.clone()),
             Box::new(quota_buckets.clone()),
+            Box::new(key_uses_today.clone()),
+            Box::new(daily_limit.clone()),
+            Box::new(approvals_pending.clone()),
             Box::new(admin_requests.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
@@ -104,6 +129,9 @@ impl Metrics {
             audit_queue,
             audit_last_fsync,
             quota_buckets,
+            key_uses_today,
+            daily_limit,
+            approvals_pending,
             admin_requests,
         }
     }

@@ -497,3 +497,47 @@ fn policy_names_the_approver_role() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"), "ok");
 }
+
+// `kmsctl approvals watch` prints a request when it appears and again when
+// it is approved; /metrics counts it as pending meanwhile.
+#[test]
+fn watch_shows_requests_as_they_change() {
+    let kmsd = setup();
+    let watcher = Command::new(kmsctl_bin())
+        .args([
+            "approvals",
+            "watch",
+            "--interval",
+            "1",
+            "--for",
+            "8",
+            "-o",
+            "json",
+        ])
+        .env("KMSCTL_CONFIG", kmsd.dir.join("kmsctl-auditor.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA"),
+        "CKR_FUNCTION_REJECTED"
+    );
+    let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
+    let (code, metrics) = kmsd.admin_api("dev-auditor", "GET", "/metrics", None, &[]);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("kmsd_approvals_pending 1"), "{metrics}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(approve(&kmsd, "kmsctl-admin.toml", &id).0, 0);
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|a: &serde_json::Value| a["id"] == id.as_str())
+        .collect();
+    let approvers: Vec<usize> = lines
+        .iter()
+        .map(|a| a["approvers"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(approvers, vec![0, 1], "{lines:?}");
+}

@@ -119,6 +119,19 @@ fn daily_limit_reached_and_kept_across_restart() {
         assert_eq!(sign(s, k), "FunctionFailed");
     });
     assert_eq!(last_denial(&kmsd)["policy"], "daily limit 2");
+    // The key's uses today, as /metrics shows them.
+    let (code, metrics) = kmsd.admin_api("dev-auditor", "GET", "/metrics", None, &[]);
+    assert_eq!(code, 200, "{metrics}");
+    let used: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kmsd_key_uses_today{"))
+        .collect();
+    assert_eq!(used.len(), 1, "{metrics}");
+    assert!(used[0].ends_with(" 2"), "{}", used[0]);
+    assert!(
+        metrics.contains("kmsd_quota_daily_limit_per_key 10000"),
+        "{metrics}"
+    );
 }
 
 // `[quotas] identity_rate`: the identity's judged calls beyond it are

@@ -432,6 +432,26 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
         m.audit_last_fsync.set(t);
     }
     m.quota_buckets.set(d.quotas.buckets().len() as i64);
+    m.daily_limit
+        .set(d.quotas.daily_limit_per_key.min(i64::MAX as u64) as i64);
+    let s = d.inventory.store.as_ref();
+    let now = crate::core::inventory::now();
+    let pending = s
+        .approvals()?
+        .iter()
+        .filter(|a| a.state == crate::store::ApprovalState::Pending && a.expires > now)
+        .count();
+    m.approvals_pending.set(pending as i64);
+    let today = crate::authz::quota::today();
+    m.key_uses_today.reset();
+    for k in s.keys(None)? {
+        let n = s.daily(&k.id, today)?;
+        if n > 0 {
+            m.key_uses_today
+                .with_label_values(&[k.id.0.as_str()])
+                .set(n.min(i64::MAX as u64) as i64);
+        }
+    }
     Ok(m.render())
 }
 
@@ -439,11 +459,24 @@ async fn status(State(d): D, Extension(c): C) -> Answer {
     require(&d, &c, READERS, None)?;
     let tokens: Vec<String> = d.all_tokens().iter().map(|t| t.name.clone()).collect();
     let (seq, hash) = d.audit.head();
+    let now = crate::core::inventory::now();
+    let pending = d
+        .inventory
+        .store
+        .approvals()?
+        .iter()
+        .filter(|a| a.state == crate::store::ApprovalState::Pending && a.expires > now)
+        .count();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "tokens": tokens,
+        "backend": {
+            "module": d.backend_module(),
+            "reachable": d.backend.slot_list(false).is_ok(),
+        },
         "contexts": d.context_count(),
         "policies": d.policy().len(),
+        "pending_approvals": pending,
         "audit": {"sequence": seq, "head": hash},
     })))
 }
