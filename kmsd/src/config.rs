@@ -245,6 +245,13 @@ pub struct Tls {
     /// Certificate revocation list(s) of the client CA (PEM or DER); re-read on SIGHUP.
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// A CA certificate and key kmsd issues client certificates with
+    /// (`kmsctl identities issue-cert`); dev mode sets its dev CA. Without
+    /// them, register certificates issued elsewhere by SPKI pin.
+    #[serde(default)]
+    pub issuing_ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub issuing_ca_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -309,6 +316,11 @@ pub struct IdentityCfg {
     /// Argon2 PHC string of this identity's PIN for C_Login (`kmsd --hash-pin`).
     #[serde(default)]
     pub pin_hash: Option<String>,
+    /// SHA-256 (hex) of one certificate's SubjectPublicKeyInfo: only a
+    /// certificate with that key (still issued by `client_ca`) is this
+    /// identity, whatever names it carries (`kmsctl identities pin CERT`).
+    #[serde(default)]
+    pub spki_sha256: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +361,7 @@ impl Config {
         let mut v: Vec<&Path> = vec![&self.tls.key];
         v.extend(self.tokens.iter().filter_map(|t| t.pin_file.as_deref()));
         v.extend(self.audit.signing_key.as_deref());
+        v.extend(self.tls.issuing_ca_key.as_deref());
         v
     }
 
@@ -382,6 +395,12 @@ impl Config {
         for p in &mut self.tls.crl {
             fix(p);
         }
+        for p in [&mut self.tls.issuing_ca_cert, &mut self.tls.issuing_ca_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
         if let Some(p) = self.listen.address_file.as_mut() {
             fix(p);
         }
@@ -404,6 +423,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         self.quotas.validate()?;
         self.dual_control.validate()?;
+        if self.tls.issuing_ca_cert.is_some() != self.tls.issuing_ca_key.is_some() {
+            return Err("tls.issuing_ca_cert and tls.issuing_ca_key go together".into());
+        }
         if self.backend.mode == Mode::Virtual && self.tokens.is_empty() {
             return Err("virtual mode needs at least one [[token]]".into());
         }

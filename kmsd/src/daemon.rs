@@ -58,6 +58,10 @@ pub struct Identity {
     pub roles: Vec<String>,
     pub tokens: Vec<String>,
     pub pin_hash: Option<String>,
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (hex), when the
+    /// identity is pinned to one key: then only that key is this identity,
+    /// whatever names its certificate carries.
+    pub spki_sha256: Option<String>,
     pub usage: Usage,
     /// Execution slots for this identity's requests.
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -103,6 +107,7 @@ impl Identity {
             roles,
             tokens,
             pin_hash,
+            spki_sha256: None,
             usage: Usage::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 limits.max_in_flight_per_identity,
@@ -169,6 +174,9 @@ pub struct Daemon {
     pub dual_control: crate::authz::approvals::DualControlCfg,
     /// The backend PKCS#11 module's path, for status.
     backend_module: std::path::PathBuf,
+    /// `[tls] issuing_ca_cert` and `issuing_ca_key`, when kmsd issues
+    /// client certificates.
+    pub issuing_ca: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,13 +224,15 @@ impl Daemon {
             .identities
             .iter()
             .map(|i| {
-                Arc::new(Identity::new(
+                let mut id = Identity::new(
                     &i.name,
                     i.roles.clone(),
                     i.tokens.clone(),
                     i.pin_hash.clone(),
                     &cfg.limits,
-                ))
+                );
+                id.spki_sha256 = i.spki_sha256.as_deref().map(str::to_ascii_lowercase);
+                Arc::new(id)
             })
             .collect();
         let d = Daemon {
@@ -254,6 +264,11 @@ impl Daemon {
             metrics: crate::metrics::Metrics::new(),
             dual_control: cfg.dual_control.clone(),
             backend_module: cfg.backend.module.clone(),
+            issuing_ca: cfg
+                .tls
+                .issuing_ca_cert
+                .clone()
+                .zip(cfg.tls.issuing_ca_key.clone()),
         };
         match cfg.backend.mode {
             Mode::Virtual => {
@@ -329,6 +344,7 @@ impl Daemon {
                     && i.roles == r.roles
                     && i.tokens == r.tokens
                     && i.pin_hash == r.pin_hash
+                    && i.spki_sha256 == r.spki_sha256
             });
             next.push(same.cloned().unwrap_or_else(|| {
                 let mut i = Identity::new(
@@ -339,6 +355,7 @@ impl Daemon {
                     &self.limits,
                 );
                 i.subject = r.subject.clone();
+                i.spki_sha256 = r.spki_sha256.clone();
                 tracing::info!(identity = %r.name, subject = %r.subject, roles = ?r.roles, "run-time identity in force");
                 Arc::new(i)
             }));

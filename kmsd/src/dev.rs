@@ -86,6 +86,9 @@ admin_address_file = "admin-address"
 cert = "server.pem"
 key = "server.key"
 client_ca = "ca.pem"
+# kmsctl identities issue-cert signs client certificates with the dev CA.
+issuing_ca_cert = "ca.pem"
+issuing_ca_key = "ca.key"
 
 [backend]
 module = "{module}"

@@ -139,6 +139,7 @@ pub fn run(config: &Path, cmd: IdentitiesCommand) -> Result<(), String> {
                 added_by: by.clone(),
                 added: crate::core::inventory::now(),
                 pin_hash,
+                spki_sha256: None,
             })
             .map_err(err)?;
             audit(s, Some(by), "identities.add", &name, &detail)?;
@@ -159,6 +160,7 @@ pub fn run(config: &Path, cmd: IdentitiesCommand) -> Result<(), String> {
                         added_by: by.clone(),
                         added: crate::core::inventory::now(),
                         pin_hash: None,
+                        spki_sha256: None,
                     })
                     .map_err(err)?,
                 Err(e) => return Err(err(e)),

@@ -2,7 +2,9 @@
 //! names its holder by its DNS and URI subject alternative names; only a
 //! certificate without such a SAN is named by its subject CN. Exactly one
 //! configured `[[identity]]` must match what the certificate names:
-//! none or several, and the connection is refused.
+//! none or several, and the connection is refused. An identity pinned to
+//! one key (`spki_sha256`) is matched by the certificate's public key
+//! alone: its names do not count, and another key with its name is not it.
 
 use std::sync::Arc;
 
@@ -16,6 +18,8 @@ pub struct Presented {
     /// The certificate's serial number and issuer (DER), for revocation checks.
     pub serial: Vec<u8>,
     pub issuer: Vec<u8>,
+    /// SHA-256 of the SubjectPublicKeyInfo, hex.
+    pub spki_sha256: String,
 }
 
 impl Presented {
@@ -44,6 +48,7 @@ impl Presented {
             names,
             serial: cert.raw_serial().to_vec(),
             issuer: cert.issuer().as_raw().to_vec(),
+            spki_sha256: spki_sha256(cert.public_key().raw),
         }
     }
 }
@@ -57,10 +62,19 @@ pub enum Match {
     Several(Vec<String>),
 }
 
+/// SHA-256 of a DER SubjectPublicKeyInfo, hex: what `spki_sha256` pins.
+pub fn spki_sha256(spki_der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(spki_der))
+}
+
 pub fn resolve(identities: &[Arc<Identity>], presented: &Presented) -> Match {
     let mut found: Vec<&Arc<Identity>> = identities
         .iter()
-        .filter(|i| presented.names.iter().any(|n| *n == i.subject))
+        .filter(|i| match &i.spki_sha256 {
+            Some(pin) => !presented.spki_sha256.is_empty() && *pin == presented.spki_sha256,
+            None => presented.names.iter().any(|n| *n == i.subject),
+        })
         .collect();
     match found.len() {
         0 => Match::None,
@@ -103,6 +117,25 @@ mod tests {
         assert_eq!(p.names, ["alice"]);
         assert!(matches!(resolve(&ids(&["alice"]), &p), Match::One(_)));
         assert!(matches!(resolve(&ids(&["bob"]), &p), Match::None));
+    }
+
+    #[test]
+    fn pinned_identity_is_its_key_alone() {
+        let der = cert("someone", &[]);
+        let p = Presented::from_der(&der);
+        assert_eq!(p.spki_sha256.len(), 64);
+        let mut pinned = Identity::named("pinned");
+        pinned.spki_sha256 = Some(p.spki_sha256.clone());
+        let mut squatter = Identity::named("someone");
+        squatter.spki_sha256 = Some("00".repeat(32));
+        let all = vec![Arc::new(pinned), Arc::new(squatter)];
+        match resolve(&all, &p) {
+            Match::One(i) => assert_eq!(i.name, "pinned"),
+            m => panic!("{m:?}"),
+        }
+        // Another key naming "pinned" is not it.
+        let other = Presented::from_der(&cert("pinned", &[]));
+        assert!(matches!(resolve(&all, &other), Match::None));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod handles;
 pub mod hsm;
 pub mod identities_cli;
 pub mod identity;
+pub mod issue;
 pub mod keys_cli;
 pub mod metrics;
 pub mod ops;

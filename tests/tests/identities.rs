@@ -106,3 +106,118 @@ fn disabled_identity_context_is_closed() {
         hello_as(&kmsd, "dev-user").is_some()
     });
 }
+
+/// kmsctl as the first dev admin: (exit status, stdout + stderr).
+fn kmsctl(kmsd: &Kmsd, args: &[&str]) -> (i32, String) {
+    let out = Command::new(kmsp11_tests::kmsctl_bin())
+        .args(args)
+        .env("KMSCTL_CONFIG", kmsd.dir.join("kmsctl-admin.toml"))
+        .output()
+        .unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+// `kmsctl identities issue-cert`: the key is made by kmsctl (mode 0600),
+// kmsd's dev CA signs a certificate naming the identity, and it connects
+// as that identity. An unknown identity gets none.
+#[test]
+fn certificate_issued_for_an_identity() {
+    let kmsd = Kmsd::start();
+    let add = [
+        "identities",
+        "add",
+        "ci-bot",
+        "--role",
+        "user",
+        "--token",
+        "kms-a",
+    ];
+    let (code, out) = kmsctl(&kmsd, &add);
+    assert_eq!(code, 0, "{out}");
+    let dir = kmsd.dir.join("issued");
+    let dir_s = dir.display().to_string();
+    let (code, out) = kmsctl(
+        &kmsd,
+        &[
+            "identities",
+            "issue-cert",
+            "ci-bot",
+            "--out",
+            &dir_s,
+            "--days",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("ci-bot.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(kmsd.dir.join("ca.pem")).unwrap()
+    );
+    let mut w = Wire::try_connect_as(&kmsd, &dir.join("ci-bot.pem"), &dir.join("ci-bot.key"))
+        .expect("connects with the issued certificate");
+    assert!(w.try_hello(None).is_some(), "refused: {}", kmsd.log());
+    kmsd.wait_for_log(
+        &["client connected", "identity=ci-bot"],
+        Duration::from_secs(5),
+    );
+    let (code, out) = kmsctl(
+        &kmsd,
+        &["identities", "issue-cert", "nobody", "--out", &dir_s],
+    );
+    assert_eq!(code, 5, "{out}");
+    let records = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+    assert!(
+        records.contains("\"op\":\"identities.issue-cert\""),
+        "not audited"
+    );
+}
+
+// `kmsctl identities add --pin-cert`: a certificate issued elsewhere (here
+// with another name) is the identity by its key; another key carrying the
+// identity's name is not.
+#[test]
+fn identity_pinned_to_a_certificate_key() {
+    let kmsd = Kmsd::start();
+    let (ext, ext_key) = kmsp11_tests::issue_cert(&kmsd.dir, "ext", "external-name", &[], 9001);
+    let pin = ext.display().to_string();
+    let add = [
+        "identities",
+        "add",
+        "pinned",
+        "--pin-cert",
+        &pin,
+        "--role",
+        "user",
+        "--token",
+        "kms-a",
+    ];
+    let (code, out) = kmsctl(&kmsd, &add);
+    assert_eq!(code, 0, "{out}");
+    let mut w = Wire::try_connect_as(&kmsd, &ext, &ext_key).expect("connects");
+    assert!(
+        w.try_hello(None).is_some(),
+        "the pinned key refused: {}",
+        kmsd.log()
+    );
+    kmsd.wait_for_log(
+        &["client connected", "identity=pinned"],
+        Duration::from_secs(5),
+    );
+    let (imp, imp_key) =
+        kmsp11_tests::issue_cert(&kmsd.dir, "impostor", "pinned", &["pinned"], 9002);
+    let refused = Wire::try_connect_as(&kmsd, &imp, &imp_key)
+        .ok()
+        .and_then(|mut w| w.try_hello(None));
+    assert!(refused.is_none(), "another key named pinned was accepted");
+    let (code, out) = kmsctl(&kmsd, &["identities", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"spki_sha256\":\""), "{out}");
+}

@@ -184,6 +184,7 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/approvals/{id}/{action}", post(approval_action))
         .route("/v1/identities", get(identities).post(add_identity))
         .route("/v1/identities/{name}/{action}", post(identity_action))
+        .route("/v1/identities/{name}/certificate", post(issue_cert))
         .route("/v1/policy", get(policy))
         .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/policy/validate", post(validate_policy))
@@ -722,7 +723,7 @@ async fn identities(State(d): D, Extension(c): C) -> Answer {
         .identities()
         .iter()
         .map(
-            |i| json!({"name": i.name, "subject": i.subject, "roles": i.roles, "tokens": i.tokens}),
+            |i| json!({"name": i.name, "subject": i.subject, "roles": i.roles, "tokens": i.tokens, "spki_sha256": i.spki_sha256}),
         )
         .collect();
     let disabled: Vec<String> = d
@@ -745,16 +746,133 @@ pub struct NewIdentity {
     pub roles: Vec<String>,
     pub tokens: Vec<String>,
     pub pin_hash: Option<String>,
+    /// SHA-256 (hex) of the one certificate key this identity is.
+    pub spki_sha256: Option<String>,
+    /// A PEM certificate issued elsewhere: the identity is pinned to its key.
+    pub certificate: Option<String>,
 }
 
-async fn add_identity(State(d): D, Extension(c): C, Json(n): Json<NewIdentity>) -> Answer {
+/// A client certificate asked for an identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRequest {
+    /// PEM PKCS#10 request: only its public key is used.
+    pub csr: String,
+    #[serde(default = "default_cert_days")]
+    pub days: u32,
+}
+
+fn default_cert_days() -> u32 {
+    365
+}
+
+/// Issues a client certificate for an identity from a CSR, with kmsd's
+/// issuing CA: an identity change, under dual control when guarded.
+async fn issue_cert(
+    State(d): D,
+    Extension(c): C,
+    Path(name): Path<String>,
+    Json(r): Json<CertRequest>,
+) -> Answer {
+    let op = "identities.issue-cert";
+    require(&d, &c, ADMINS, Some(op))?;
+    let Some((ca_cert, ca_key)) = d.issuing_ca.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_issuing_ca",
+            "kmsd issues no certificates ([tls] issuing_ca_cert and issuing_ca_key are not set): have one issued by your CA and register it with `kmsctl identities add NAME --pin-cert FILE`",
+        ));
+    };
+    let id = d
+        .identities()
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no identity {name}"),
+            )
+        })?;
+    if id.spki_sha256.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "pinned",
+            format!("{name} is pinned to one certificate key; a new certificate would not be it"),
+        ));
+    }
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let spki = crate::issue::csr_spki_sha256(&r.csr).map_err(bad)?;
+    let target = format!("certificate {name} {spki}");
+    dual_control(&d, &c, Guarded::IdentityChange, op, "", &target, &name)?;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "io",
+                format!("{}: {e}", p.display()),
+            )
+        })
+    };
+    let ca_pem = read(&ca_cert)?;
+    let key_pem = zeroize::Zeroizing::new(read(&ca_key)?);
+    let issued =
+        crate::issue::issue(&ca_pem, &key_pem, &r.csr, &id.subject, r.days).map_err(bad)?;
+    record(
+        &d,
+        &c,
+        op,
+        None,
+        Some(&name),
+        &format!(
+            "issued serial {} for key sha256:{} until {}",
+            issued.serial,
+            issued.spki_sha256,
+            keys_cli::rfc3339(issued.not_after)
+        ),
+    )?;
+    Ok(Json(json!({
+        "name": name,
+        "certificate": issued.pem,
+        "ca": ca_pem,
+        "serial": issued.serial,
+        "spki_sha256": issued.spki_sha256,
+        "not_after": keys_cli::rfc3339(issued.not_after),
+    })))
+}
+
+async fn add_identity(State(d): D, Extension(c): C, Json(mut n): Json<NewIdentity>) -> Answer {
     require(&d, &c, ADMINS, Some("identities.add"))?;
+    if let Some(pem) = n.certificate.take() {
+        let pin = crate::issue::cert_spki_sha256(&pem)
+            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+        if n.spki_sha256
+            .as_ref()
+            .is_some_and(|p| !p.eq_ignore_ascii_case(&pin))
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "spki_sha256 and certificate name different keys",
+            ));
+        }
+        n.spki_sha256 = Some(pin);
+    }
     if d.identities().iter().any(|i| i.name == n.name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "exists",
             format!("identity {} exists", n.name),
         ));
+    }
+    if let Some(p) = &n.spki_sha256 {
+        if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "spki_sha256: expected 64 hex digits (SHA-256 of the SubjectPublicKeyInfo)",
+            ));
+        }
     }
     if let Some(h) = &n.pin_hash {
         argon2::PasswordHash::new(h).map_err(|e| {
@@ -775,8 +893,14 @@ async fn add_identity(State(d): D, Extension(c): C, Json(n): Json<NewIdentity>) 
         "identity {} {}",
         n.name,
         hex::encode(sha2::Sha256::digest(
-            serde_json::to_vec(&json!([n.subject, n.roles, n.tokens, n.pin_hash]))
-                .unwrap_or_default()
+            serde_json::to_vec(&json!([
+                n.subject,
+                n.roles,
+                n.tokens,
+                n.pin_hash,
+                n.spki_sha256
+            ]))
+            .unwrap_or_default()
         ))
     );
     dual_control(
@@ -797,6 +921,7 @@ async fn add_identity(State(d): D, Extension(c): C, Json(n): Json<NewIdentity>) 
         added_by: c.identity.name.clone(),
         added: crate::core::inventory::now(),
         pin_hash: n.pin_hash,
+        spki_sha256: n.spki_sha256.map(|p| p.to_ascii_lowercase()),
     })?;
     d.refresh_identities();
     record(&d, &c, "identities.add", None, Some(&n.name), &detail)?;
@@ -847,6 +972,7 @@ async fn identity_action(
                 added_by: c.identity.name.clone(),
                 added: crate::core::inventory::now(),
                 pin_hash: None,
+                spki_sha256: None,
             })?
         }
         Err(e) => return Err(e.into()),

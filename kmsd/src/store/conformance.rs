@@ -294,6 +294,7 @@ pub fn identities_can_be_disabled(s: &dyn Store) {
         added_by: "admin1".into(),
         added: 1_700_000_000,
         pin_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        spki_sha256: Some("ab".repeat(32)),
     };
     s.insert_identity(&i).unwrap();
     assert!(matches!(s.insert_identity(&i), Err(StoreError::Exists(_))));

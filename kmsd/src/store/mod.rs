@@ -133,6 +133,8 @@ pub struct IdentityRecord {
     pub added: u64,
     /// Argon2 PHC string of its PIN for `C_Login`, if it has one.
     pub pin_hash: Option<String>,
+    /// SHA-256 (hex) of the one certificate key it is pinned to, if any.
+    pub spki_sha256: Option<String>,
 }
 
 /// A signed audit checkpoint: the chain's head after `sequence` records.

@@ -95,6 +95,8 @@ const MIGRATIONS: &[&str] = &[
         approvers TEXT NOT NULL,
         denied_by TEXT
     );",
+    // 6: an identity pinned to one certificate key.
+    "ALTER TABLE identities ADD COLUMN spki_sha256 TEXT;",
 ];
 
 pub struct Sqlite {
@@ -425,8 +427,8 @@ impl Store for Sqlite {
     fn insert_identity(&self, i: &IdentityRecord) -> Result<()> {
         let db = self.db.lock();
         db.execute(
-            "INSERT INTO identities (name, subject, roles, tokens, disabled, added_by, added, pin_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO identities (name, subject, roles, tokens, disabled, added_by, added, pin_hash, spki_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 i.name,
                 i.subject,
@@ -435,7 +437,8 @@ impl Store for Sqlite {
                 i.disabled,
                 i.added_by,
                 i.added as i64,
-                i.pin_hash
+                i.pin_hash,
+                i.spki_sha256
             ],
         )
         .map_err(exists(format!("identity {}", i.name)))?;
@@ -443,7 +446,8 @@ impl Store for Sqlite {
     }
 
     fn identities(&self) -> Result<Vec<IdentityRecord>> {
-        let sql = "SELECT name, subject, roles, tokens, disabled, added_by, added, pin_hash
+        let sql =
+            "SELECT name, subject, roles, tokens, disabled, added_by, added, pin_hash, spki_sha256
                    FROM identities ORDER BY name";
         self.all(sql, [], |r| {
             Ok(IdentityRecord {
@@ -455,6 +459,7 @@ impl Store for Sqlite {
                 added_by: r.get(5)?,
                 added: secs(r.get(6)?),
                 pin_hash: r.get(7)?,
+                spki_sha256: r.get(8)?,
             })
         })
     }
