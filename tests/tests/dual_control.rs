@@ -463,6 +463,16 @@ fn unanswered_request_expires() {
         "CKR_FUNCTION_REJECTED"
     );
     assert_ne!(pending(&kmsd)[0]["id"].as_str().unwrap(), id);
+    // kmsd records the expiry itself.
+    let expired = format!("{id}: sign by dev-user expired undecided");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(kmsd.dir.join("audit.log"))
+        .unwrap()
+        .contains(&expired)
+    {
+        assert!(std::time::Instant::now() < deadline, "no expiry record");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 // `@approver_role` names who approves: admins are refused, the auditor's

@@ -15,6 +15,7 @@ use crate::store::{KeyRecord, KeyState};
 pub fn tick(d: &Daemon) {
     d.inventory.flush();
     admin_events(d);
+    expire_approvals(d);
     let due = match d.inventory.store.due_destroys(super::inventory::now()) {
         Ok(v) => v,
         Err(e) => {
@@ -25,6 +26,64 @@ pub fn tick(d: &Daemon) {
     for k in due {
         if let Err(e) = destroy(d, &k) {
             tracing::error!(key = %k.id, "pending destroy not carried out: {e}; retried later");
+        }
+    }
+}
+
+/// Requests nobody decided and grants nobody used in time become
+/// `expired`, each with an audit record (written first: a record twice is
+/// better than none).
+fn expire_approvals(d: &Daemon) {
+    use crate::store::ApprovalState;
+    let store = d.inventory.store.as_ref();
+    let now = super::inventory::now();
+    let due = match store.approvals() {
+        Ok(v) => v
+            .into_iter()
+            .filter(|a| {
+                matches!(a.state, ApprovalState::Pending | ApprovalState::Approved)
+                    && a.expires <= now
+            })
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::error!("store: {e}; expired approvals not yet recorded");
+            return;
+        }
+    };
+    for a in due {
+        let r = Record {
+            identity: Some("kmsd".into()),
+            op: Some("approvals.expire".into()),
+            token: (!a.token.is_empty()).then(|| a.token.clone()),
+            key: a.key.starts_with("k-").then(|| a.key.clone()),
+            label: (!a.label.is_empty()).then(|| a.label.clone()),
+            decision: Some("deny".into()),
+            reason: Some("approval-expired".into()),
+            detail: Some(format!(
+                "{}: {} by {} expired {} at {} ({} of {} approvals)",
+                a.id,
+                a.action,
+                a.requester,
+                if a.state == ApprovalState::Pending {
+                    "undecided"
+                } else {
+                    "granted, unused"
+                },
+                rfc3339(a.expires),
+                a.approvers.len(),
+                a.required
+            )),
+            ..Default::default()
+        };
+        if d.audit.record(r).is_err() {
+            return;
+        }
+        let expired = crate::store::Approval {
+            state: ApprovalState::Expired,
+            ..a.clone()
+        };
+        if let Err(e) = store.update_approval(&expired, a.state, a.approvers.len()) {
+            tracing::error!("store: {e}; approval {} stays as it was", a.id);
         }
     }
 }

@@ -183,6 +183,8 @@ pub enum ApprovalState {
     Denied,
     /// The grant was used.
     Used,
+    /// Nobody decided it, or nobody used the grant, in time.
+    Expired,
 }
 
 impl ApprovalState {
@@ -192,6 +194,7 @@ impl ApprovalState {
             ApprovalState::Approved => "approved",
             ApprovalState::Denied => "denied",
             ApprovalState::Used => "used",
+            ApprovalState::Expired => "expired",
         }
     }
 
@@ -201,6 +204,7 @@ impl ApprovalState {
             "approved" => ApprovalState::Approved,
             "denied" => ApprovalState::Denied,
             "used" => ApprovalState::Used,
+            "expired" => ApprovalState::Expired,
             other => return Err(StoreError::Corrupt(format!("approval state {other:?}"))),
         })
     }
