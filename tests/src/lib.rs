@@ -140,14 +140,12 @@ impl Kmsd {
         } else {
             cmd.arg("--dev").arg(&self.dir);
         }
-        let child = cmd
-            .envs(self.env.iter().map(|(a, b)| (a, b)))
+        cmd.envs(self.env.iter().map(|(a, b)| (a, b)))
             .arg("--address")
             .arg(addr)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn kmsd");
+            .stderr(log);
+        let child = spawn_tied(cmd).expect("spawn kmsd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -357,6 +355,43 @@ impl Drop for Kmsd {
 }
 
 /// A module loaded and initialised with `CKF_OS_LOCKING_OK`, as most clients do.
+/// Spawns `cmd` so that it ends with this process: from one thread that
+/// lives as long as the process, with `PR_SET_PDEATHSIG` (which fires when
+/// the spawning *thread* ends). A kmsd a suite keeps in a static, which is
+/// never dropped, then still ends with the test binary.
+pub fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, answer) in rx {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: prctl is async-signal-safe and touches no memory
+                // of the parent.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                        Ok(())
+                    });
+                }
+                let _ = answer.send(cmd.spawn());
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
+    let (answer, result) = mpsc::channel();
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, answer))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    result
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
+}
+
 pub fn initialized(module: &Path) -> cryptoki::context::Pkcs11 {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     let p = Pkcs11::new(module).unwrap();

@@ -24,6 +24,13 @@ struct Args {
     /// Iterations per operation and column.
     #[arg(long, default_value_t = 1000)]
     iterations: usize,
+    /// kmsd's `[audit] fsync` for the proxy column: batch (as users run
+    /// it), always, or off (to see what durability costs).
+    #[arg(long, default_value = "batch", value_parser = ["batch", "always", "off"])]
+    fsync: String,
+    /// Only the operations whose name contains this (e.g. "Random").
+    #[arg(long)]
+    only: Option<String>,
 }
 
 use kmsp11_tests::P256;
@@ -68,10 +75,20 @@ fn main() {
     let tmp = tempfile_dir();
     let conf = kmsp11_tests::softhsm_store(&tmp.join("direct"), &["dev-a"]);
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    let direct = measure(&kmsp11_tests::softhsm_module(), "dev-a", args.iterations);
-    let kmsd = Kmsd::start();
+    let only = args.only.clone().unwrap_or_default();
+    let direct = measure(
+        &kmsp11_tests::softhsm_module(),
+        "dev-a",
+        args.iterations,
+        &only,
+    );
+    let fsync = format!("fsync = \"{}\"", args.fsync);
+    let kmsd = Kmsd::start_edited(|t, _| {
+        assert!(t.contains("fsync = \"batch\""));
+        t.replacen("fsync = \"batch\"", &fsync, 1)
+    });
     std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
-    let proxy = measure(&kmsp11_tests::libkmsp11(), "kms-a", args.iterations);
+    let proxy = measure(&kmsp11_tests::libkmsp11(), "kms-a", args.iterations, &only);
     println!(
         "{:<36} {:>12} {:>12} {:>12} {:>12} {:>8}",
         "operation", "direct p50", "direct p90", "proxy p50", "proxy p90", "ratio"
@@ -96,7 +113,7 @@ fn tempfile_dir() -> std::path::PathBuf {
     d
 }
 
-fn measure(module: &Path, label: &str, n: usize) -> Vec<(&'static str, Vec<Duration>)> {
+fn measure(module: &Path, label: &str, n: usize, only: &str) -> Vec<(&'static str, Vec<Duration>)> {
     let p = kmsp11_tests::initialized(module);
     let slot = kmsp11_tests::slot_by_label(&p, label);
     let s = kmsp11_tests::user_session(&p, slot);
@@ -131,7 +148,7 @@ fn measure(module: &Path, label: &str, n: usize) -> Vec<(&'static str, Vec<Durat
         .unwrap();
     let keys = Keys { ec, rsa, aes };
     let mut out = Vec::new();
-    for (name, op) in OPS {
+    for (name, op) in OPS.iter().filter(|(name, _)| name.contains(only)) {
         for _ in 0..n / 10 {
             op(&s, &keys); // warm-up
         }

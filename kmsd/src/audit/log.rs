@@ -197,11 +197,15 @@ impl Log {
     pub fn record(&self, mut r: Record) -> Result<u64, String> {
         r.instance = Some(self.cfg.instance.clone());
         let mut g = self.inner.lock();
+        self.usable(&mut g)?;
         if self.cfg.max_bytes > 0 {
             self.maybe_rotate(&mut g)?;
         }
         let appended = {
-            let chain = self.usable(&mut g)?;
+            let chain = match g.chain.as_mut() {
+                Some(c) => c,
+                None => self.usable(&mut g)?,
+            };
             chain
                 .append(r)
                 .map(|seq| (seq, chain.head().to_string(), chain.sync_handle()))
@@ -216,7 +220,7 @@ impl Log {
         match self.cfg.fsync {
             Fsync::Off => Ok(seq),
             Fsync::Always => {
-                let synced = file.and_then(|f| f.sync_data());
+                let synced = file.sync_data();
                 match synced {
                     Ok(()) => {
                         g.synced = g.synced.max(seq);
@@ -236,7 +240,7 @@ impl Log {
         &self,
         mut g: parking_lot::MutexGuard<'_, Inner>,
         seq: u64,
-        file: std::io::Result<File>,
+        file: std::sync::Arc<File>,
     ) -> Result<u64, String> {
         let mut file = Some(file);
         loop {
@@ -249,12 +253,10 @@ impl Log {
             if !g.syncing {
                 g.syncing = true;
                 let upto = g.next_seq - 1;
-                let f = file.take().unwrap_or_else(|| {
-                    g.chain
-                        .as_ref()
-                        .map(|c| c.sync_handle())
-                        .unwrap_or_else(|| Err(std::io::Error::other("audit file closed")))
-                });
+                let f = file
+                    .take()
+                    .or_else(|| g.chain.as_ref().map(|c| c.sync_handle()))
+                    .ok_or_else(|| std::io::Error::other("audit file closed"));
                 let r = parking_lot::MutexGuard::unlocked(&mut g, || f.and_then(|f| f.sync_data()));
                 g.syncing = false;
                 match r {
@@ -277,8 +279,13 @@ impl Log {
 
     /// Rotates a full file: a signed checkpoint closes it, it is synced and
     /// renamed ([`rotated_name`]), and the chain goes on in a new file.
+    /// Expects a usable chain (`record` made sure).
     fn maybe_rotate(&self, g: &mut Inner) -> Result<(), String> {
-        let full = match self.usable(g)?.len() {
+        let len = match g.chain.as_ref() {
+            Some(c) => c.len(),
+            None => return self.usable(g).map(|_| ()),
+        };
+        let full = match len {
             Ok(n) => n >= self.cfg.max_bytes,
             Err(e) => return Err(self.fail_io(g, e)),
         };

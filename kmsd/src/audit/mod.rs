@@ -107,7 +107,11 @@ pub enum AuditError {
 /// The open end of a chain: appends records, each linked to the last.
 pub struct Chain {
     path: PathBuf,
-    file: File,
+    /// Shared with whoever fsyncs it without holding the chain.
+    file: std::sync::Arc<File>,
+    /// The file's size: what it was when opened plus what was appended
+    /// (a failed append makes the log reopen the chain).
+    bytes: u64,
     next_seq: u64,
     prev: String,
 }
@@ -158,9 +162,17 @@ impl Chain {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let bytes = file
+            .metadata()
+            .map_err(|source| AuditError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
         Ok(Chain {
             path: path.to_path_buf(),
-            file,
+            file: std::sync::Arc::new(file),
+            bytes,
             next_seq,
             prev: prev.to_string(),
         })
@@ -177,12 +189,13 @@ impl Chain {
         let mut line = serde_json::to_vec(&r).expect("a record serialises");
         self.prev = line_hash(&line);
         line.push(b'\n');
-        self.file
+        (&*self.file)
             .write_all(&line)
             .map_err(|source| AuditError::Io {
                 path: self.path.clone(),
                 source,
             })?;
+        self.bytes += line.len() as u64;
         self.next_seq += 1;
         Ok(r.seq)
     }
@@ -218,8 +231,8 @@ impl Chain {
     }
 
     /// A handle to fsync the file without holding the chain.
-    pub fn sync_handle(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+    pub fn sync_handle(&self) -> std::sync::Arc<File> {
+        self.file.clone()
     }
 
     /// The sequence number the next record gets.
@@ -229,7 +242,7 @@ impl Chain {
 
     /// The file's size in bytes.
     pub fn len(&self) -> std::io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.bytes)
     }
 
     pub fn is_empty(&self) -> std::io::Result<bool> {
