@@ -37,6 +37,8 @@ use kmsp11_tests::P256;
 
 struct Keys {
     ec: ObjectHandle,
+    /// A token key: what applications sign with, known to kmsd's inventory.
+    ec_token: ObjectHandle,
     rsa: ObjectHandle,
     aes: ObjectHandle,
 }
@@ -53,6 +55,9 @@ const OPS: &[Op] = &[
     }),
     ("ECDSA P-256 sign (init+sign)", |s, k| {
         s.sign(&Mechanism::Ecdsa, k.ec, &[2u8; 32]).unwrap();
+    }),
+    ("ECDSA P-256 sign, token key", |s, k| {
+        s.sign(&Mechanism::Ecdsa, k.ec_token, &[2u8; 32]).unwrap();
     }),
     ("RSA-2048 PKCS#1 sign (init+sign)", |s, k| {
         s.sign(&Mechanism::Sha256RsaPkcs, k.rsa, b"benchmark")
@@ -83,9 +88,11 @@ fn main() {
         &only,
     );
     let fsync = format!("fsync = \"{}\"", args.fsync);
+    // Load runs go past the default daily limit of 10,000 uses per key.
     let kmsd = Kmsd::start_edited(|t, _| {
         assert!(t.contains("fsync = \"batch\""));
-        t.replacen("fsync = \"batch\"", &fsync, 1)
+        let t = t.replacen("fsync = \"batch\"", &fsync, 1);
+        kmsp11_tests::set_in(&t, "quotas", "daily_limit_per_key = 0")
     });
     std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
     let proxy = measure(&kmsp11_tests::libkmsp11(), "kms-a", args.iterations, &only);
@@ -130,6 +137,22 @@ fn measure(module: &Path, label: &str, n: usize, only: &str) -> Vec<(&'static st
             ],
         )
         .unwrap();
+    let (_, ec_token) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(P256.to_vec()),
+                Attribute::Label(b"bench-ec-token".to_vec()),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sign(true),
+                Attribute::Label(b"bench-ec-token".to_vec()),
+            ],
+        )
+        .unwrap();
     let (_, rsa) = s
         .generate_key_pair(
             &Mechanism::RsaPkcsKeyPairGen,
@@ -146,7 +169,12 @@ fn measure(module: &Path, label: &str, n: usize, only: &str) -> Vec<(&'static st
             &[Attribute::ValueLen(32.into()), Attribute::Encrypt(true)],
         )
         .unwrap();
-    let keys = Keys { ec, rsa, aes };
+    let keys = Keys {
+        ec,
+        ec_token,
+        rsa,
+        aes,
+    };
     let mut out = Vec::new();
     for (name, op) in OPS.iter().filter(|(name, _)| name.contains(only)) {
         for _ in 0..n / 10 {

@@ -100,7 +100,40 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct Sqlite {
-    db: Mutex<Connection>,
+    db: Mutex<Db>,
+}
+
+/// The connection, whose `execute` and `query_row` keep their prepared
+/// statements (every statement kmsd runs is one of a fixed few; preparing
+/// one again per call cost more than running it).
+struct Db(Connection);
+
+impl Db {
+    fn execute(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.0.prepare_cached(sql)?.execute(p)
+    }
+
+    fn query_row<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.0.prepare_cached(sql)?.query_row(p, f)
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -201,7 +234,10 @@ impl Sqlite {
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
-        Ok(Sqlite { db: Mutex::new(db) })
+        db.set_prepared_statement_cache_capacity(64);
+        Ok(Sqlite {
+            db: Mutex::new(Db(db)),
+        })
     }
 
     fn one_key(&self, sql: &str, p: impl rusqlite::Params) -> Result<Option<KeyRecord>> {
@@ -218,7 +254,7 @@ impl Sqlite {
         f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
         let db = self.db.lock();
-        let mut q = db.prepare(sql).map_err(backend)?;
+        let mut q = db.prepare_cached(sql).map_err(backend)?;
         let rows = q.query_map(p, f).map_err(backend)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
