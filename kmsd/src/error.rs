@@ -89,13 +89,17 @@ impl From<Error> for kmsp11_proto::Response {
 }
 
 /// A CK_RV by its name, for logs and audit records: `CKR_KEY_HANDLE_INVALID`.
-pub fn rv_name(rv: CK_RV) -> String {
+pub fn rv_name(rv: CK_RV) -> std::borrow::Cow<'static, str> {
+    // Nearly every answer: named without building a string.
+    if rv == CKR_OK {
+        return "CKR_OK".into();
+    }
     let name = match cryptoki::error::Rv::from(rv) {
         cryptoki::error::Rv::Ok => return "CKR_OK".into(),
         cryptoki::error::Rv::Error(e) => format!("{e:?}"),
     };
     if name.starts_with("Unknown") || name.starts_with("Vendor") {
-        return format!("CKR_{rv:#x}");
+        return format!("CKR_{rv:#x}").into();
     }
     let mut out = String::from("CKR");
     for c in name.chars() {
@@ -104,5 +108,5 @@ pub fn rv_name(rv: CK_RV) -> String {
         }
         out.push(c.to_ascii_uppercase());
     }
-    out
+    out.into()
 }

@@ -182,7 +182,7 @@ fn destroy(d: &Daemon, k: &KeyRecord) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(key = %k.id, label = %k.label, objects = gone, moved, "pending destroy carried out");
     let _ = d.audit.record(Record {
-        rv: Some(crate::error::rv_name(CKR_OK)),
+        rv: Some(crate::error::rv_name(CKR_OK).into_owned()),
         ..record
     });
     Ok(())

@@ -144,7 +144,7 @@ impl Pipeline<'_> {
         self.after(&call, &mut resp, step.as_ref());
         if origin.audited {
             let mut r = self.record(&call, origin, "allow", &allowed.rule, None);
-            r.rv = Some(crate::error::rv_name(resp.rv));
+            r.rv = Some(crate::error::rv_name(resp.rv).into_owned());
             r.duration_us = Some(started.elapsed().as_micros() as u64);
             if let Some(created) = self.created_key(&resp) {
                 r.key = Some(created);
@@ -187,7 +187,7 @@ impl Pipeline<'_> {
                 &refusal.rule(),
                 Some(refusal.reason()),
             );
-            r.rv = Some(crate::error::rv_name(rv));
+            r.rv = Some(crate::error::rv_name(rv).into_owned());
             r.duration_us = Some(started.elapsed().as_micros() as u64);
             if self.daemon.audit.record(r).is_err() {
                 return Response::rv(CKR_DEVICE_ERROR);
