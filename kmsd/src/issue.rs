@@ -156,11 +156,30 @@ mod tests {
         assert!(issue(&ca_pem, &ca_key, "not a csr", "x", 30).is_err());
         assert!(issue(&ca_pem, &ca_key, &ca_pem, "x", 30).is_err());
         // A CSR whose signature does not verify.
-        let der = pem_block(&req, "CERTIFICATE REQUEST").unwrap();
-        let mut bad = der.clone();
-        let n = bad.len();
-        bad[n - 5] ^= 1;
-        let csr = rustls::pki_types::CertificateSigningRequestDer::from(bad);
-        assert!(CertificateSigningRequestParams::from_der(&csr).is_err());
+        let mut lines: Vec<String> = req.lines().map(str::to_string).collect();
+        // The last body line holds the end of the signature: change a character.
+        let last = lines.len() - 2;
+        let flipped: String = lines[last]
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 2 {
+                    if c == 'A' {
+                        'B'
+                    } else {
+                        'A'
+                    }
+                } else {
+                    c
+                }
+            })
+            .collect();
+        lines[last] = flipped;
+        let bad = lines.join("\n") + "\n";
+        assert!(csr_spki_sha256(&req).is_ok());
+        assert!(
+            csr_spki_sha256(&bad).is_err(),
+            "a CSR whose signature does not verify"
+        );
     }
 }

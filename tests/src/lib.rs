@@ -259,6 +259,28 @@ impl Kmsd {
         k
     }
 
+    /// The admin API's origin, `https://localhost:PORT`.
+    pub fn admin_origin(&self) -> String {
+        let addr = std::fs::read_to_string(self.dir.join("admin-address")).expect("admin-address");
+        format!(
+            "https://localhost:{}",
+            addr.trim().rsplit(':').next().unwrap()
+        )
+    }
+
+    /// kmsctl with the dev config `cfg` (`kmsctl-admin.toml`, ...): (exit
+    /// status, stdout + stderr).
+    pub fn kmsctl(&self, cfg: &str, args: &[&str]) -> (i32, String) {
+        let out = Command::new(kmsctl_bin())
+            .args(args)
+            .env("KMSCTL_CONFIG", self.dir.join(cfg))
+            .output()
+            .unwrap();
+        let mut s = String::from_utf8_lossy(&out.stdout).to_string();
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), s)
+    }
+
     /// curl on the admin API as dev identity `who` (the name of its
     /// certificate files: `client` for dev-client, `dev-admin`, `dev-user`,
     /// ...), with extra headers (`"Origin: ..."`): (HTTP status, body).
@@ -270,8 +292,6 @@ impl Kmsd {
         body: Option<&str>,
         headers: &[&str],
     ) -> (u16, String) {
-        let addr = std::fs::read_to_string(self.dir.join("admin-address")).expect("admin-address");
-        let port = addr.trim().rsplit(':').next().unwrap().to_string();
         let mut c = Command::new("curl");
         c.args(["-sS", "-X", method, "-w", "\n%{http_code}"])
             .arg("--cacert")
@@ -286,7 +306,7 @@ impl Kmsd {
         if let Some(b) = body {
             c.args(["-H", "content-type: application/json", "--data", b]);
         }
-        c.arg(format!("https://localhost:{port}{path}"));
+        c.arg(format!("{}{path}", self.admin_origin()));
         let (_, out) = run(&mut c);
         let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
         (code.parse().unwrap_or(0), body.to_string())

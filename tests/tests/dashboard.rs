@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use kmsp11_tests::{kmsctl_bin, libkmsp11, root, run, Kmsd, PIN};
+use kmsp11_tests::{libkmsp11, root, run, Kmsd, PIN};
 use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -215,11 +215,7 @@ impl Drop for Browser {
 }
 
 fn origin(kmsd: &Kmsd) -> String {
-    let addr = std::fs::read_to_string(kmsd.dir.join("admin-address")).unwrap();
-    format!(
-        "https://localhost:{}",
-        addr.trim().rsplit(':').next().unwrap()
-    )
+    kmsd.admin_origin()
 }
 
 fn tool(kmsd: &Kmsd, args: &str) -> (bool, String) {
@@ -233,12 +229,9 @@ fn tool(kmsd: &Kmsd, args: &str) -> (bool, String) {
 
 /// The approval requests, as the auditor's kmsctl lists them.
 fn requests(kmsd: &Kmsd) -> Vec<Value> {
-    let out = Command::new(kmsctl_bin())
-        .args(["approvals", "list", "-o", "json"])
-        .env("KMSCTL_CONFIG", kmsd.dir.join("kmsctl-auditor.toml"))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    let (code, out) = kmsd.kmsctl("kmsctl-auditor.toml", &["approvals", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 // dev-client's destroy waits for two approvals; dev-admin gives one by
@@ -310,18 +303,8 @@ fn approval_through_the_page() {
             && records.contains("\"op\":\"approvals.approve\""),
         "no audit record of the page's approval"
     );
-    let (code, out) = {
-        let o = Command::new(kmsctl_bin())
-            .args(["approvals", "approve", &id])
-            .env("KMSCTL_CONFIG", kmsd.dir.join("kmsctl-admin2.toml"))
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).to_string(),
-        )
-    };
-    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = kmsd.kmsctl("kmsctl-admin2.toml", &["approvals", "approve", &id]);
+    assert_eq!(code, 0, "{out}");
     let (ok, out) = tool(&kmsd, delete);
     assert!(ok, "{out}");
 }

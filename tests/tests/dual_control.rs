@@ -71,14 +71,7 @@ fn sign(kmsd: &Kmsd, who: &str, label: &str, mechanism: &str) -> String {
 }
 
 fn kmsctl(kmsd: &Kmsd, cfg: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(kmsctl_bin())
-        .args(args)
-        .env("KMSCTL_CONFIG", kmsd.dir.join(cfg))
-        .output()
-        .unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), s)
+    kmsd.kmsctl(cfg, args)
 }
 
 /// The pending requests, newest first.
@@ -97,6 +90,14 @@ fn pending(kmsd: &Kmsd) -> Vec<serde_json::Value> {
 
 fn approve(kmsd: &Kmsd, cfg: &str, id: &str) -> (i32, String) {
     kmsctl(kmsd, cfg, &["approvals", "approve", id])
+}
+
+/// Each of `cfgs` approves request `id`, successfully.
+fn approve_as(kmsd: &Kmsd, cfgs: &[&str], id: &str) {
+    for cfg in cfgs {
+        let (code, out) = approve(kmsd, cfg, id);
+        assert_eq!(code, 0, "{cfg}: {out}");
+    }
 }
 
 // request -> first approval -> still refused -> second approval -> one
@@ -171,10 +172,7 @@ fn grant_bound_to_the_call_and_kept_across_restart() {
         "CKR_FUNCTION_REJECTED"
     );
     let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
-    for cfg in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
-        let (code, out) = approve(&kmsd, cfg, &id);
-        assert_eq!(code, 0, "{out}");
-    }
+    approve_as(&kmsd, &["kmsctl-admin.toml", "kmsctl-admin2.toml"], &id);
     kmsd.restart();
     assert_eq!(
         sign(&kmsd, "kmsp11-user.toml", "release", "ECDSA-SHA256"),
@@ -254,10 +252,7 @@ fn wait_mode_completes_when_approved() {
     let held = held_sign(&kmsd);
     let id = request_of_held(&kmsd);
     assert!(!held.is_finished(), "the call should be held");
-    for cfg in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
-        let (code, out) = approve(&kmsd, cfg, &id);
-        assert_eq!(code, 0, "{out}");
-    }
+    approve_as(&kmsd, &["kmsctl-admin.toml", "kmsctl-admin2.toml"], &id);
     assert_eq!(held.join().unwrap(), "ok");
     assert!(kmsd.dir.join("held.bin").exists());
 }
@@ -368,10 +363,7 @@ fn key_generation_guarded_by_default() {
         "{p:?}"
     );
     let id = p[0]["id"].as_str().unwrap().to_string();
-    for cfg in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
-        let (code, out) = approve(&kmsd, cfg, &id);
-        assert_eq!(code, 0, "{out}");
-    }
+    approve_as(&kmsd, &["kmsctl-admin.toml", "kmsctl-admin2.toml"], &id);
     assert_eq!(outcome(tool(&kmsd, "kmsp11.toml", keygen)), "ok");
 }
 
@@ -387,10 +379,7 @@ fn policy_reload_guarded_by_default() {
     let p = pending(&kmsd);
     assert_eq!(p[0]["action"], "policy-reload", "{p:?}");
     let id = p[0]["id"].as_str().unwrap().to_string();
-    for cfg in ["kmsctl-client.toml", "kmsctl-admin2.toml"] {
-        let (code, out) = approve(&kmsd, cfg, &id);
-        assert_eq!(code, 0, "{out}");
-    }
+    approve_as(&kmsd, &["kmsctl-client.toml", "kmsctl-admin2.toml"], &id);
     // The approved text loads, once.
     let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["policy", "reload"]);
     assert_eq!(code, 0, "{out}");
@@ -423,10 +412,7 @@ fn identity_change_guarded_by_default() {
     let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &add);
     assert_eq!(code, 4, "{out}");
     let id = pending(&kmsd)[0]["id"].as_str().unwrap().to_string();
-    for cfg in ["kmsctl-client.toml", "kmsctl-admin2.toml"] {
-        let (code, out) = approve(&kmsd, cfg, &id);
-        assert_eq!(code, 0, "{out}");
-    }
+    approve_as(&kmsd, &["kmsctl-client.toml", "kmsctl-admin2.toml"], &id);
     let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &add);
     assert_eq!(code, 0, "{out}");
     let (code, out) = kmsctl(

@@ -109,14 +109,7 @@ fn disabled_identity_context_is_closed() {
 
 /// kmsctl as the first dev admin: (exit status, stdout + stderr).
 fn kmsctl(kmsd: &Kmsd, args: &[&str]) -> (i32, String) {
-    let out = Command::new(kmsp11_tests::kmsctl_bin())
-        .args(args)
-        .env("KMSCTL_CONFIG", kmsd.dir.join("kmsctl-admin.toml"))
-        .output()
-        .unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), s)
+    kmsd.kmsctl("kmsctl-admin.toml", args)
 }
 
 // `kmsctl identities issue-cert`: the key is made by kmsctl (mode 0600),
@@ -220,4 +213,36 @@ fn identity_pinned_to_a_certificate_key() {
     let (code, out) = kmsctl(&kmsd, &["identities", "list", "-o", "json"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"spki_sha256\":\""), "{out}");
+}
+
+// What the certificate endpoints decode is refused with 400 when it is not
+// what they expect, and nothing is added or issued.
+#[test]
+fn bad_certificate_inputs_refused() {
+    let kmsd = Kmsd::start();
+    let bad_pin = r#"{"name": "p1", "tokens": ["kms-a"], "spki_sha256": "xyz"}"#;
+    let garbage_cert = r#"{"name": "p2", "tokens": ["kms-a"], "certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}"#;
+    for body in [bad_pin, garbage_cert] {
+        let (code, out) = kmsd.admin_api("dev-admin", "POST", "/v1/identities", Some(body), &[]);
+        assert_eq!(code, 400, "{body}: {out}");
+    }
+    let ca = std::fs::read_to_string(kmsd.dir.join("ca.pem")).unwrap();
+    let csr_is_a_cert = serde_json::json!({"csr": ca}).to_string();
+    let garbage_csr = r#"{"csr": "not a request"}"#;
+    let bad_days = serde_json::json!({"csr": "x", "days": 100000}).to_string();
+    for body in [csr_is_a_cert.as_str(), garbage_csr, bad_days.as_str()] {
+        let (code, out) = kmsd.admin_api(
+            "dev-admin",
+            "POST",
+            "/v1/identities/dev-user/certificate",
+            Some(body),
+            &[],
+        );
+        assert_eq!(code, 400, "{out}");
+    }
+    let (_, list) = kmsd.admin_api("dev-auditor", "GET", "/v1/identities", None, &[]);
+    assert!(
+        !list.contains("\"p1\"") && !list.contains("\"p2\""),
+        "{list}"
+    );
 }

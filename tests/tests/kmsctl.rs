@@ -8,14 +8,7 @@ use kmsp11_tests::{kmsctl_bin, libkmsp11, run, Kmsd, PIN};
 
 /// kmsctl with dev config `cfg` (`kmsctl-admin.toml`, ...): (exit status, stdout + stderr).
 fn kmsctl(kmsd: &Kmsd, cfg: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(kmsctl_bin())
-        .args(args)
-        .env("KMSCTL_CONFIG", kmsd.dir.join(cfg))
-        .output()
-        .unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), s)
+    kmsd.kmsctl(cfg, args)
 }
 
 const ADMIN: &str = "kmsctl-admin.toml";

@@ -181,7 +181,7 @@ pub fn gate(
     now: u64,
 ) -> Result<Gate, StoreError> {
     let mine: Vec<Approval> = s
-        .approvals()?
+        .open_approvals()?
         .into_iter()
         .filter(|a| b.matches(a) && a.expires > now)
         .collect();

@@ -37,7 +37,7 @@ fn expire_approvals(d: &Daemon) {
     use crate::store::ApprovalState;
     let store = d.inventory.store.as_ref();
     let now = super::inventory::now();
-    let due = match store.approvals() {
+    let due = match store.open_approvals() {
         Ok(v) => v
             .into_iter()
             .filter(|a| {

@@ -67,16 +67,17 @@ struct Guard {
 
 impl Guard {
     /// The guard for an allowed call, if the configuration or the
-    /// permitting policies put it under dual control.
+    /// permitting policies put it under dual control. `target` (key,
+    /// label) is only built then: most calls are not guarded.
     fn of(
         cfg: &approvals::DualControlCfg,
         guarded: Option<Guarded>,
         dec: &Decision,
-        key: String,
-        label: String,
         action: Action,
+        target: impl FnOnce() -> (String, String),
     ) -> Option<Guard> {
         let approvals = dec.approvals.max(guarded.and_then(|g| cfg.needs(g)))?;
+        let (key, label) = target();
         Some(Guard {
             key,
             label,
@@ -459,8 +460,9 @@ impl Pipeline<'_> {
                     _ => None,
                 };
                 let cfg = &self.daemon.dual_control;
-                let label = k.known.facts.label.clone();
-                guards.extend(Guard::of(cfg, guarded, &dec, key.0.clone(), label, action));
+                guards.extend(Guard::of(cfg, guarded, &dec, action, || {
+                    (key.0.clone(), k.known.facts.label.clone())
+                }));
             }
             if let (true, Some(key)) = (action.is_use(), &k.known.key) {
                 uses.push(Use {
@@ -538,14 +540,15 @@ impl Pipeline<'_> {
                 Action::Import | Action::Copy => Some(Guarded::Import),
                 _ => None,
             };
-            // The key does not exist yet: the grant is for one like it.
-            let like = format!(
-                "new {} {} {} on {}",
-                view.key_type, view.class, view.size, view.token
-            );
             let cfg = &self.daemon.dual_control;
-            let label = view.label.clone();
-            guards.extend(Guard::of(cfg, guarded, &dec, like, label, made));
+            guards.extend(Guard::of(cfg, guarded, &dec, made, || {
+                // The key does not exist yet: the grant is for one like it.
+                let like = format!(
+                    "new {} {} {} on {}",
+                    view.key_type, view.class, view.size, view.token
+                );
+                (like, view.label.clone())
+            }));
         }
         if is_key {
             let exportable = policy.decide_key(&who, Action::Export, view, s).allowed;

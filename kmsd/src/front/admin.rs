@@ -318,33 +318,24 @@ fn dual_control(
     };
     let now = crate::core::inventory::now();
     let role = &d.dual_control.approver_role;
-    let (id, have, need) = match approvals::gate(
+    let gate = approvals::gate(
         d.inventory.store.as_ref(),
         &d.dual_control,
         &b,
         need,
         role,
         now,
-    )? {
-        Gate::Granted(id) => {
-            // The grant's use is a record of its own; the change's follows.
-            d.audit
-                .record(Record {
-                    identity: Some(c.identity.name.clone()),
-                    peer: Some(c.peer.to_string()),
-                    op: Some(op.into()),
-                    key: Some(target.to_string()).filter(|k| k.starts_with("k-")),
-                    label: Some(label.to_string()).filter(|l| !l.is_empty()),
-                    decision: Some("allow".into()),
-                    policy: Some(format!("approval {id} used")),
-                    ..Default::default()
-                })
-                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit", e))?;
-            return Ok(Some(id));
-        }
-        Gate::Pending { id, have, need } => (id, have, need),
+    )?;
+    // The request, or the grant's use, is a record of its own; the
+    // change's own record follows a granted one.
+    let (decision, reason, rule) = match &gate {
+        Gate::Granted(id) => ("allow", None, format!("approval {id} used")),
+        Gate::Pending { id, have, need } => (
+            "deny",
+            Some("pending-approval".to_string()),
+            format!("approval {id} pending ({have} of {need})"),
+        ),
     };
-    let rule = format!("approval {id} pending ({have} of {need})");
     d.audit
         .record(Record {
             identity: Some(c.identity.name.clone()),
@@ -352,12 +343,16 @@ fn dual_control(
             op: Some(op.into()),
             key: Some(target.to_string()).filter(|k| k.starts_with("k-")),
             label: Some(label.to_string()).filter(|l| !l.is_empty()),
-            decision: Some("deny".into()),
-            reason: Some("pending-approval".into()),
+            decision: Some(decision.into()),
+            reason,
             policy: Some(rule),
             ..Default::default()
         })
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit", e))?;
+    let (id, have, need) = match gate {
+        Gate::Granted(id) => return Ok(Some(id)),
+        Gate::Pending { id, have, need } => (id, have, need),
+    };
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         "approval_required",
@@ -436,13 +431,7 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
     m.daily_limit
         .set(d.quotas.daily_limit_per_key.min(i64::MAX as u64) as i64);
     let s = d.inventory.store.as_ref();
-    let now = crate::core::inventory::now();
-    let pending = s
-        .approvals()?
-        .iter()
-        .filter(|a| a.state == crate::store::ApprovalState::Pending && a.expires > now)
-        .count();
-    m.approvals_pending.set(pending as i64);
+    m.approvals_pending.set(pending_approvals(&d)? as i64);
     let today = crate::authz::quota::today();
     m.key_uses_today.reset();
     for k in s.keys(None)? {
@@ -456,18 +445,22 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
     Ok(m.render())
 }
 
+/// Requests waiting for approvals now.
+fn pending_approvals(d: &Daemon) -> Result<usize, ApiError> {
+    let now = crate::core::inventory::now();
+    Ok(d.inventory
+        .store
+        .open_approvals()?
+        .iter()
+        .filter(|a| a.state == crate::store::ApprovalState::Pending && a.expires > now)
+        .count())
+}
+
 async fn status(State(d): D, Extension(c): C) -> Answer {
     require(&d, &c, READERS, None)?;
     let tokens: Vec<String> = d.all_tokens().iter().map(|t| t.name.clone()).collect();
     let (seq, hash) = d.audit.head();
-    let now = crate::core::inventory::now();
-    let pending = d
-        .inventory
-        .store
-        .approvals()?
-        .iter()
-        .filter(|a| a.state == crate::store::ApprovalState::Pending && a.expires > now)
-        .count();
+    let pending = pending_approvals(&d)?;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "tokens": tokens,

@@ -207,7 +207,18 @@ pub fn approvals_change_by_compare_and_set(s: &dyn Store) {
     // A writer that saw two approvers when there is one loses too.
     assert!(!s.update_approval(&two, ApprovalState::Pending, 2).unwrap());
     assert!(s.update_approval(&two, ApprovalState::Pending, 1).unwrap());
-    assert_eq!(s.approvals().unwrap(), vec![two]);
+    assert_eq!(s.approvals().unwrap(), vec![two.clone()]);
+    // Open: pending and approved; a used grant is history.
+    assert_eq!(s.open_approvals().unwrap(), vec![two.clone()]);
+    let used = Approval {
+        state: ApprovalState::Used,
+        ..two.clone()
+    };
+    assert!(s
+        .update_approval(&used, ApprovalState::Approved, 2)
+        .unwrap());
+    assert!(s.open_approvals().unwrap().is_empty());
+    assert_eq!(s.approvals().unwrap(), vec![used]);
     assert_eq!(s.approval("a-2").unwrap(), None);
 }
 

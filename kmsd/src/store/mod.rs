@@ -299,6 +299,10 @@ pub trait Store: Send + Sync {
     fn approval(&self, id: &str) -> Result<Option<Approval>>;
     /// Requests and grants, newest first.
     fn approvals(&self) -> Result<Vec<Approval>>;
+    /// The pending requests and unused grants (expired ones included until
+    /// marked so), newest first: what guarded calls and expiry look at,
+    /// without the history.
+    fn open_approvals(&self) -> Result<Vec<Approval>>;
     /// Replaces a request's state, approvers, expiry and denier if it is
     /// still in state `from` with `approvers_before` approvers
     /// (compare-and-set): `Ok(false)` if another change won.

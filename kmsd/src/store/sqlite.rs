@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 6: an identity pinned to one certificate key.
     "ALTER TABLE identities ADD COLUMN spki_sha256 TEXT;",
+    // 7: the open requests found without reading the history.
+    "CREATE INDEX approvals_by_state ON approvals (state);",
 ];
 
 pub struct Sqlite {
@@ -632,6 +634,13 @@ impl Store for Sqlite {
 
     fn approvals(&self) -> Result<Vec<Approval>> {
         self.approval_rows("ORDER BY created DESC, id", [])
+    }
+
+    fn open_approvals(&self) -> Result<Vec<Approval>> {
+        self.approval_rows(
+            "WHERE state IN ('pending', 'approved') ORDER BY created DESC, id",
+            [],
+        )
     }
 
     fn update_approval(
