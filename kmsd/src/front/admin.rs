@@ -430,17 +430,12 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
     m.quota_buckets.set(d.quotas.buckets().len() as i64);
     m.daily_limit
         .set(d.quotas.daily_limit_per_key.min(i64::MAX as u64) as i64);
-    let s = d.inventory.store.as_ref();
     m.approvals_pending.set(pending_approvals(&d)? as i64);
-    let today = crate::authz::quota::today();
     m.key_uses_today.reset();
-    for k in s.keys(None)? {
-        let n = s.daily(&k.id, today)?;
-        if n > 0 {
-            m.key_uses_today
-                .with_label_values(&[k.id.0.as_str()])
-                .set(n.min(i64::MAX as u64) as i64);
-        }
+    for (key, n) in d.inventory.store.daily_all(crate::authz::quota::today())? {
+        m.key_uses_today
+            .with_label_values(&[key.0.as_str()])
+            .set(n.min(i64::MAX as u64) as i64);
     }
     Ok(m.render())
 }

@@ -234,6 +234,12 @@ pub fn daily_uses_stop_at_the_limit(s: &dyn Store) {
     assert_eq!(s.take_daily(&b, 100, 2).unwrap(), Some(1));
     assert_eq!(s.take_daily(&b, 100, 1).unwrap(), None);
     assert_eq!(s.daily(&b, 7).unwrap(), 0);
+    let mut used = s.daily_all(100).unwrap();
+    used.sort();
+    let mut want = vec![(a.clone(), 2), (b.clone(), 1)];
+    want.sort();
+    assert_eq!(used, want);
+    assert!(s.daily_all(7).unwrap().is_empty());
 }
 
 /// Administrative events queue in order and are removed up to a point.

@@ -294,6 +294,8 @@ pub trait Store: Send + Sync {
     fn take_daily(&self, id: &KeyId, day: u64, limit: u64) -> Result<Option<u64>>;
     /// A key's uses on `day`.
     fn daily(&self, id: &KeyId, day: u64) -> Result<u64>;
+    /// Every key used on `day`, with its count.
+    fn daily_all(&self, day: u64) -> Result<Vec<(KeyId, u64)>>;
 
     fn insert_approval(&self, a: &Approval) -> Result<()>;
     fn approval(&self, id: &str) -> Result<Option<Approval>>;

@@ -598,6 +598,14 @@ impl Store for Sqlite {
         Ok(n.unwrap_or(0) as u64)
     }
 
+    fn daily_all(&self, day: u64) -> Result<Vec<(KeyId, u64)>> {
+        self.all(
+            "SELECT key, count FROM daily_usage WHERE day = ?1 ORDER BY key",
+            params![day as i64],
+            |r| Ok((KeyId(r.get(0)?), r.get::<_, i64>(1)? as u64)),
+        )
+    }
+
     fn insert_approval(&self, a: &Approval) -> Result<()> {
         let db = self.db.lock();
         db.execute(
