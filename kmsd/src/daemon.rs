@@ -607,6 +607,7 @@ impl Daemon {
         self.refresh_identities();
         self.quotas.sweep();
         crate::core::lifecycle::tick(self);
+        self.audit.sync_pending();
     }
 
     pub fn own_session_object(&self, ctx: &Context, h: BObject) {

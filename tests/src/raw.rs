@@ -135,6 +135,29 @@ impl Raw {
         aad: &mut [u8],
         with_iv_bits: bool,
     ) -> CK_RV {
+        self.gcm_init(self.f.C_EncryptInit.unwrap(), s, key, iv, aad, with_iv_bits)
+    }
+
+    /// AES-GCM decrypt with the 48-byte `CK_GCM_PARAMS` and a 128-bit tag.
+    pub fn gcm_decrypt_init(
+        &self,
+        s: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        iv: &mut [u8],
+        aad: &mut [u8],
+    ) -> CK_RV {
+        self.gcm_init(self.f.C_DecryptInit.unwrap(), s, key, iv, aad, true)
+    }
+
+    fn gcm_init(
+        &self,
+        init: unsafe extern "C" fn(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE) -> CK_RV,
+        s: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        iv: &mut [u8],
+        aad: &mut [u8],
+        with_iv_bits: bool,
+    ) -> CK_RV {
         #[repr(C)]
         struct Gcm40 {
             iv: *mut u8,
@@ -163,7 +186,12 @@ impl Raw {
         } else {
             with_param(CKM_AES_GCM, &mut p40)
         };
-        unsafe { self.f.C_EncryptInit.unwrap()(s, &mut m, key) }
+        unsafe { init(s, &mut m, key) }
+    }
+
+    /// C_Decrypt with a caller buffer of `cap` bytes, or NULL.
+    pub fn decrypt(&self, s: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Out {
+        Self::data_out(self.f.C_Decrypt.unwrap(), s, data, cap)
     }
 
     pub fn encrypt(&self, s: CK_SESSION_HANDLE, data: &[u8]) -> (CK_RV, Vec<u8>) {

@@ -194,7 +194,43 @@ impl Log {
     }
 
     /// Appends one record and returns when it is durable as `fsync` says.
-    pub fn record(&self, mut r: Record) -> Result<u64, String> {
+    pub fn record(&self, r: Record) -> Result<u64, String> {
+        self.append(r, true)
+    }
+
+    /// Appends one record of a call that changed nothing and used no key
+    /// (an information or session call, a find, random numbers, an
+    /// `*Init`): in `batch` mode its caller does not wait for the disk.
+    /// The record is in the file, in chain order, at once; it reaches the
+    /// disk with the next record that waits, or [`Log::sync_pending`].
+    /// With `fsync = "always"` it is synced like any other.
+    pub fn record_lazily(&self, r: Record) -> Result<u64, String> {
+        self.append(r, false)
+    }
+
+    /// Syncs records appended without waiting (kmsd's periodic tick).
+    pub fn sync_pending(&self) {
+        if self.cfg.fsync != Fsync::Batch {
+            return;
+        }
+        let g = self.inner.lock();
+        if g.failed.is_some() || g.synced + 1 >= g.next_seq {
+            return;
+        }
+        let upto = g.next_seq - 1;
+        let Some(file) = g.chain.as_ref().map(|c| c.sync_handle()) else {
+            return;
+        };
+        let _ = self.group_sync(g, upto, file);
+    }
+
+    /// Whether every appended record is on disk (tests, status).
+    pub fn all_synced(&self) -> bool {
+        let g = self.inner.lock();
+        g.synced + 1 >= g.next_seq
+    }
+
+    fn append(&self, mut r: Record, wait: bool) -> Result<u64, String> {
         r.instance = Some(self.cfg.instance.clone());
         let mut g = self.inner.lock();
         self.usable(&mut g)?;
@@ -230,7 +266,8 @@ impl Log {
                     Err(e) => Err(self.fail_io(&mut g, e)),
                 }
             }
-            Fsync::Batch => self.group_sync(g, seq, file),
+            Fsync::Batch if wait => self.group_sync(g, seq, file),
+            Fsync::Batch => Ok(seq),
         }
     }
 
@@ -517,6 +554,31 @@ mod tests {
         let v = super::super::verify(&[path], None, None).unwrap();
         assert_eq!(v.records - v.checkpoints, 800);
         assert_eq!(v.checkpoints, 800 / 50);
+    }
+
+    // A record appended lazily is in the file at once but not yet synced;
+    // the next record that waits syncs both, and so does sync_pending.
+    #[test]
+    fn lazy_records_are_synced_by_the_next_waiting_record_or_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let l = log(&path, Fsync::Batch);
+        let lazy = l.record_lazily(Record::default()).unwrap();
+        assert!(!l.all_synced(), "a lazy record does not wait for the disk");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("\"seq\":{lazy},")), "{text}");
+        l.record(Record::default()).unwrap();
+        assert!(l.all_synced(), "a waiting record syncs what came before it");
+        l.record_lazily(Record::default()).unwrap();
+        assert!(!l.all_synced());
+        l.sync_pending();
+        assert!(l.all_synced(), "the tick syncs lazy records");
+        // With fsync = "always" nothing is lazy.
+        let strict = log(&dir.path().join("strict.log"), Fsync::Always);
+        strict.record_lazily(Record::default()).unwrap();
+        assert!(strict.all_synced());
+        let v = super::super::verify(&[path], None, None).unwrap();
+        assert_eq!(v.records - v.checkpoints, 3);
     }
 
     // With its folder gone the log refuses, naming the file; once the

@@ -134,4 +134,55 @@ impl Call {
                 | CallId::SetAttributeValue
         )
     }
+
+    /// Whether the answer waits until the call's outcome record is on
+    /// disk (`[audit] fsync = "batch"`). It does unless the call changed
+    /// nothing and gave out nothing of a key: information and session
+    /// calls, finds, public attributes, random numbers, digests without a
+    /// key, the `*Init` calls (nothing is produced until the data call),
+    /// length queries and calls that failed. Those records are in the
+    /// chain at once and reach the disk with the next record that waits,
+    /// or within kmsd's 5-second tick. Everything else (key uses that
+    /// answered data, lifecycle, login, PIN and token changes, sensitive
+    /// attributes, new calls) waits.
+    pub fn outcome_waits(&self, resp: &kmsp11_proto::Response) -> bool {
+        use kmsp11_proto::Body;
+        if resp.rv != pkcs11_sys::CKR_OK {
+            return false;
+        }
+        match self.op {
+            CallId::GetInfo
+            | CallId::GetFunctionStatus
+            | CallId::CancelFunction
+            | CallId::GetSlotList
+            | CallId::GetSlotInfo
+            | CallId::GetTokenInfo
+            | CallId::WaitForSlotEvent
+            | CallId::GetMechanismList
+            | CallId::GetMechanismInfo
+            | CallId::OpenSession
+            | CallId::CloseSession
+            | CallId::CloseAllSessions
+            | CallId::GetSessionInfo
+            | CallId::FindObjectsInit
+            | CallId::FindObjects
+            | CallId::FindObjectsFinal
+            | CallId::GetObjectSize
+            | CallId::EncryptInit
+            | CallId::DecryptInit
+            | CallId::DigestInit
+            | CallId::SignInit
+            | CallId::SignRecoverInit
+            | CallId::VerifyInit
+            | CallId::VerifyRecoverInit
+            | CallId::Digest
+            | CallId::DigestUpdate
+            | CallId::DigestFinal
+            | CallId::SeedRandom
+            | CallId::GenerateRandom => false,
+            CallId::GetAttributeValue => self.action == Some(Action::ReadSensitiveAttribute),
+            // A length query (no output buffer) produced nothing yet.
+            _ => !matches!(resp.body, Body::Output { data: None, .. }),
+        }
+    }
 }

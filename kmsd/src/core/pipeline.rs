@@ -151,7 +151,12 @@ impl Pipeline<'_> {
                 r.key = Some(created);
             }
             // An answer whose record cannot be written is not given.
-            if d.audit.record(r).is_err() {
+            let written = if call.outcome_waits(&resp) {
+                d.audit.record(r)
+            } else {
+                d.audit.record_lazily(r)
+            };
+            if written.is_err() {
                 resp = Response::rv(CKR_DEVICE_ERROR);
             }
         }
