@@ -14,11 +14,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicyId, PolicySet, Request, RequestBuilder, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, RequestBuilder,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use super::approvals::OnPending;
@@ -117,12 +118,13 @@ pub struct PolicyError {
 
 /// Who asked about which mechanism: (identity, roles, mechanism).
 type Asked = (String, Vec<String>, u64);
+/// (identity, roles, action): what a slice of the policy is for.
+type Sliced = (String, Vec<String>, Action);
 
 /// A loaded, validated policy.
 pub struct Policy {
     pub path: PathBuf,
     set: PolicySet,
-    schema: Schema,
     /// Policy id -> the name audit records use.
     names: HashMap<PolicyId, String>,
     obligations: HashMap<PolicyId, Obligations>,
@@ -130,6 +132,9 @@ pub struct Policy {
     /// `mechanism_possible` answers, by (identity, roles, mechanism): they
     /// change only with the policy, and a new policy is a new `Policy`.
     possible: parking_lot::Mutex<HashMap<Asked, bool>>,
+    /// The policies that can apply, by (identity, roles, action); see
+    /// [`Policy::slice`].
+    slices: parking_lot::Mutex<HashMap<Sliced, Arc<PolicySet>>>,
 }
 
 fn schema() -> Schema {
@@ -183,7 +188,7 @@ impl Policy {
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         let set = PolicySet::from_str(text).map_err(|e| error_of(path, text, &e))?;
         let schema = schema();
-        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
         if let Some(e) = result.validation_errors().next() {
             return Err(error_of(path, text, e));
         }
@@ -273,12 +278,64 @@ impl Policy {
         Ok(Policy {
             path: path.to_path_buf(),
             set,
-            schema,
             names,
             obligations,
             authorizer: Authorizer::new(),
             possible: parking_lot::Mutex::new(HashMap::new()),
+            slices: parking_lot::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The policies whose scope can match `who` doing `action`. Cedar
+    /// evaluates every policy of the set it is given, and a file holding
+    /// many teams' policies holds mostly other identities' and other
+    /// actions': they cannot be satisfied, so leaving them out changes no
+    /// decision (`slices_decide_as_the_whole_file`). Only scopes that
+    /// certainly do not match are left out: `principal == Kms::Identity`
+    /// of another name, `principal in Kms::Role` of a role `who` does not
+    /// hold (roles do not nest), `is` another type, and actions named
+    /// without `action`. Kept per (identity, roles, action) until the
+    /// policy is reloaded.
+    fn slice(&self, who: &Principal, action: Action) -> Arc<PolicySet> {
+        let key = (who.name.to_string(), who.roles.to_vec(), action);
+        if let Some(s) = self.slices.lock().get(&key) {
+            return s.clone();
+        }
+        let me = uid("Identity", who.name);
+        let roles: Vec<EntityUid> = who.roles.iter().map(|r| uid("Role", r)).collect();
+        let act = action_uid(action);
+        let (identity, role) = (me.type_name().clone(), uid("Role", "").type_name().clone());
+        // `principal in u`: u is the identity, one of its roles, or an
+        // entity of a type kmsd's principals are never in.
+        let within = |u: &EntityUid| {
+            u == &me || roles.contains(u) || (u.type_name() != &identity && u.type_name() != &role)
+        };
+        let known_action = |u: &EntityUid| Action::ALL.iter().any(|a| &action_uid(*a) == u);
+        let keep = |p: &cedar_policy::Policy| {
+            let principal = match p.principal_constraint() {
+                PrincipalConstraint::Any => true,
+                PrincipalConstraint::Eq(u) => u == me,
+                PrincipalConstraint::In(u) => within(&u),
+                PrincipalConstraint::Is(t) => t == identity,
+                PrincipalConstraint::IsIn(t, u) => t == identity && within(&u),
+            };
+            let action = match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(u) => u == act || !known_action(&u),
+                ActionConstraint::In(v) => v.iter().any(|u| *u == act || !known_action(u)),
+            };
+            principal && action
+        };
+        let sliced = PolicySet::from_policies(self.set.policies().filter(|p| keep(p)).cloned())
+            .map(Arc::new)
+            .unwrap_or_else(|_| Arc::new(self.set.clone()));
+        let mut cache = self.slices.lock();
+        // Bounded: identities x roles x actions in use.
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, sliced.clone());
+        sliced
     }
 
     /// How many policies the file holds.
@@ -301,7 +358,8 @@ impl Policy {
         let resource = key_uid(key);
         let entity = key_entity(&resource, key);
         let token = token_entity(&key.token);
-        self.decide(who, action, resource, vec![entity, token], s, key)
+        let set = self.slice(who, action);
+        self.decide(&set, who, action, resource, vec![entity, token], s, key)
     }
 
     /// Whether `who` may do `action` (login) on `token`.
@@ -313,7 +371,9 @@ impl Policy {
         s: &Situation,
     ) -> Decision {
         let uid = uid("Token", token);
+        let set = self.slice(who, action);
         self.decide(
+            &set,
             who,
             action,
             uid,
@@ -323,8 +383,10 @@ impl Policy {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
+        set: &PolicySet,
         who: &Principal,
         action: Action,
         resource: EntityUid,
@@ -338,7 +400,11 @@ impl Policy {
             policies: vec![why.to_string()],
             ..Default::default()
         };
-        let Ok(entities) = Entities::from_entities(entities, Some(&self.schema)) else {
+        // Not checked against the schema per call: kmsd builds these
+        // entities and the context from typed values, so they conform by
+        // construction (`built_entities_conform_to_the_schema` checks it),
+        // and the check cost more than the evaluation.
+        let Ok(entities) = Entities::from_entities(entities, None) else {
             return denied("invalid-entities");
         };
         let Some(context) = context(s, key) else {
@@ -349,14 +415,15 @@ impl Policy {
             action_uid(action),
             resource,
             context,
-            Some(&self.schema),
+            None,
         ) else {
             return denied("invalid-request");
         };
-        let r = self
-            .authorizer
-            .is_authorized(&request, &self.set, &entities);
-        let reasons: Vec<&PolicyId> = r.diagnostics().reason().collect();
+        let r = self.authorizer.is_authorized(&request, set, &entities);
+        // Cedar reports them in no particular order: by name, so that
+        // records and the first-named obligations do not vary.
+        let mut reasons: Vec<&PolicyId> = r.diagnostics().reason().collect();
+        reasons.sort_by_key(|id| self.names.get(*id));
         let policies: Vec<String> = reasons
             .iter()
             .map(|id| {
@@ -465,7 +532,20 @@ impl Policy {
 }
 
 fn uid(kind: &str, id: &str) -> EntityUid {
-    let t = EntityTypeName::from_str(&format!("Kms::{kind}")).expect("kmsd's entity type");
+    // Parsed once: Cedar parses a type name with its policy parser.
+    static TYPES: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        ["Role", "Identity", "Token", "Key", "Action"]
+            .into_iter()
+            .map(|k| {
+                let t = EntityTypeName::from_str(&format!("Kms::{k}")).expect("kmsd's entity type");
+                (k, t)
+            })
+            .collect()
+    });
+    let t = types.get(kind).cloned().unwrap_or_else(|| {
+        EntityTypeName::from_str(&format!("Kms::{kind}")).expect("kmsd's entity type")
+    });
     EntityUid::from_type_name_and_id(t, EntityId::new(id))
 }
 
@@ -592,6 +672,135 @@ mod tests {
     #[test]
     fn schema_parses() {
         let _ = schema();
+    }
+
+    // Every kind of scope, for identities with and without the roles
+    // named: the slice for each (identity, action) decides every call as
+    // the whole file does, and leaves out what cannot match.
+    #[test]
+    fn slices_decide_as_the_whole_file() {
+        let text = r#"
+@id("any") permit (principal, action == Kms::Action::"digest", resource);
+@id("eq-alice") permit (principal == Kms::Identity::"alice", action in [Kms::Action::"sign", Kms::Action::"verify"], resource);
+@id("eq-bob") permit (principal == Kms::Identity::"bob", action, resource);
+@id("in-user") permit (principal in Kms::Role::"user", action == Kms::Action::"encrypt", resource) when { resource.key_type == "EC" };
+@id("in-admin") permit (principal in Kms::Role::"admin", action, resource);
+@id("is-identity") permit (principal is Kms::Identity, action == Kms::Action::"find", resource);
+@id("is-in-auditor") permit (principal is Kms::Identity in Kms::Role::"auditor", action == Kms::Action::"read-attribute", resource);
+@id("no-destroy-for-users") forbid (principal in Kms::Role::"user", action == Kms::Action::"destroy", resource);
+@id("forbid-carol") forbid (principal == Kms::Identity::"carol", action, resource) when { context.mechanism == "CKM_ECDSA" };
+@id("login") permit (principal, action == Kms::Action::"login", resource);
+"#;
+        let p = Policy::parse(Path::new("p.cedar"), text).unwrap();
+        let s = Situation {
+            mechanism: Some(CKM_ECDSA),
+            ..Default::default()
+        };
+        let people: [(&str, Vec<String>); 5] = [
+            ("alice", vec!["user".into()]),
+            ("bob", vec![]),
+            ("carol", vec!["admin".into()]),
+            ("dave", vec!["auditor".into(), "user".into()]),
+            ("erin", vec!["admin".into(), "user".into()]),
+        ];
+        let mut left_out = 0;
+        for (name, roles) in &people {
+            let who = Principal { name, roles };
+            for a in Action::ALL {
+                let set = p.slice(&who, a);
+                left_out += p.len() - set.policies().count();
+                let (sliced, whole) = if a == Action::Login {
+                    let t = || vec![token_entity("dev")];
+                    let r = || uid("Token", "dev");
+                    let k = KeyView::default();
+                    (
+                        p.decide(&set, &who, a, r(), t(), &s, &k),
+                        p.decide(&p.set, &who, a, r(), t(), &s, &k),
+                    )
+                } else {
+                    let k = key();
+                    let r = key_uid(&k);
+                    let e = || vec![key_entity(&r, &k), token_entity(&k.token)];
+                    (
+                        p.decide(&set, &who, a, r.clone(), e(), &s, &k),
+                        p.decide(&p.set, &who, a, r.clone(), e(), &s, &k),
+                    )
+                };
+                assert_eq!(sliced, whole, "{name} {a:?}");
+            }
+        }
+        assert!(
+            left_out > 0,
+            "slices leave out the policies that cannot match"
+        );
+        let roles = vec!["user".to_string()];
+        let alice = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let names = |a| -> Vec<String> {
+            let set = p.slice(&alice, a);
+            let mut v: Vec<String> = set.policies().map(|x| p.names[x.id()].clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(Action::Sign), vec!["eq-alice".to_string()]);
+        assert_eq!(
+            names(Action::Destroy),
+            vec!["no-destroy-for-users".to_string()]
+        );
+    }
+
+    // Decisions skip Cedar's per-call schema check of the entities and
+    // the request: what kmsd builds must conform (every action, a key
+    // with tags, a session object, the login request on a token).
+    #[test]
+    fn built_entities_conform_to_the_schema() {
+        let schema = schema();
+        let roles = vec!["user".to_string(), "admin".to_string()];
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let s = Situation {
+            mechanism: Some(CKM_ECDSA),
+            wrapping_key: Some("k-2".into()),
+            time: 1_800_000_000,
+        };
+        let session = KeyView {
+            token: "dev".into(),
+            session_object: true,
+            ..Default::default()
+        };
+        for k in [key(), session] {
+            let resource = key_uid(&k);
+            let mut entities = vec![key_entity(&resource, &k), token_entity(&k.token)];
+            entities.extend(principal_entities(&who));
+            Entities::from_entities(entities, Some(&schema)).expect("entities conform");
+            for a in Action::ALL.iter().filter(|a| **a != Action::Login) {
+                let ctx = context(&s, &k).expect("context");
+                Request::new(
+                    uid("Identity", who.name),
+                    action_uid(*a),
+                    resource.clone(),
+                    ctx,
+                    Some(&schema),
+                )
+                .unwrap_or_else(|e| panic!("{a:?}: {e}"));
+            }
+        }
+        let ctx = context(&s, &KeyView::default()).expect("context");
+        let mut entities = vec![token_entity("dev")];
+        entities.extend(principal_entities(&who));
+        Entities::from_entities(entities, Some(&schema)).expect("entities conform");
+        Request::new(
+            uid("Identity", "alice"),
+            action_uid(Action::Login),
+            uid("Token", "dev"),
+            ctx,
+            Some(&schema),
+        )
+        .expect("login request conforms");
     }
 
     #[test]
