@@ -66,6 +66,11 @@ struct Args {
     /// One JSON object per line instead of the table.
     #[arg(long)]
     json: bool,
+    /// After the runs, open this many idle client connections to kmsd
+    /// (mTLS, Hello, one client context between them), report kmsd's RSS
+    /// and threads, and run kmsp11's operations once more beside them.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
 }
 
 /// The keys each column's operations use, made once per column.
@@ -250,6 +255,9 @@ struct Run {
 
 fn main() {
     let args = Args::parse();
+    if args.idle > 0 {
+        raise_fd_limit();
+    }
     let tmp = std::env::temp_dir().join(format!("kmsp11-load-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let softhsm = kmsp11_tests::softhsm_module();
@@ -289,10 +297,17 @@ fn main() {
     if wants("kmsp11") {
         let fsync = format!("fsync = \"{}\"", args.fsync);
         // Load runs go past the default daily limit of 10,000 uses per key.
+        let idle = args.idle;
         let kmsd = Kmsd::start_edited(|t, _| {
             assert!(t.contains("fsync = \"batch\""));
             let t = t.replacen("fsync = \"batch\"", &fsync, 1);
-            kmsp11_tests::set_in(&t, "quotas", "daily_limit_per_key = 0")
+            let t = kmsp11_tests::set_in(&t, "quotas", "daily_limit_per_key = 0");
+            if idle == 0 {
+                return t;
+            }
+            // Room for the idle connections beside the active ones.
+            let room = format!("max_connections = {}\nmax_connections_per_identity = {}", idle + 512, idle + 256);
+            kmsp11_tests::set_in(&t, "limits", &room)
         });
         std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
         let pid = kmsd.pid();
@@ -342,6 +357,36 @@ fn main() {
                 ratios(&runs[first..]);
             }
         }
+    }
+    if let (Some(k), true) = (&_kmsd, args.idle > 0) {
+        let before = kmsd_state(k.pid());
+        let conns = idle_connections(k, args.idle);
+        let after = kmsd_state(k.pid());
+        if args.json {
+            println!(
+                "{{\"idle_connections\":{},\"kmsd_before\":{before},\"kmsd_after\":{after}}}",
+                conns.len()
+            );
+        } else {
+            println!(
+                "\n{} idle connections opened: kmsd before {before}, after {after}",
+                conns.len()
+            );
+        }
+        let only = args.only.clone().unwrap_or_default();
+        let col = columns.iter().find(|c| c.name == "kmsp11").expect("kmsp11 column");
+        for name in OPS.iter().map(|(n, _)| *n).filter(|n| n.contains(&*only)) {
+            for &threads in &args.threads {
+                let mut r = col.run(name, threads, args.iterations, &payload);
+                r.column = format!("kmsp11, {} idle", conns.len());
+                if args.json {
+                    println!("{}", r.json());
+                } else {
+                    r.row();
+                }
+            }
+        }
+        drop(conns);
     }
     if let Some(k) = &_kmsd {
         let threads = proc_status(k.pid(), "Threads").unwrap_or(0);
@@ -594,6 +639,48 @@ fn p11kit_server(tmp: &Path, softhsm: &Path) -> (Child, String) {
         })
         .expect("p11-kit server printed no address");
     (child, addr)
+}
+
+/// Idle connections are descriptors: the soft limit raised to the hard one.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// kmsd's threads and resident memory, for the report.
+fn kmsd_state(pid: u32) -> String {
+    let threads = proc_status(pid, "Threads").unwrap_or(0);
+    let rss = proc_status(pid, "VmRSS").unwrap_or(0);
+    format!("{threads} threads, RSS {} MiB", rss / 1024)
+}
+
+/// `n` client connections to kmsd, each through its TLS handshake and
+/// Hello, rejoining the first one's client context as a library's pooled
+/// connections do; kept open, idle, until dropped.
+fn idle_connections(kmsd: &Kmsd, n: usize) -> Vec<kmsp11_tests::wire::Wire> {
+    let mut v: Vec<kmsp11_tests::wire::Wire> = Vec::with_capacity(n);
+    let mut context = None;
+    for i in 0..n {
+        let mut w = kmsp11_tests::wire::Wire::connect(kmsd);
+        match w.try_hello(context.clone()) {
+            Some(ok) => context = Some(ok.context),
+            None => {
+                eprintln!("kmsd refused idle connection {i}: stopping at {}", v.len());
+                break;
+            }
+        }
+        v.push(w);
+    }
+    v
 }
 
 fn p11kit_client() -> Option<PathBuf> {

@@ -145,8 +145,10 @@ pub fn size_of(key_type: u64, t: &[Attribute]) -> Option<u64> {
             })
         }),
         CKK_EC | CKK_EC_EDWARDS | CKK_EC_MONTGOMERY => bytes(t, CKA_EC_PARAMS).map(curve_bits),
+        // CKA_VALUE_LEN is the client's: at most u64::MAX bits, never a
+        // product that wraps to a small size.
         _ => ulong(t, CKA_VALUE_LEN)
-            .map(|n| n * 8)
+            .map(|n| n.saturating_mul(8))
             .or_else(|| bytes(t, CKA_VALUE).map(|v| (v.len() * 8) as u64)),
     }
 }
@@ -251,6 +253,19 @@ mod tests {
         assert_eq!(curve_bits(&ed), 256);
         ed[0] = 0x04;
         assert_eq!(curve_bits(&ed), 0);
+    }
+
+    // Regression (found by the dispatch fuzz target): a client's
+    // CKA_VALUE_LEN near u64::MAX overflowed the size in bits (a panic in
+    // debug builds, a small wrapped size in release).
+    #[test]
+    fn huge_value_len_is_a_huge_size() {
+        let m = MinSizes::default();
+        for n in [u64::MAX, u64::MAX / 8 + 1, 0x2000_0000_0000_0020] {
+            let t = [a(CKA_VALUE_LEN, AttrValue::Ulong(n))];
+            assert_eq!(size_of(CKK_AES, &t), Some(u64::MAX), "{n:#x}");
+            assert!(m.check(CKK_AES, size_of(CKK_AES, &t)).is_ok());
+        }
     }
 
     #[test]
