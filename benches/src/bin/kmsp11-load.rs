@@ -306,7 +306,11 @@ fn main() {
                 return t;
             }
             // Room for the idle connections beside the active ones.
-            let room = format!("max_connections = {}\nmax_connections_per_identity = {}", idle + 512, idle + 256);
+            let room = format!(
+                "max_connections = {}\nmax_connections_per_identity = {}",
+                idle + 512,
+                idle + 256
+            );
             kmsp11_tests::set_in(&t, "limits", &room)
         });
         std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
@@ -374,7 +378,10 @@ fn main() {
             );
         }
         let only = args.only.clone().unwrap_or_default();
-        let col = columns.iter().find(|c| c.name == "kmsp11").expect("kmsp11 column");
+        let col = columns
+            .iter()
+            .find(|c| c.name == "kmsp11")
+            .expect("kmsp11 column");
         for name in OPS.iter().map(|(n, _)| *n).filter(|n| n.contains(&*only)) {
             for &threads in &args.threads {
                 let mut r = col.run(name, threads, args.iterations, &payload);
