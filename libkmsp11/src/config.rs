@@ -25,7 +25,13 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
-    /// Idle connections kept for reuse.
+    /// Connections to kmsd this library instance holds at most: a thread
+    /// that finds none free waits for one (within the request timeout)
+    /// rather than opening more. kmsd runs at most
+    /// `max_in_flight_per_identity` requests of an identity at once anyway.
+    #[serde(default = "default_connections")]
+    pub max_connections: usize,
+    /// Idle connections kept for reuse when no thread waits for one.
     #[serde(default = "default_pool")]
     pub max_idle_connections: usize,
 }
@@ -38,6 +44,9 @@ fn default_request_timeout() -> u64 {
 }
 fn default_pool() -> usize {
     16
+}
+fn default_connections() -> usize {
+    32
 }
 
 impl Config {
@@ -73,6 +82,10 @@ impl Config {
         if cfg.endpoints.is_empty() {
             return Err("endpoints is empty".into());
         }
+        if cfg.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        cfg.max_idle_connections = cfg.max_idle_connections.min(cfg.max_connections);
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
             if p.is_relative() {

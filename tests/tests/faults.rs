@@ -1,10 +1,10 @@
 //! Faults: kmsd restarts under a busy application, contexts ended by one
-//! connection while others use them, and requests sent twice after a lost
-//! connection. Only `restart_under_threads_opens_one_context` loads the
-//! library (it is a process-wide singleton).
+//! connection while others use them, requests sent twice after a lost
+//! connection, and more threads than connections. The tests that load the
+//! library take turns (`library_turn`: it is a process-wide singleton).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -18,8 +18,99 @@ use kmsp11_tests::Kmsd;
 // Four threads reconnecting after a kmsd restart once split over three
 // contexts, and ~4 % of calls failed with CKR_SESSION_HANDLE_INVALID for
 // the rest of the run: one library instance is one context.
+/// The library is one per process: its tests here take turns.
+fn library_turn() -> MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The library over `kmsd`, with `extra` lines in its config file.
+fn library_with(kmsd: &Kmsd, extra: &str) -> Arc<Pkcs11> {
+    let cfg = kmsd.dir.join("client-pool.toml");
+    let text = std::fs::read_to_string(kmsd.client_config()).unwrap();
+    std::fs::write(&cfg, format!("{text}\n{extra}\n")).unwrap();
+    std::env::set_var("KMSP11_CONFIG", &cfg);
+    let p = Arc::new(Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap());
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    p
+}
+
+/// `threads` threads started together, each opening its own session and
+/// digesting `calls` times; the CK_RV of every failed call.
+fn busy_threads(p: &Arc<Pkcs11>, threads: usize, calls: usize) -> Vec<String> {
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (p, start) = (p.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut failed = Vec::new();
+                match p.open_ro_session(slot) {
+                    Ok(s) => {
+                        for _ in 0..calls {
+                            if let Err(e) = s.digest(&Mechanism::Sha256, b"x") {
+                                failed.push(e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => failed.push(format!("C_OpenSession: {e}")),
+                }
+                failed
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+/// The connections kmsd accepted (its "client connected" lines).
+fn connections(kmsd: &Kmsd) -> usize {
+    kmsd.log()
+        .lines()
+        .filter(|l| l.contains("client connected"))
+        .count()
+}
+
+// 48 threads and max_connections = 4: every call succeeds, over at most
+// four connections (threads wait for a free one instead of opening more).
+#[test]
+fn more_threads_than_connections_share_the_pool() {
+    let _t = library_turn();
+    let kmsd = Kmsd::start();
+    let p = library_with(&kmsd, "max_connections = 4");
+    let failed = busy_threads(&p, 48, 10);
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    let n = connections(&kmsd);
+    assert!(
+        (1..=4).contains(&n),
+        "{n} connections for max_connections = 4"
+    );
+    Arc::try_unwrap(p).ok().unwrap().finalize().unwrap();
+}
+
+// kmsd closes connections beyond its limit of handshakes in progress from
+// one address; 32 threads connecting at once (limit 2) all get through,
+// the library trying again after a pause. Before, most of them failed
+// with CKR_DEVICE_REMOVED ("TLS handshake: Connection reset by peer").
+#[test]
+fn a_burst_of_connections_past_kmsd_handshake_limit_gets_through() {
+    let _t = library_turn();
+    let kmsd = Kmsd::start_edited(|t, _| {
+        kmsp11_tests::set_in(&t, "limits", "max_pending_handshakes_per_address = 2")
+    });
+    let p = library_with(&kmsd, "max_connections = 32\nmax_idle_connections = 32");
+    let failed = busy_threads(&p, 32, 3);
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    Arc::try_unwrap(p).ok().unwrap().finalize().unwrap();
+}
+
 #[test]
 fn restart_under_threads_opens_one_context() {
+    let _t = library_turn();
     let mut kmsd = Kmsd::start();
     std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
     let p = Arc::new(Pkcs11::new(kmsp11_tests::libkmsp11()).unwrap());

@@ -478,14 +478,20 @@ impl Column {
                     scope.spawn(move || {
                         // The module's function list for this thread's raw calls.
                         let raw = Raw::open(module);
-                        let s = f.map(|_| p.open_rw_session(slot).unwrap());
+                        // A session that cannot be opened makes every
+                        // call of this thread an error (with why).
+                        let s = f.map(|_| {
+                            p.open_rw_session(slot)
+                                .map_err(|e| format!("C_OpenSession: {e}"))
+                        });
                         let call = || match (f, &s) {
-                            (Some(f), Some(s)) => f(&Ctx {
+                            (Some(f), Some(Ok(s))) => f(&Ctx {
                                 s,
                                 raw: &raw,
                                 keys,
                                 payload,
                             }),
+                            (Some(_), Some(Err(e))) => Err(e.clone()),
                             _ => ck(p.open_rw_session(slot).map(drop)),
                         };
                         for _ in 0..n / 10 {

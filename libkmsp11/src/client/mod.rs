@@ -1,14 +1,16 @@
 //! Blocking transport: rustls over `std::net::TcpStream`, one connection per
-//! concurrently calling thread, kept in a small pool. No runtime, no thread.
+//! concurrently calling thread, from a bounded pool (`max_connections`;
+//! threads beyond it wait for a free connection). No runtime, no thread.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kmsp11_proto::frame::{self, FrameHeader};
 use kmsp11_proto::{Body, Envelope, Hello, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rustls::pki_types::ServerName;
 use zeroize::Zeroize;
 
@@ -17,10 +19,21 @@ use crate::error::{Error, Result};
 
 type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
+/// The connections of one library instance.
+struct Pool {
+    idle: Vec<Stream>,
+    /// Connections held: idle, in use, or being opened.
+    live: usize,
+    /// Threads waiting for one.
+    waiting: usize,
+}
+
 pub struct Client {
     cfg: Config,
     tls: Arc<rustls::ClientConfig>,
-    pool: Mutex<Vec<Stream>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is returned or given up.
+    freed: Condvar,
     /// The context token kmsd gave us: new connections rejoin it. Held
     /// across each Hello, so that threads reconnecting together after a
     /// kmsd restart open one context between them, not one each.
@@ -40,7 +53,12 @@ impl Client {
         Ok(Client {
             cfg,
             tls: Arc::new(tls),
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                live: 0,
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
             context: Mutex::new(None),
             raw_mechanisms: RwLock::new(None),
             next_id: AtomicU64::new(1),
@@ -59,27 +77,80 @@ impl Client {
             resend: false,
             request,
         };
-        let pooled = self.pool.lock().pop();
-        let (mut conn, reused) = match pooled {
-            Some(c) => (c, true),
-            None => (self.connect()?, false),
-        };
-        let first = send(&mut conn, &env, secret)?;
-        let resp = match first {
-            Ok(r) => r,
+        let (mut conn, reused) = self.checkout()?;
+        let answered = send(&mut conn, &env, secret).and_then(|first| match first {
+            Ok(r) => Ok(r),
             Err(Failure::Lost(e)) => {
                 tracing::debug!(reused, "connection lost before the answer ({e}); resending");
                 env.resend = true;
                 conn = self.connect()?;
-                send(&mut conn, &env, secret)?.map_err(Failure::into_error)?
+                send(&mut conn, &env, secret)?.map_err(Failure::into_error)
             }
-            Err(f) => return Err(f.into_error()),
-        };
-        let mut pool = self.pool.lock();
-        if pool.len() < self.cfg.max_idle_connections {
-            pool.push(conn);
+            Err(f) => Err(f.into_error()),
+        });
+        match answered {
+            Ok(resp) => {
+                self.checkin(conn);
+                Ok(resp)
+            }
+            Err(e) => {
+                self.give_up();
+                Err(e)
+            }
         }
-        Ok(resp)
+    }
+
+    /// A pooled connection, or a new one while fewer than
+    /// `max_connections` are held; otherwise waits for one to be returned,
+    /// up to the request timeout. `true` with a pooled connection.
+    fn checkout(&self) -> Result<(Stream, bool)> {
+        let deadline = Instant::now() + self.cfg.request_timeout();
+        let mut p = self.pool.lock();
+        loop {
+            if let Some(c) = p.idle.pop() {
+                return Ok((c, true));
+            }
+            if p.live < self.cfg.max_connections {
+                p.live += 1;
+                break;
+            }
+            p.waiting += 1;
+            let timed_out = self.freed.wait_until(&mut p, deadline).timed_out();
+            p.waiting -= 1;
+            if timed_out {
+                return Err(Error::Transport(format!(
+                    "no connection to kmsd free within the request timeout ({} in use; max_connections)",
+                    p.live
+                )));
+            }
+        }
+        drop(p);
+        match self.connect() {
+            Ok(c) => Ok((c, false)),
+            Err(e) => {
+                self.give_up();
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns a connection: to a waiting thread, or kept idle, or closed
+    /// when `max_idle_connections` are idle already.
+    fn checkin(&self, conn: Stream) {
+        let mut p = self.pool.lock();
+        if p.waiting == 0 && p.idle.len() >= self.cfg.max_idle_connections {
+            p.live -= 1;
+        } else {
+            p.idle.push(conn);
+        }
+        self.freed.notify_one();
+    }
+
+    /// A held connection is gone (broken, or never opened).
+    fn give_up(&self) {
+        let mut p = self.pool.lock();
+        p.live = p.live.saturating_sub(1);
+        self.freed.notify_one();
     }
 
     /// Whether kmsd forwards this vendor mechanism's parameter as raw
@@ -88,8 +159,8 @@ impl Client {
     /// is then described by its length only and kmsd gives the verdict.
     pub fn raw_vendor(&self, mechanism: u64) -> bool {
         if self.raw_mechanisms.read().is_none() {
-            if let Ok(conn) = self.connect() {
-                self.pool.lock().push(conn);
+            if let Ok((conn, _)) = self.checkout() {
+                self.checkin(conn);
             }
         }
         self.raw_mechanisms
@@ -98,22 +169,45 @@ impl Client {
             .is_some_and(|v| v.contains(&mechanism))
     }
 
-    /// Opens a connection and says Hello, rejoining our context if we have one.
+    /// Opens a connection and says Hello, rejoining our context if we have
+    /// one. A connection kmsd accepted and then closed before Hello was
+    /// answered (at its limit of handshakes in progress from one address,
+    /// when many threads or processes connect at once) is tried again,
+    /// after a growing pause, until the connect timeout has passed.
     fn connect(&self) -> Result<Stream> {
-        let mut last = String::from("no endpoint");
-        for ep in &self.cfg.endpoints {
-            match self.connect_one(ep) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = format!("{ep}: {e}"),
+        let deadline = Instant::now() + self.cfg.connect_timeout();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let mut last = String::from("no endpoint");
+            let mut dropped = false;
+            for ep in &self.cfg.endpoints {
+                match self.connect_one(ep) {
+                    Ok(s) => return Ok(s),
+                    Err(e) => {
+                        dropped |= e.dropped;
+                        last = format!("{ep}: {}", e.msg);
+                    }
+                }
             }
+            if !dropped || Instant::now() + pause > deadline {
+                return Err(Error::Unreachable(last));
+            }
+            // Threads that were turned away together come back apart.
+            let spread = self.next_id.load(Ordering::Relaxed) % 5;
+            std::thread::sleep(pause + Duration::from_millis(spread));
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
-        Err(Error::Unreachable(last))
     }
 
-    fn connect_one(&self, ep: &str) -> std::result::Result<Stream, String> {
+    fn connect_one(&self, ep: &str) -> std::result::Result<Stream, ConnectError> {
+        // Before the TCP connection: not a refusal by kmsd's limits.
+        let early = |msg: String| ConnectError {
+            msg,
+            dropped: false,
+        };
         let addrs: Vec<_> = ep
             .to_socket_addrs()
-            .map_err(|e| format!("resolve: {e}"))?
+            .map_err(|e| early(format!("resolve: {e}")))?
             .collect();
         let mut tcp = None;
         let mut err = String::from("no address");
@@ -126,12 +220,12 @@ impl Client {
                 Err(e) => err = format!("connect: {e}"),
             }
         }
-        let tcp = tcp.ok_or(err)?;
+        let tcp = tcp.ok_or_else(|| early(err))?;
         let _ = tcp.set_nodelay(true);
         tcp.set_read_timeout(Some(self.cfg.request_timeout()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| early(e.to_string()))?;
         tcp.set_write_timeout(Some(self.cfg.request_timeout()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| early(e.to_string()))?;
         let host = match &self.cfg.server_name {
             Some(n) => n.clone(),
             None => ep
@@ -141,22 +235,23 @@ impl Client {
                 .to_string(),
         };
         let name = ServerName::try_from(host.clone())
-            .map_err(|_| format!("invalid server name {host:?}"))?;
+            .map_err(|_| early(format!("invalid server name {host:?}")))?;
         let conn = rustls::ClientConnection::new(self.tls.clone(), name)
-            .map_err(|e| format!("TLS setup: {e}"))?;
+            .map_err(|e| early(format!("TLS setup: {e}")))?;
         let mut s = rustls::StreamOwned::new(conn, tcp);
         // Handshake with the connect timeout, then requests with the request timeout.
         s.sock
             .set_read_timeout(Some(self.cfg.connect_timeout()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| early(e.to_string()))?;
         while s.conn.is_handshaking() {
-            s.conn
-                .complete_io(&mut s.sock)
-                .map_err(|e| format!("TLS handshake: {e}"))?;
+            s.conn.complete_io(&mut s.sock).map_err(|e| ConnectError {
+                dropped: closed(&e),
+                msg: format!("TLS handshake: {e}"),
+            })?;
         }
         s.sock
             .set_read_timeout(Some(self.cfg.request_timeout()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| early(e.to_string()))?;
         let mut context = self.context.lock();
         let hello = Envelope {
             id: 0,
@@ -168,8 +263,11 @@ impl Client {
             }),
         };
         let resp = send(&mut s, &hello, false)
-            .map_err(|e| format!("hello: {e}"))?
-            .map_err(|f| format!("hello: {}", f.into_error()))?;
+            .map_err(|e| early(format!("hello: {e}")))?
+            .map_err(|f| ConnectError {
+                dropped: matches!(f, Failure::Lost(_)),
+                msg: format!("hello: {}", f.into_error()),
+            })?;
         match resp.body {
             Body::HelloOk(ok) => {
                 if context.is_some() && !ok.rejoined {
@@ -181,7 +279,7 @@ impl Client {
                 *self.raw_mechanisms.write() = Some(ok.raw_mechanisms);
                 Ok(s)
             }
-            _ => Err(format!("hello refused (CK_RV {:#x})", resp.rv)),
+            _ => Err(early(format!("hello refused (CK_RV {:#x})", resp.rv))),
         }
     }
 
@@ -190,18 +288,44 @@ impl Client {
         if self.context.lock().is_none() {
             return;
         }
-        if let Some(mut c) = self.pool.lock().pop() {
-            let bye = Envelope {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                resend: false,
-                request: Request::Goodbye(kmsp11_proto::Goodbye),
-            };
-            let _ = send(&mut c, &bye, false);
-            c.conn.send_close_notify();
-            let _ = c.flush();
+        let idle = {
+            let mut p = self.pool.lock();
+            p.live -= p.idle.len();
+            std::mem::take(&mut p.idle)
+        };
+        for (i, mut c) in idle.into_iter().enumerate() {
+            if i == 0 {
+                let bye = Envelope {
+                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                    resend: false,
+                    request: Request::Goodbye(kmsp11_proto::Goodbye),
+                };
+                let _ = send(&mut c, &bye, false);
+                c.conn.send_close_notify();
+                let _ = c.flush();
+            }
         }
-        self.pool.lock().clear();
+        self.freed.notify_all();
     }
+}
+
+/// Why a connection could not be opened; `dropped` when kmsd accepted the
+/// TCP connection and closed it before answering Hello (its limits).
+struct ConnectError {
+    msg: String,
+    dropped: bool,
+}
+
+/// A connection closed by the other end (not a timeout, not a refusal
+/// before it was accepted).
+fn closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::BrokenPipe
+    )
 }
 
 enum Failure {
