@@ -57,7 +57,7 @@ run "1,000 idle client connections: kmsd's RSS and threads, and 2 active threads
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
-  echo "- SoftHSM $(softhsm2-util --version), $(p11-kit --version 2>&1 | head -1), $(rustc --version)"
+  echo "- SoftHSM $(softhsm2-util --version), p11-kit $(dpkg-query -W -f '${Version}' p11-kit 2>/dev/null || echo "?"), $(rustc --version)"
   echo "- kmsd: dev mode (policy on, quotas on with the daily limit off for load, audit fsync"
   echo "  \"batch\" unless the run says otherwise, TLS 1.3 with client certificates, loopback)"
   cat "$tmp/body"

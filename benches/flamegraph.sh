@@ -6,7 +6,7 @@
 #   bash benches/flamegraph.sh "ECDSA P-256 sign (presized)"
 #
 # Writes benches/flamegraphs/<name>-kmsd.svg and <name>-client.svg, with
-# 20,000 calls on one thread and audit fsync "batch" unless FSYNC says.
+# one client thread, audit fsync "batch" unless FSYNC says, SECONDS_PROFILED (10) of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 op=${1:-"C_GenerateRandom 32 B"}
@@ -19,23 +19,20 @@ out=benches/flamegraphs
 mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'kill $load 2>/dev/null || true; rm -rf "$tmp"' EXIT
-target/release/kmsp11-load --iterations 20000 --threads 1 --columns kmsp11 \
+target/release/kmsp11-load --iterations 1000000 --threads 1 --columns kmsp11 \
   --fsync "${FSYNC:-batch}" --only "$op" >"$tmp/load.log" 2>&1 &
 load=$!
-# kmsd is up and the operation running once the warm-up is under way.
-for _ in $(seq 100); do
-  kmsd=$(pgrep -P "$load" -x kmsd || true)
-  [ -n "$kmsd" ] && break
-  sleep 0.1
-done
+# kmsd is up (the newest kmsd the tool started: dev setup runs others
+# briefly) and the operation running once the warm-up is under way.
+sleep 6
+kmsd=$(pgrep -n -P "$load" -x kmsd || true)
 [ -n "$kmsd" ] || { cat "$tmp/load.log"; echo "kmsd did not start" >&2; exit 1; }
-sleep 4
-perf record -F 999 --call-graph dwarf,16384 -p "$kmsd" -o "$tmp/kmsd.data" -- sleep "$secs" >/dev/null 2>&1 &
+perf record -F 999 --call-graph dwarf,16384 -p "$kmsd" -o "$tmp/kmsd.data" -- sleep "$secs" >"$tmp/kmsd.rec" 2>&1 &
 pk=$!
 perf record -F 999 --call-graph dwarf,16384 -p "$load" -o "$tmp/client.data" -- sleep "$secs" >/dev/null 2>&1
-wait "$pk" || true
+wait "$pk" || { cat "$tmp/kmsd.rec"; exit 1; }
 for side in kmsd client; do
-  perf script -i "$tmp/$side.data" 2>/dev/null | inferno-collapse-perf >"$tmp/$side.folded"
-  inferno-flamegraph --title "$op: $side" <"$tmp/$side.folded" >"$out/$name-$side.svg"
+  perf script -i "$tmp/$side.data" 2>"$tmp/$side.err" | inferno-collapse-perf >"$tmp/$side.folded" || { cat "$tmp/$side.err"; exit 1; }
+  inferno-flamegraph --minwidth 0.5 --title "$op: $side" <"$tmp/$side.folded" >"$out/$name-$side.svg"
   echo "wrote $out/$name-$side.svg"
 done
