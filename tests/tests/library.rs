@@ -22,6 +22,7 @@ use kmsp11_tests::Kmsd;
 /// One test at a time, with kmsd running and the library uninitialised.
 struct Turn {
     raw: Raw,
+    kmsd: &'static Kmsd,
     _one: MutexGuard<'static, ()>,
 }
 
@@ -33,7 +34,11 @@ fn turn() -> Turn {
     std::env::set_var("KMSP11_CONFIG", kmsd.client_config());
     let raw = Raw::open(&kmsp11_tests::libkmsp11());
     unsafe { raw.f.C_Finalize.unwrap()(ptr::null_mut()) };
-    Turn { raw, _one: one }
+    Turn {
+        raw,
+        kmsd,
+        _one: one,
+    }
 }
 
 impl Drop for Turn {
@@ -65,6 +70,56 @@ fn slot_count(t: &Turn) -> (raw::CK_RV, raw::CK_ULONG) {
     let mut n: raw::CK_ULONG = 0;
     let rv = unsafe { t.raw.f.C_GetSlotList.unwrap()(0, ptr::null_mut(), &mut n) };
     (rv, n)
+}
+
+/// How many audit records kmsd wrote of `op` (every call is one).
+fn records_of(kmsd: &Kmsd, op: &str) -> usize {
+    let needle = format!("\"op\":\"{op}\"");
+    std::fs::read_to_string(kmsd.dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
+}
+
+// Java and NSS ask for every mechanism's info at start: the library asks
+// kmsd once per slot (the list) and per slot and mechanism (the info),
+// however often the application asks, and answers the same.
+#[test]
+fn mechanism_list_and_info_asked_once() {
+    let t = initialized_turn();
+    let (list0, info0) = (
+        records_of(t.kmsd, "C_GetMechanismList"),
+        records_of(t.kmsd, "C_GetMechanismInfo"),
+    );
+    let f = t.raw.f;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut n: raw::CK_ULONG = 0;
+        let rv = unsafe { f.C_GetMechanismList.unwrap()(0, ptr::null_mut(), &mut n) };
+        assert_eq!(rv, raw::CKR_OK, "C_GetMechanismList: {}", rv_name(rv));
+        let mut list = vec![0 as raw::CK_MECHANISM_TYPE; n as usize];
+        let rv = unsafe { f.C_GetMechanismList.unwrap()(0, list.as_mut_ptr(), &mut n) };
+        assert_eq!(rv, raw::CKR_OK, "C_GetMechanismList: {}", rv_name(rv));
+        assert!(list.contains(&raw::CKM_ECDSA));
+        let mut info = raw::CK_MECHANISM_INFO::default();
+        let rv = unsafe { f.C_GetMechanismInfo.unwrap()(0, raw::CKM_ECDSA, &mut info) };
+        assert_eq!(rv, raw::CKR_OK, "C_GetMechanismInfo: {}", rv_name(rv));
+        answers.push((list, info.ulMinKeySize, info.ulMaxKeySize, info.flags));
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "the same answers each time"
+    );
+    assert!(answers[0].3 & raw::CKF_SIGN != 0);
+    // An unknown mechanism is kmsd's answer each time (not kept).
+    for _ in 0..2 {
+        let mut info = raw::CK_MECHANISM_INFO::default();
+        let rv = unsafe { f.C_GetMechanismInfo.unwrap()(0, 0x7fff_fff0, &mut info) };
+        assert_eq!(rv, raw::CKR_MECHANISM_INVALID, "{}", rv_name(rv));
+    }
+    assert_eq!(records_of(t.kmsd, "C_GetMechanismList") - list0, 1);
+    assert_eq!(records_of(t.kmsd, "C_GetMechanismInfo") - info0, 1 + 2);
 }
 
 // Expect CKR_CRYPTOKI_NOT_INITIALIZED for any call before C_Initialize and

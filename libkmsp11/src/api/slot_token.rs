@@ -7,7 +7,7 @@ use kmsp11_proto::{
 use pkcs11_sys::*;
 
 use super::{body, rv_only};
-use crate::client::Client;
+use crate::client::{Cache, Client};
 use crate::error::{Error, Result};
 
 /// C_GetSlotList (§5.5).
@@ -55,21 +55,41 @@ pub fn wait_for_slot_event(c: &Client, flags: u64) -> Result<u64> {
     }
 }
 
-/// C_GetMechanismList (§5.5).
+/// C_GetMechanismList (§5.5), asked once per slot ([`crate::client::Cache`]).
 pub fn mechanism_list(c: &Client, slot: u64) -> Result<Vec<u64>> {
+    if let Some(m) = c.cache.mechanisms.lock().get(&slot) {
+        return Ok(m.clone());
+    }
     match body(c, Request::GetMechanismList(GetMechanismList { slot }))? {
-        Body::Mechanisms(m) => Ok(m),
+        Body::Mechanisms(m) => {
+            let mut cache = c.cache.mechanisms.lock();
+            if cache.len() >= Cache::MAX {
+                cache.clear();
+            }
+            cache.insert(slot, m.clone());
+            Ok(m)
+        }
         _ => Err(Error::Protocol("C_GetMechanismList")),
     }
 }
 
-/// C_GetMechanismInfo (§5.5).
+/// C_GetMechanismInfo (§5.5), asked once per slot and mechanism.
 pub fn mechanism_info(c: &Client, slot: u64, mechanism: u64) -> Result<MechanismInfo> {
+    if let Some(i) = c.cache.mechanism_info.lock().get(&(slot, mechanism)) {
+        return Ok(i.clone());
+    }
     match body(
         c,
         Request::GetMechanismInfo(GetMechanismInfo { slot, mechanism }),
     )? {
-        Body::MechanismInfo(m) => Ok(m),
+        Body::MechanismInfo(m) => {
+            let mut cache = c.cache.mechanism_info.lock();
+            if cache.len() >= Cache::MAX {
+                cache.clear();
+            }
+            cache.insert((slot, mechanism), m.clone());
+            Ok(m)
+        }
         _ => Err(Error::Protocol("C_GetMechanismInfo")),
     }
 }

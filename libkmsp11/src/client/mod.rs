@@ -42,6 +42,24 @@ pub struct Client {
     raw_mechanisms: RwLock<Option<Vec<u64>>>,
     /// Request ids, unique within this library instance.
     next_id: AtomicU64,
+    /// Answers that do not change while this instance lives.
+    pub(crate) cache: Cache,
+}
+
+/// C_GetMechanismList and C_GetMechanismInfo answers by slot: a token's
+/// mechanisms are fixed while this library instance lives (a policy
+/// reload that takes one away from this identity shows after the next
+/// C_Initialize; kmsd refuses its use either way). Java and NSS ask for
+/// every mechanism's info at start: one round trip each, once.
+#[derive(Default)]
+pub(crate) struct Cache {
+    pub mechanisms: Mutex<std::collections::HashMap<u64, Vec<u64>>>,
+    pub mechanism_info: Mutex<std::collections::HashMap<(u64, u64), kmsp11_proto::MechanismInfo>>,
+}
+
+impl Cache {
+    /// Bounded: slots x mechanisms; started over if it grows past that.
+    pub const MAX: usize = 4096;
 }
 
 impl Client {
@@ -62,6 +80,7 @@ impl Client {
             context: Mutex::new(None),
             raw_mechanisms: RwLock::new(None),
             next_id: AtomicU64::new(1),
+            cache: Cache::default(),
         })
     }
 
