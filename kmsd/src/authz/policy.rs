@@ -37,7 +37,7 @@ pub struct Principal<'a> {
 }
 
 /// What a policy sees of an object (`Kms::Key`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KeyView {
     /// kmsd's key id; empty for session objects.
     pub id: String,
@@ -120,6 +120,23 @@ pub struct PolicyError {
 type Asked = (String, Vec<String>, u64);
 /// (identity, roles, action): what a slice of the policy is for.
 type Sliced = (String, Vec<String>, Action);
+/// Everything a key decision depends on but the time: (identity, roles,
+/// action, key, mechanism, wrapping key).
+type KeyAsked = (
+    String,
+    Vec<String>,
+    Action,
+    KeyView,
+    Option<u64>,
+    Option<String>,
+);
+
+/// The policies that can apply to one identity and action, and whether
+/// any of them may read the time (then its decisions are not kept).
+struct Slice {
+    set: PolicySet,
+    timeless: bool,
+}
 
 /// A loaded, validated policy.
 pub struct Policy {
@@ -134,7 +151,11 @@ pub struct Policy {
     possible: parking_lot::Mutex<HashMap<Asked, bool>>,
     /// The policies that can apply, by (identity, roles, action); see
     /// [`Policy::slice`].
-    slices: parking_lot::Mutex<HashMap<Sliced, Arc<PolicySet>>>,
+    slices: parking_lot::Mutex<HashMap<Sliced, Arc<Slice>>>,
+    /// Key decisions of slices that do not read the time: a decision is a
+    /// function of what it was asked (the key's state and tags included),
+    /// so a repeated one is answered without Cedar. Until reload.
+    decisions: parking_lot::Mutex<HashMap<KeyAsked, Decision>>,
 }
 
 fn schema() -> Schema {
@@ -283,6 +304,7 @@ impl Policy {
             authorizer: Authorizer::new(),
             possible: parking_lot::Mutex::new(HashMap::new()),
             slices: parking_lot::Mutex::new(HashMap::new()),
+            decisions: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -296,7 +318,7 @@ impl Policy {
     /// hold (roles do not nest), `is` another type, and actions named
     /// without `action`. Kept per (identity, roles, action) until the
     /// policy is reloaded.
-    fn slice(&self, who: &Principal, action: Action) -> Arc<PolicySet> {
+    fn slice(&self, who: &Principal, action: Action) -> Arc<Slice> {
         let key = (who.name.to_string(), who.roles.to_vec(), action);
         if let Some(s) = self.slices.lock().get(&key) {
             return s.clone();
@@ -326,9 +348,12 @@ impl Policy {
             };
             principal && action
         };
-        let sliced = PolicySet::from_policies(self.set.policies().filter(|p| keep(p)).cloned())
-            .map(Arc::new)
-            .unwrap_or_else(|_| Arc::new(self.set.clone()));
+        let set = PolicySet::from_policies(self.set.policies().filter(|p| keep(p)).cloned())
+            .unwrap_or_else(|_| self.set.clone());
+        // Any mention of "time" counts (a policy's text is small, and read
+        // once per slice): a false alarm only costs the cache.
+        let timeless = set.policies().all(|p| !p.to_string().contains("time"));
+        let sliced = Arc::new(Slice { set, timeless });
         let mut cache = self.slices.lock();
         // Bounded: identities x roles x actions in use.
         if cache.len() > 10_000 {
@@ -355,11 +380,44 @@ impl Policy {
         key: &KeyView,
         s: &Situation,
     ) -> Decision {
+        let slice = self.slice(who, action);
+        let asked = slice.timeless.then(|| {
+            (
+                who.name.to_string(),
+                who.roles.to_vec(),
+                action,
+                key.clone(),
+                s.mechanism,
+                s.wrapping_key.clone(),
+            )
+        });
+        if let Some(d) = asked
+            .as_ref()
+            .and_then(|a| self.decisions.lock().get(a).cloned())
+        {
+            return d;
+        }
         let resource = key_uid(key);
         let entity = key_entity(&resource, key);
         let token = token_entity(&key.token);
-        let set = self.slice(who, action);
-        self.decide(&set, who, action, resource, vec![entity, token], s, key)
+        let d = self.decide(
+            &slice.set,
+            who,
+            action,
+            resource,
+            vec![entity, token],
+            s,
+            key,
+        );
+        if let Some(a) = asked {
+            let mut cache = self.decisions.lock();
+            // Bounded: identities x keys x mechanisms in use.
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(a, d.clone());
+        }
+        d
     }
 
     /// Whether `who` may do `action` (login) on `token`.
@@ -371,9 +429,9 @@ impl Policy {
         s: &Situation,
     ) -> Decision {
         let uid = uid("Token", token);
-        let set = self.slice(who, action);
+        let slice = self.slice(who, action);
         self.decide(
-            &set,
+            &slice.set,
             who,
             action,
             uid,
@@ -707,14 +765,15 @@ mod tests {
         for (name, roles) in &people {
             let who = Principal { name, roles };
             for a in Action::ALL {
-                let set = p.slice(&who, a);
+                let slice = p.slice(&who, a);
+                let set = &slice.set;
                 left_out += p.len() - set.policies().count();
                 let (sliced, whole) = if a == Action::Login {
                     let t = || vec![token_entity("dev")];
                     let r = || uid("Token", "dev");
                     let k = KeyView::default();
                     (
-                        p.decide(&set, &who, a, r(), t(), &s, &k),
+                        p.decide(set, &who, a, r(), t(), &s, &k),
                         p.decide(&p.set, &who, a, r(), t(), &s, &k),
                     )
                 } else {
@@ -722,7 +781,7 @@ mod tests {
                     let r = key_uid(&k);
                     let e = || vec![key_entity(&r, &k), token_entity(&k.token)];
                     (
-                        p.decide(&set, &who, a, r.clone(), e(), &s, &k),
+                        p.decide(set, &who, a, r.clone(), e(), &s, &k),
                         p.decide(&p.set, &who, a, r.clone(), e(), &s, &k),
                     )
                 };
@@ -739,8 +798,12 @@ mod tests {
             roles: &roles,
         };
         let names = |a| -> Vec<String> {
-            let set = p.slice(&alice, a);
-            let mut v: Vec<String> = set.policies().map(|x| p.names[x.id()].clone()).collect();
+            let slice = p.slice(&alice, a);
+            let mut v: Vec<String> = slice
+                .set
+                .policies()
+                .map(|x| p.names[x.id()].clone())
+                .collect();
             v.sort();
             v
         };
@@ -748,6 +811,53 @@ mod tests {
         assert_eq!(
             names(Action::Destroy),
             vec!["no-destroy-for-users".to_string()]
+        );
+    }
+
+    // A repeated key decision is answered from the cache, exactly as Cedar
+    // answers it (a key in another state is another question); a slice
+    // with a policy that reads the time is decided by Cedar every time.
+    #[test]
+    fn decisions_kept_unless_a_policy_reads_the_time() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"@id("active-keys") permit (principal, action == Kms::Action::"sign", resource) when { resource.state == "active" };
+@id("until-2030") permit (principal, action == Kms::Action::"decrypt", resource) when { context.time < 1893456000 };"#,
+        )
+        .unwrap();
+        let roles = user();
+        let who = Principal {
+            name: "alice",
+            roles: &roles,
+        };
+        let at = |time| Situation {
+            mechanism: Some(CKM_ECDSA),
+            time,
+            ..Default::default()
+        };
+        let k = key();
+        let first = p.decide_key(&who, Action::Sign, &k, &at(1));
+        assert!(first.allowed);
+        assert_eq!(p.decisions.lock().len(), 1);
+        assert_eq!(p.decide_key(&who, Action::Sign, &k, &at(2)), first);
+        assert_eq!(p.decisions.lock().len(), 1, "answered from the cache");
+        let disabled = KeyView {
+            state: "disabled".into(),
+            ..key()
+        };
+        assert!(!p.decide_key(&who, Action::Sign, &disabled, &at(3)).allowed);
+        assert!(
+            p.decide_key(&who, Action::Decrypt, &k, &at(1_800_000_000))
+                .allowed
+        );
+        assert!(
+            !p.decide_key(&who, Action::Decrypt, &k, &at(1_900_000_000))
+                .allowed
+        );
+        assert_eq!(
+            p.decisions.lock().len(),
+            2,
+            "time-dependent decisions are not kept"
         );
     }
 
