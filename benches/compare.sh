@@ -32,6 +32,9 @@ run() { # name, then the load tool's arguments
   } >>"$tmp/body"
 }
 
+# Before RESULTS.md is rewritten (which git would see as a local change).
+commit="$(git rev-parse --short HEAD)$(git diff --quiet -- . ':!benches/RESULTS.md' || echo ' (with local changes)')"
+
 run "Every operation, 1 and 2 threads, all three columns" \
   --iterations "$it" --threads 1,2
 run "Scaling: ECDSA P-256 sign, cryptoki style, 1 to 128 threads" \
@@ -55,7 +58,7 @@ run "1,000 idle client connections: kmsd's RSS and threads, and 2 active threads
   echo "Machines are shared and noisy: compare within one run, quote medians."
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')"
+  echo "- commit: $commit"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
   echo "- SoftHSM $(softhsm2-util --version), p11-kit $(dpkg-query -W -f '${Version}' p11-kit 2>/dev/null || echo "?"), $(rustc --version)"
   echo "- kmsd: dev mode (policy on, quotas on with the daily limit off for load, audit fsync"
