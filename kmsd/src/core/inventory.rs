@@ -171,11 +171,10 @@ impl Inventory {
 
     /// A key's record and revocation.
     pub fn status(&self, id: &KeyId) -> Result<Option<Status>, StoreError> {
-        let Some(record) = self.store.key(id)? else {
-            return Ok(None);
-        };
-        let revoked = self.store.revocation(id)?;
-        Ok(Some(Status { record, revoked }))
+        Ok(self
+            .store
+            .key_status(id)?
+            .map(|(record, revoked)| Status { record, revoked }))
     }
 
     /// Counts one use of a key (kept in memory, written by [`Self::flush`]).

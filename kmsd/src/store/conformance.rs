@@ -299,6 +299,29 @@ pub fn revocations_are_kept_in_order(s: &dyn Store) {
     assert_eq!(s.revocations().unwrap(), vec![first, second]);
 }
 
+/// A key's status: the key and its revocation (if any) together; none
+/// for a key the store does not hold, revoked or not.
+pub fn key_status_reads_key_and_revocation(s: &dyn Store) {
+    let k = key("t", b"fp-status");
+    s.insert_key(&k).unwrap();
+    assert_eq!(s.key_status(&k.id).unwrap(), Some((k.clone(), None)));
+    let r = Revocation {
+        key: k.id.clone(),
+        label: k.label.clone(),
+        when: 30,
+        who: "admin1".into(),
+        reason: "superseded".into(),
+    };
+    s.revoke(&r).unwrap();
+    assert_eq!(s.key_status(&k.id).unwrap(), Some((k, Some(r.clone()))));
+    let stranger = Revocation {
+        key: KeyId::new(),
+        ..r.clone()
+    };
+    s.revoke(&stranger).unwrap();
+    assert_eq!(s.key_status(&stranger.key).unwrap(), None);
+}
+
 /// Identities added at run time read back, can be disabled and enabled,
 /// and their names are unique.
 pub fn identities_can_be_disabled(s: &dyn Store) {
@@ -353,7 +376,7 @@ macro_rules! conformance_tests {
             pending_destroy_can_be_cancelled transitions_are_compare_and_set
             due_destroys_follow_their_window labels_and_tags_change fingerprint_and_expiry_change usage_counts_add_up admin_events_queue_in_order daily_uses_stop_at_the_limit
             approvals_change_by_compare_and_set
-            revocations_are_kept_in_order identities_can_be_disabled
+            revocations_are_kept_in_order key_status_reads_key_and_revocation identities_can_be_disabled
             the_last_checkpoint_is_the_highest);
     };
     (@cases $make:expr; $($case:ident)*) => {

@@ -277,6 +277,14 @@ pub trait Store: Send + Sync {
     /// Adds a key to the revocation list (once; a second revocation is `Exists`).
     fn revoke(&self, r: &Revocation) -> Result<()>;
     fn revocation(&self, id: &KeyId) -> Result<Option<Revocation>>;
+    /// A key and its revocation, if any: what every use of a token key
+    /// reads. One query where the store can.
+    fn key_status(&self, id: &KeyId) -> Result<Option<(KeyRecord, Option<Revocation>)>> {
+        let Some(k) = self.key(id)? else {
+            return Ok(None);
+        };
+        Ok(Some((k, self.revocation(id)?)))
+    }
     /// The revocation list, oldest first.
     fn revocations(&self) -> Result<Vec<Revocation>>;
 

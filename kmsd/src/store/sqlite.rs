@@ -454,6 +454,29 @@ impl Store for Sqlite {
         .map_err(backend)
     }
 
+    fn key_status(&self, id: &KeyId) -> Result<Option<(KeyRecord, Option<Revocation>)>> {
+        let db = self.db.lock();
+        let row = db
+            .query_row(
+                "SELECT k.id, k.token, k.fingerprint, k.label, k.class, k.key_type, k.owner,
+                        k.created, k.state, k.destroy_at, k.expires, k.tags,
+                        r.key, r.label, r.at, r.who, r.reason
+                 FROM keys k LEFT JOIN revocations r ON r.key = k.id WHERE k.id = ?1",
+                params![id.0],
+                |r| {
+                    let revoked = match r.get::<_, Option<String>>(12)? {
+                        Some(_) => Some(revocation_at(r, 12)?),
+                        None => None,
+                    };
+                    Ok((key_row(r)?, revoked))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
+        row.map(|(k, revoked)| Ok((with_state(k)?, revoked)))
+            .transpose()
+    }
+
     fn revocations(&self) -> Result<Vec<Revocation>> {
         self.all(
             "SELECT key, label, at, who, reason FROM revocations ORDER BY seq",
@@ -759,12 +782,17 @@ impl Sqlite {
 }
 
 fn revocation_row(r: &Row<'_>) -> rusqlite::Result<Revocation> {
+    revocation_at(r, 0)
+}
+
+/// A revocation from the five columns starting at `i`.
+fn revocation_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Revocation> {
     Ok(Revocation {
-        key: KeyId(r.get(0)?),
-        label: r.get(1)?,
-        when: secs(r.get(2)?),
-        who: r.get(3)?,
-        reason: r.get(4)?,
+        key: KeyId(r.get(i)?),
+        label: r.get(i + 1)?,
+        when: secs(r.get(i + 2)?),
+        who: r.get(i + 3)?,
+        reason: r.get(i + 4)?,
     })
 }
 
