@@ -367,10 +367,12 @@ fn main() {
         let conns = idle_connections(k, args.idle);
         let after = kmsd_state(k.pid());
         if args.json {
-            println!(
-                "{{\"idle_connections\":{},\"kmsd_before\":{before},\"kmsd_after\":{after}}}",
-                conns.len()
-            );
+            let j = serde_json::json!({
+                "idle_connections": conns.len(),
+                "kmsd_before": before,
+                "kmsd_after": after,
+            });
+            println!("{j}");
         } else {
             println!(
                 "\n{} idle connections opened: kmsd before {before}, after {after}",
@@ -400,9 +402,10 @@ fn main() {
         let rss = proc_status(k.pid(), "VmRSS").unwrap_or(0);
         let hwm = proc_status(k.pid(), "VmHWM").unwrap_or(0);
         if args.json {
-            println!(
-                "{{\"kmsd\":{{\"threads\":{threads},\"rss_kib\":{rss},\"peak_rss_kib\":{hwm}}}}}"
-            );
+            let j = serde_json::json!({
+                "kmsd": { "threads": threads, "rss_kib": rss, "peak_rss_kib": hwm },
+            });
+            println!("{j}");
         } else {
             println!("\nkmsd at the end: {threads} threads, RSS {rss} KiB (peak {hwm} KiB)");
         }
@@ -793,16 +796,17 @@ impl Run {
             );
             return;
         }
+        let [p50, p90, p99, p999] = self.percentiles_us();
         println!(
             "{:<40} {:>4} {:<8} {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7} {:>10}",
             self.op,
             self.threads,
             self.column,
             self.ops_per_s,
-            us(pct(&self.lat, 50.0)),
-            us(pct(&self.lat, 90.0)),
-            us(pct(&self.lat, 99.0)),
-            us(pct(&self.lat, 99.9)),
+            p50,
+            p90,
+            p99,
+            p999,
             self.errors,
             self.server_cpu_per_call
                 .map(|d| format!("{:.1}", us(d)))
@@ -813,28 +817,27 @@ impl Run {
         }
     }
 
+    /// p50, p90, p99 and p99.9 in µs.
+    fn percentiles_us(&self) -> [f64; 4] {
+        [50.0, 90.0, 99.0, 99.9].map(|p| us(pct(&self.lat, p)))
+    }
+
     fn json(&self) -> String {
-        let cpu = self
-            .server_cpu_per_call
-            .map(|d| format!("{:.2}", us(d)))
-            .unwrap_or_else(|| "null".into());
-        format!(
-            "{{\"op\":{:?},\"threads\":{},\"column\":{:?},\"ops_per_s\":{:.1},\"p50_us\":{:.2},\"p90_us\":{:.2},\"p99_us\":{:.2},\"p999_us\":{:.2},\"errors\":{},\"first_error\":{},\"server_cpu_us_per_call\":{}}}",
-            self.op,
-            self.threads,
-            self.column,
-            self.ops_per_s,
-            us(pct(&self.lat, 50.0)),
-            us(pct(&self.lat, 90.0)),
-            us(pct(&self.lat, 99.0)),
-            us(pct(&self.lat, 99.9)),
-            self.errors,
-            self.first_error
-                .as_ref()
-                .map(|e| format!("{e:?}"))
-                .unwrap_or_else(|| "null".into()),
-            cpu
-        )
+        let [p50, p90, p99, p999] = self.percentiles_us();
+        serde_json::json!({
+            "op": self.op,
+            "threads": self.threads,
+            "column": self.column,
+            "ops_per_s": self.ops_per_s,
+            "p50_us": p50,
+            "p90_us": p90,
+            "p99_us": p99,
+            "p999_us": p999,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "server_cpu_us_per_call": self.server_cpu_per_call.map(us),
+        })
+        .to_string()
     }
 }
 
