@@ -270,6 +270,21 @@ fn interface_lookup() {
 
 // A missing or broken configuration fails C_Initialize with
 // CKR_FUNCTION_FAILED (and one line naming the file).
+// A pool of no connections could never answer: refused at C_Initialize
+// (CKR_FUNCTION_FAILED, the file and the reason on stderr), not a hang at
+// the first call.
+#[test]
+fn zero_max_connections_fails_initialize() {
+    let t = turn();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("zero.toml");
+    let text = std::fs::read_to_string(t.kmsd.client_config()).unwrap();
+    std::fs::write(&cfg, format!("{text}\nmax_connections = 0\n")).unwrap();
+    std::env::set_var("KMSP11_CONFIG", &cfg);
+    let rv = unsafe { t.raw.f.C_Initialize.unwrap()(ptr::null_mut()) };
+    assert_eq!(rv, raw::CKR_FUNCTION_FAILED, "{}", rv_name(rv));
+}
+
 #[test]
 fn missing_or_broken_config_fails_initialize() {
     let t = turn();

@@ -131,6 +131,40 @@ type KeyAsked = (
     Option<String>,
 );
 
+/// Answers kept for the life of a `Policy` (a reload is a new one): at
+/// most `cap`, started over when full. Bounded by what is in use
+/// (identities x roles x actions, keys, mechanisms).
+struct Memo<K, V> {
+    map: parking_lot::Mutex<HashMap<K, V>>,
+    cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
+    fn new(cap: usize) -> Self {
+        Memo {
+            map: parking_lot::Mutex::new(HashMap::new()),
+            cap,
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        self.map.lock().get(k).cloned()
+    }
+
+    fn keep(&self, k: K, v: V) {
+        let mut m = self.map.lock();
+        if m.len() >= self.cap {
+            m.clear();
+        }
+        m.insert(k, v);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+}
+
 /// The policies that can apply to one identity and action, and whether
 /// any of them may read the time (then its decisions are not kept).
 struct Slice {
@@ -148,14 +182,14 @@ pub struct Policy {
     authorizer: Authorizer,
     /// `mechanism_possible` answers, by (identity, roles, mechanism): they
     /// change only with the policy, and a new policy is a new `Policy`.
-    possible: parking_lot::Mutex<HashMap<Asked, bool>>,
+    possible: Memo<Asked, bool>,
     /// The policies that can apply, by (identity, roles, action); see
     /// [`Policy::slice`].
-    slices: parking_lot::Mutex<HashMap<Sliced, Arc<Slice>>>,
+    slices: Memo<Sliced, Arc<Slice>>,
     /// Key decisions of slices that do not read the time: a decision is a
     /// function of what it was asked (the key's state and tags included),
     /// so a repeated one is answered without Cedar. Until reload.
-    decisions: parking_lot::Mutex<HashMap<KeyAsked, Decision>>,
+    decisions: Memo<KeyAsked, Decision>,
 }
 
 fn schema() -> Schema {
@@ -302,9 +336,9 @@ impl Policy {
             names,
             obligations,
             authorizer: Authorizer::new(),
-            possible: parking_lot::Mutex::new(HashMap::new()),
-            slices: parking_lot::Mutex::new(HashMap::new()),
-            decisions: parking_lot::Mutex::new(HashMap::new()),
+            possible: Memo::new(100_000),
+            slices: Memo::new(10_000),
+            decisions: Memo::new(10_000),
         })
     }
 
@@ -320,8 +354,8 @@ impl Policy {
     /// policy is reloaded.
     fn slice(&self, who: &Principal, action: Action) -> Arc<Slice> {
         let key = (who.name.to_string(), who.roles.to_vec(), action);
-        if let Some(s) = self.slices.lock().get(&key) {
-            return s.clone();
+        if let Some(s) = self.slices.get(&key) {
+            return s;
         }
         let me = uid("Identity", who.name);
         let roles: Vec<EntityUid> = who.roles.iter().map(|r| uid("Role", r)).collect();
@@ -354,12 +388,7 @@ impl Policy {
         // once per slice): a false alarm only costs the cache.
         let timeless = set.policies().all(|p| !p.to_string().contains("time"));
         let sliced = Arc::new(Slice { set, timeless });
-        let mut cache = self.slices.lock();
-        // Bounded: identities x roles x actions in use.
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(key, sliced.clone());
+        self.slices.keep(key, sliced.clone());
         sliced
     }
 
@@ -391,10 +420,7 @@ impl Policy {
                 s.wrapping_key.clone(),
             )
         });
-        if let Some(d) = asked
-            .as_ref()
-            .and_then(|a| self.decisions.lock().get(a).cloned())
-        {
+        if let Some(d) = asked.as_ref().and_then(|a| self.decisions.get(a)) {
             return d;
         }
         let resource = key_uid(key);
@@ -410,12 +436,7 @@ impl Policy {
             key,
         );
         if let Some(a) = asked {
-            let mut cache = self.decisions.lock();
-            // Bounded: identities x keys x mechanisms in use.
-            if cache.len() >= 10_000 {
-                cache.clear();
-            }
-            cache.insert(a, d.clone());
+            self.decisions.keep(a, d.clone());
         }
         d
     }
@@ -529,16 +550,11 @@ impl Policy {
     /// `CKR_MECHANISM_INVALID`).
     pub fn mechanism_possible(&self, who: &Principal, mechanism: u64) -> bool {
         let key = (who.name.to_string(), who.roles.to_vec(), mechanism);
-        if let Some(known) = self.possible.lock().get(&key) {
-            return *known;
+        if let Some(known) = self.possible.get(&key) {
+            return known;
         }
         let answer = self.evaluate_mechanism(who, mechanism);
-        let mut cache = self.possible.lock();
-        // Bounded: identities x mechanisms in use; start over if it grows past that.
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(key, answer);
+        self.possible.keep(key, answer);
         answer
     }
 
@@ -838,9 +854,9 @@ mod tests {
         let k = key();
         let first = p.decide_key(&who, Action::Sign, &k, &at(1));
         assert!(first.allowed);
-        assert_eq!(p.decisions.lock().len(), 1);
+        assert_eq!(p.decisions.len(), 1);
         assert_eq!(p.decide_key(&who, Action::Sign, &k, &at(2)), first);
-        assert_eq!(p.decisions.lock().len(), 1, "answered from the cache");
+        assert_eq!(p.decisions.len(), 1, "answered from the cache");
         let disabled = KeyView {
             state: "disabled".into(),
             ..key()
@@ -855,7 +871,7 @@ mod tests {
                 .allowed
         );
         assert_eq!(
-            p.decisions.lock().len(),
+            p.decisions.len(),
             2,
             "time-dependent decisions are not kept"
         );

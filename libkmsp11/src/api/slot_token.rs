@@ -4,6 +4,9 @@ use kmsp11_proto::{
     Body, GetMechanismInfo, GetMechanismList, GetSlotInfo, GetSlotList, GetTokenInfo, InitPin,
     InitToken, MechanismInfo, Pin, Request, SetPin, SlotInfo, TokenInfo, WaitForSlotEvent,
 };
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
 use pkcs11_sys::*;
 
 use super::{body, rv_only};
@@ -57,41 +60,41 @@ pub fn wait_for_slot_event(c: &Client, flags: u64) -> Result<u64> {
 
 /// C_GetMechanismList (§5.5), asked once per slot ([`crate::client::Cache`]).
 pub fn mechanism_list(c: &Client, slot: u64) -> Result<Vec<u64>> {
-    if let Some(m) = c.cache.mechanisms.lock().get(&slot) {
-        return Ok(m.clone());
-    }
-    match body(c, Request::GetMechanismList(GetMechanismList { slot }))? {
-        Body::Mechanisms(m) => {
-            let mut cache = c.cache.mechanisms.lock();
-            if cache.len() >= Cache::MAX {
-                cache.clear();
-            }
-            cache.insert(slot, m.clone());
-            Ok(m)
+    kept(&c.cache.mechanisms, slot, || {
+        match body(c, Request::GetMechanismList(GetMechanismList { slot }))? {
+            Body::Mechanisms(m) => Ok(m),
+            _ => Err(Error::Protocol("C_GetMechanismList")),
         }
-        _ => Err(Error::Protocol("C_GetMechanismList")),
-    }
+    })
 }
 
 /// C_GetMechanismInfo (§5.5), asked once per slot and mechanism.
 pub fn mechanism_info(c: &Client, slot: u64, mechanism: u64) -> Result<MechanismInfo> {
-    if let Some(i) = c.cache.mechanism_info.lock().get(&(slot, mechanism)) {
-        return Ok(i.clone());
-    }
-    match body(
-        c,
-        Request::GetMechanismInfo(GetMechanismInfo { slot, mechanism }),
-    )? {
-        Body::MechanismInfo(m) => {
-            let mut cache = c.cache.mechanism_info.lock();
-            if cache.len() >= Cache::MAX {
-                cache.clear();
-            }
-            cache.insert((slot, mechanism), m.clone());
-            Ok(m)
+    kept(&c.cache.mechanism_info, (slot, mechanism), || {
+        let q = GetMechanismInfo { slot, mechanism };
+        match body(c, Request::GetMechanismInfo(q))? {
+            Body::MechanismInfo(m) => Ok(m),
+            _ => Err(Error::Protocol("C_GetMechanismInfo")),
         }
-        _ => Err(Error::Protocol("C_GetMechanismInfo")),
+    })
+}
+
+/// The kept answer for `key`, else `ask`'s, kept if it succeeded.
+fn kept<K: std::hash::Hash + Eq, V: Clone>(
+    cache: &Mutex<HashMap<K, V>>,
+    key: K,
+    ask: impl FnOnce() -> Result<V>,
+) -> Result<V> {
+    if let Some(v) = cache.lock().get(&key) {
+        return Ok(v.clone());
     }
+    let v = ask()?;
+    let mut m = cache.lock();
+    if m.len() >= Cache::MAX {
+        m.clear();
+    }
+    m.insert(key, v.clone());
+    Ok(v)
 }
 
 /// C_InitToken (§5.5).

@@ -312,17 +312,16 @@ impl Client {
             p.live -= p.idle.len();
             std::mem::take(&mut p.idle)
         };
-        for (i, mut c) in idle.into_iter().enumerate() {
-            if i == 0 {
-                let bye = Envelope {
-                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                    resend: false,
-                    request: Request::Goodbye(kmsp11_proto::Goodbye),
-                };
-                let _ = send(&mut c, &bye, false);
-                c.conn.send_close_notify();
-                let _ = c.flush();
-            }
+        // One Goodbye ends the context for all of them; the rest just close.
+        if let Some(mut c) = idle.into_iter().next() {
+            let bye = Envelope {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                resend: false,
+                request: Request::Goodbye(kmsp11_proto::Goodbye),
+            };
+            let _ = send(&mut c, &bye, false);
+            c.conn.send_close_notify();
+            let _ = c.flush();
         }
         self.freed.notify_all();
     }
