@@ -25,6 +25,7 @@ pub struct Metrics {
     pub daily_limit: IntGauge,
     pub approvals_pending: IntGauge,
     pub admin_requests: IntCounterVec,
+    pub exchanges: IntCounterVec,
 }
 
 impl Metrics {
@@ -99,6 +100,14 @@ impl Metrics {
             &["path", "status"],
         )
         .expect("metric");
+        let exchanges = IntCounterVec::new(
+            Opts::new(
+                "exchanges_total",
+                "Requests answered on PKCS#11 connections (round trips), by the number of calls each carried",
+            ),
+            &["calls"],
+        )
+        .expect("metric");
         for m in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -114,6 +123,7 @@ impl Metrics {
             Box::new(daily_limit.clone()),
             Box::new(approvals_pending.clone()),
             Box::new(admin_requests.clone()),
+            Box::new(exchanges.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -133,6 +143,7 @@ impl Metrics {
             daily_limit,
             approvals_pending,
             admin_requests,
+            exchanges,
         }
     }
 

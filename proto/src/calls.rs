@@ -32,6 +32,7 @@ macro_rules! calls {
             // id  Variant               handler              C function              chapter     Payload
             [   1  Hello                 hello                none                    control     Hello ]
             [   2  Goodbye               goodbye              none                    control     Goodbye ]
+            [   3  Batch                 batch                none                    control     Batch ]
             [  10  GetInfo               info                 C_GetInfo               general     GetInfo ]
             [  11  GetFunctionStatus     function_status      C_GetFunctionStatus     general     SessionOnly ]
             [  12  CancelFunction        cancel_function      C_CancelFunction        general     SessionOnly ]
@@ -123,7 +124,7 @@ macro_rules! when {
 /// Where a call lives: the spec chapter, and the file name in every crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chapter {
-    /// Hello and Goodbye: the protocol's own calls.
+    /// Hello, Goodbye and Batch: the protocol's own calls.
     Control,
     General,
     SlotToken,
@@ -269,7 +270,7 @@ use crate::keymgmt::*;
 use crate::object::*;
 use crate::session::*;
 use crate::slot_token::*;
-use crate::{Goodbye, Hello};
+use crate::{Batch, Goodbye, Hello};
 
 /// The session a payload names, if it names one: every payload says, so
 /// a new call cannot forget to.
@@ -298,7 +299,7 @@ in_session!(
         GetAttributeValue, GetObjectSize, GetOperationState, GetSessionInfo, InitPin, Login,
         OpInit, OutOnly, SessionOnly, SetAttributeValue, SetOperationState, SetPin, UnwrapKey,
         Verify, WrapKey;
-    without: CloseAllSessions, GetInfo, GetMechanismInfo, GetMechanismList, GetSlotInfo,
+    without: Batch, CloseAllSessions, GetInfo, GetMechanismInfo, GetMechanismList, GetSlotInfo,
         GetSlotList, GetTokenInfo, Goodbye, Hello, InitToken, OpenSession, WaitForSlotEvent,
 );
 
@@ -393,8 +394,8 @@ mod tests {
     fn every_call_has_a_chapter_and_a_name() {
         assert_eq!(
             CallId::ALL.len(),
-            67,
-            "65 C functions that travel, Hello and Goodbye"
+            68,
+            "65 C functions that travel, Hello, Goodbye and Batch"
         );
         for c in CallId::ALL {
             assert_eq!(CallId::from_u16(*c as u16), Some(*c));

@@ -4,7 +4,7 @@
 /// Identifies a kmsp11 frame; anything else on the port is dropped.
 pub const MAGIC: [u8; 4] = *b"KP11";
 /// Major version in the high byte, minor in the low byte. Peers must share the major.
-pub const PROTOCOL_VERSION: u16 = 0x0200;
+pub const PROTOCOL_VERSION: u16 = 0x0201;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// The largest payload either side accepts (16 MiB): larger than any key,
 /// certificate or single-part input a PKCS#11 client sends.

@@ -138,9 +138,19 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     });
     let seq = |v: Vec<Request>| encode(&v).expect("encodes");
     let nested = deeply_nested_create_object(20_000);
+    let batch = |calls| Request::Batch(crate::Batch { calls });
+    let batched = batch(vec![
+        gcm.clone(),
+        Request::Encrypt(crate::DataOut {
+            session: SESSION,
+            data: Some(vec![0; 16]),
+            out: Some(64),
+        }),
+    ]);
     vec![
         ("request_decode", "nested-20000", in_envelope(&nested)),
         ("request_decode", "gcm-raw-pointer", env(gcm.clone())),
+        ("request_decode", "batch", env(batched.clone())),
         ("request_decode", "derive-raw-pointer", env(derive.clone())),
         (
             "request_decode",
@@ -155,6 +165,23 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 value: Some(AttrValue::Template(vec![])),
             }])))
             .expect("encodes"),
+        ),
+        (
+            "response_decode",
+            "batch",
+            encode(&Response::ok(Body::Batch(vec![
+                Response::rv(0),
+                Response::ok(Body::Output {
+                    len: 2,
+                    data: Some(vec![1, 2]),
+                }),
+            ])))
+            .expect("encodes"),
+        ),
+        (
+            "dispatch",
+            "batch",
+            seq(vec![open.clone(), login.clone(), batched]),
         ),
         (
             "dispatch",

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attrs;
+pub mod batch;
 pub mod calls;
 pub mod codec;
 pub mod crypto;
@@ -34,6 +35,7 @@ pub mod tls;
 
 use serde::{Deserialize, Serialize};
 
+pub use batch::{Batch, MAX_BATCH};
 pub use calls::{CallId, Chapter, Request};
 pub use codec::{decode, encode, CodecError};
 pub use crypto::*;
@@ -229,6 +231,9 @@ pub enum Body {
         data: Option<Vec<u8>>,
     },
     Attributes(Vec<AttrAnswer>),
+    /// The answers of a [`Batch`], one per call run, in order; the last one
+    /// not `CKR_OK` when kmsd stopped early.
+    Batch(#[serde(deserialize_with = "batch::answers")] Vec<Response>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +265,7 @@ impl Request {
             }
             Request::InitToken(InitToken { pin, .. }) => pin.is_some(),
             Request::SetPin(SetPin { old, new, .. }) => old.is_some() || new.is_some(),
+            Request::Batch(b) => b.calls.iter().any(Request::carries_secret),
             Request::GenerateKey(GenerateKey { mechanism, .. })
             | Request::DeriveKey(DeriveKey { mechanism, .. }) => mechanism.param.carries_secret(),
             _ => false,
@@ -302,6 +308,10 @@ impl Request {
             | Request::DecryptFinal(o)
             | Request::DigestFinal(o)
             | Request::SignFinal(o) => o.out.unwrap_or(0).min(SLACK),
+            Request::Batch(b) => b
+                .calls
+                .iter()
+                .fold(0u64, |a, c| a.saturating_add(c.output_claim())),
             _ => 0,
         };
         claim.min(MAX_PAYLOAD as u64)

@@ -288,6 +288,27 @@ fn disabled_key_refused_until_enabled() {
     });
 }
 
+// A key disabled while an application signs with it in a session it
+// keeps open is refused at its next use (the library may hold the
+// C_SignInit it had seen accepted: the refusal then comes with C_Sign),
+// and no operation is left active; enabled again, it signs.
+#[test]
+fn key_disabled_between_two_signs_is_refused_at_once() {
+    let kmsd = Kmsd::start();
+    session(&kmsd, |_, s| {
+        let (_, k) = ec_pair(s, "busy");
+        assert_eq!(rv(&sign(s, k)), "Ok");
+        assert_eq!(rv(&sign(s, k)), "Ok");
+        let id = id_of(&kmsd, "busy", "private-key");
+        kmsd_keys(&kmsd, &["disable", &id]);
+        assert_eq!(rv(&sign(s, k)), "KeyFunctionNotPermitted");
+        assert_eq!(device_error(s), KEY_DISABLED);
+        assert_eq!(rv(&sign(s, k)), "KeyFunctionNotPermitted");
+        kmsd_keys(&kmsd, &["enable", &id]);
+        assert_eq!(rv(&sign(s, k)), "Ok");
+    });
+}
+
 // After its expiry a key only verifies (and decrypts, unwraps): signing is
 // refused, verifying still works.
 #[test]

@@ -514,3 +514,92 @@ fn concurrency(p: &Pkcs11, slot: cryptoki::slot::Slot, ec: cryptoki::object::Obj
         ops.load(Ordering::Relaxed)
     );
 }
+
+/// Requests kmsd has answered on PKCS#11 connections (round trips), from
+/// its metrics.
+fn exchanges(kmsd: &Kmsd) -> u64 {
+    let (code, body) = kmsd.admin_api("dev-admin", "GET", "/metrics", None, &[]);
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    body.lines()
+        .filter(|l| l.starts_with("kmsd_exchanges_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+// Signing with a key already used costs one round trip, whether the
+// application sizes its buffer first (init, length query, sign: OpenSSL,
+// cryptoki) or not (init, sign); every signature verifies.
+#[test]
+fn a_repeated_sign_is_one_round_trip_in_both_styles() {
+    let t = turn();
+    kmsp11_tests::through_library(&t.kmsd.client_config(), |_, s| {
+        let (public, private) = s
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::EcParams(kmsp11_tests::P256.to_vec()),
+                ],
+                &[Attribute::Token(false), Attribute::Sign(true)],
+            )
+            .unwrap();
+        let (h, k) = (s.handle(), private.handle());
+        let data = [9u8; 32];
+        let rv = t.raw.sign_init(h, raw::CKM_ECDSA, k);
+        assert_eq!(rv, raw::CKR_OK, "first C_SignInit: {}", rv_name(rv));
+        assert_eq!(t.raw.sign(h, &data, Some(64)).0, raw::CKR_OK);
+        let before = exchanges(t.kmsd);
+        let mut sigs = Vec::new();
+        for query_first in [true, false, true, false] {
+            let rv = t.raw.sign_init(h, raw::CKM_ECDSA, k);
+            assert_eq!(rv, raw::CKR_OK, "C_SignInit: {}", rv_name(rv));
+            if query_first {
+                let (rv, n, _) = t.raw.sign(h, &data, None);
+                assert_eq!((rv, n), (raw::CKR_OK, 64), "length query: {}", rv_name(rv));
+            }
+            let (rv, n, sig) = t.raw.sign(h, &data, Some(64));
+            assert_eq!((rv, n), (raw::CKR_OK, 64), "C_Sign: {}", rv_name(rv));
+            sigs.push(sig);
+        }
+        assert_eq!(
+            exchanges(t.kmsd) - before,
+            4,
+            "one round trip per signature"
+        );
+        for sig in sigs {
+            let r = s.verify(&Mechanism::Ecdsa, public, &data, &sig);
+            assert!(r.is_ok(), "verify: {}", kmsp11_tests::ck(&r));
+        }
+    });
+}
+
+// A search with few matches (init, find, final) is one round trip, and
+// finds what it should.
+#[test]
+fn a_small_search_is_one_round_trip() {
+    let t = turn();
+    kmsp11_tests::through_library(&t.kmsd.client_config(), |_, s| {
+        let mut made = Vec::new();
+        for i in 0..3u8 {
+            let o = s
+                .create_object(&[
+                    Attribute::Class(ObjectClass::DATA),
+                    Attribute::Label(b"few".to_vec()),
+                    Attribute::Value(vec![i]),
+                ])
+                .unwrap();
+            made.push(o.handle());
+        }
+        let before = exchanges(t.kmsd);
+        let mut found: Vec<_> = s
+            .find_objects(&[Attribute::Label(b"few".to_vec())])
+            .unwrap()
+            .into_iter()
+            .map(|o| o.handle())
+            .collect();
+        assert_eq!(exchanges(t.kmsd) - before, 1, "one round trip");
+        found.sort();
+        made.sort();
+        assert_eq!(found, made);
+    });
+}

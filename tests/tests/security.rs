@@ -632,3 +632,91 @@ fn pins_never_reach_the_log() {
         assert!(!log.contains(secret), "the log shows {secret:?}");
     }
 }
+
+fn sign_init(session: u64, key: u64) -> Request {
+    Request::SignInit(OpInit {
+        session,
+        mechanism: Mechanism {
+            mechanism: CKM_ECDSA,
+            param: MechParam::None,
+        },
+        key,
+    })
+}
+
+fn batch(calls: Vec<Request>) -> Request {
+    Request::Batch(kmsp11_proto::Batch { calls })
+}
+
+// A batch inside a batch (each level could nest another) is refused by the
+// decoder: that connection closes, kmsd goes on serving.
+#[test]
+fn a_batch_inside_a_batch_closes_only_that_connection() {
+    let kmsd = Kmsd::start();
+    let (mut w, s) = logged_in(&kmsd);
+    let inner = batch(vec![sign_init(s, 0x7fff_0001)]);
+    let outer = batch(vec![inner]);
+    // Encoded by hand: the library never builds one.
+    let payload = kmsp11_proto::encode(&kmsp11_proto::Envelope {
+        id: 7,
+        resend: false,
+        request: outer,
+    })
+    .unwrap();
+    w.send_payload(&payload);
+    assert!(w.closed_without_answer());
+    kmsd.wait_for_log(&["batch inside a batch"], Duration::from_secs(10));
+    still_serving(&kmsd);
+}
+
+// Batches kmsd does not run: empty, or carrying a protocol call (a Goodbye
+// inside would end the context behind the batch's back).
+#[test]
+fn empty_batches_and_protocol_calls_inside_are_refused() {
+    let kmsd = Kmsd::start();
+    let (mut w, s) = logged_in(&kmsd);
+    let r = w.call(batch(vec![]));
+    assert_eq!(r.rv, CKR_ARGUMENTS_BAD, "empty: {}", rv_name(r.rv));
+    let r = w.call(batch(vec![
+        Request::GetInfo(kmsp11_proto::GetInfo),
+        Request::Goodbye(kmsp11_proto::Goodbye),
+    ]));
+    assert_eq!(r.rv, CKR_ARGUMENTS_BAD, "Goodbye inside: {}", rv_name(r.rv));
+    assert_eq!(r.body, Body::Empty, "nothing of it ran");
+    // The context lives on: the session still answers.
+    let r = w.call(Request::GetSessionInfo(kmsp11_proto::GetSessionInfo {
+        session: s,
+    }));
+    assert_eq!(
+        r.rv,
+        CKR_OK,
+        "session after the refused batch: {}",
+        rv_name(r.rv)
+    );
+}
+
+// A batch stops at the first call that fails: a sign whose *Init failed
+// never runs (it would otherwise run on whatever operation was active).
+#[test]
+fn a_batch_stops_at_the_first_failure() {
+    let kmsd = Kmsd::start();
+    let (mut w, s) = logged_in(&kmsd);
+    let sign = Request::Sign(kmsp11_proto::DataOut {
+        session: s,
+        data: Some(vec![1; 32]),
+        out: Some(64),
+    });
+    let r = w.call(batch(vec![sign_init(s, 0x7fff_0001), sign]));
+    assert_eq!(r.rv, CKR_OK, "{}", rv_name(r.rv));
+    let Body::Batch(answers) = r.body else {
+        panic!("not a batch answer: {:?}", r.body);
+    };
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(
+        answers[0].rv,
+        CKR_OBJECT_HANDLE_INVALID,
+        "{}",
+        rv_name(answers[0].rv)
+    );
+    still_serving(&kmsd);
+}

@@ -97,8 +97,31 @@ struct Use {
 }
 
 impl Pipeline<'_> {
-    /// Runs one request to its answer.
+    /// Runs one request to its answer; the calls of a batch in order,
+    /// each as if it had come alone, up to the first that does not answer
+    /// `CKR_OK`.
     pub fn run(&self, request: Request, origin: Origin) -> Response {
+        let batch = match request {
+            Request::Batch(b) => b,
+            request => return self.run_one(request, origin),
+        };
+        if let Some(why) = batch.refusal() {
+            tracing::warn!(context = self.ctx.id, "batch refused: {why}");
+            return Response::rv(CKR_ARGUMENTS_BAD);
+        }
+        let mut answers = Vec::with_capacity(batch.calls.len());
+        for call in batch.calls {
+            let r = self.run_one(call, origin);
+            let stop = r.rv != CKR_OK;
+            answers.push(r);
+            if stop {
+                break;
+            }
+        }
+        Response::ok(Body::Batch(answers))
+    }
+
+    fn run_one(&self, request: Request, origin: Origin) -> Response {
         let op = request.call().c_name();
         let started = Instant::now();
         let resp = self.run_inner(request, origin, started);

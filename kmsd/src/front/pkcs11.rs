@@ -329,6 +329,15 @@ impl Server {
                 peer,
                 audited: kept,
             };
+            let calls = match &env.request {
+                Request::Batch(b) => b.calls.len(),
+                _ => 1,
+            };
+            // The decoder bounds a batch to MAX_BATCH calls.
+            const CALLS: [&str; kmsp11_proto::MAX_BATCH + 1] = ["0", "1", "2", "3", "4"];
+            let label = CALLS[calls.min(kmsp11_proto::MAX_BATCH)];
+            let m = &self.daemon.metrics;
+            m.exchanges.with_label_values(&[label]).inc();
             let resp = crate::core::pipeline::Pipeline {
                 daemon: &self.daemon,
                 ctx,

@@ -1,7 +1,8 @@
-//! The protocol's own calls: Hello opens a connection (handled by the door,
-//! never dispatched) and Goodbye ends the client context (`C_Finalize`).
+//! The protocol's own calls: Hello opens a connection and Batch carries
+//! several calls (both handled by the door, never dispatched), and Goodbye
+//! ends the client context (`C_Finalize`).
 
-use kmsp11_proto::{Goodbye, Hello, Response};
+use kmsp11_proto::{Batch, Goodbye, Hello, Response};
 use pkcs11_sys::*;
 
 use super::done;
@@ -12,6 +13,11 @@ use crate::error::Error;
 /// Hello after the first frame: refused.
 pub fn hello(_d: &Daemon, _ctx: &Context, _c: &Call, _h: Hello) -> Result<Response, Error> {
     Err(Error::Rv(CKR_GENERAL_ERROR))
+}
+
+/// A batch inside a batch: refused (the door runs batches call by call).
+pub fn batch(_d: &Daemon, _ctx: &Context, _c: &Call, _b: Batch) -> Result<Response, Error> {
+    Err(Error::Rv(CKR_ARGUMENTS_BAD))
 }
 
 /// Goodbye: the context ends for all its connections.

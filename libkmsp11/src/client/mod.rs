@@ -1,6 +1,9 @@
 //! Blocking transport: rustls over `std::net::TcpStream`, one connection per
 //! concurrently calling thread, from a bounded pool (`max_connections`;
 //! threads beyond it wait for a free connection). No runtime, no thread.
+//! What the library answers without a round trip is in [`held`].
+
+mod held;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -44,6 +47,8 @@ pub struct Client {
     next_id: AtomicU64,
     /// Answers that do not change while this instance lives.
     pub(crate) cache: Cache,
+    /// What sessions hold back from kmsd.
+    held: held::Held,
 }
 
 /// C_GetMechanismList and C_GetMechanismInfo answers by slot: a token's
@@ -81,7 +86,14 @@ impl Client {
             raw_mechanisms: RwLock::new(None),
             next_id: AtomicU64::new(1),
             cache: Cache::default(),
+            held: held::Held::default(),
         })
+    }
+
+    /// One call of the application: answered here or sent with what its
+    /// session holds ([`held`]).
+    pub fn call(&self, request: Request) -> Result<Response> {
+        held::call(self, request)
     }
 
     /// One request, one response. When the connection fails before the
@@ -89,7 +101,7 @@ impl Client {
     /// is sent once more on a new connection with the same id and marked as
     /// a resend: kmsd answers it from the answer it kept if it ran it
     /// already, so nothing runs twice.
-    pub fn call(&self, request: Request) -> Result<Response> {
+    fn send(&self, request: Request) -> Result<Response> {
         let secret = request.carries_secret();
         let mut env = Envelope {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -293,6 +305,7 @@ impl Client {
                     tracing::warn!(
                         "kmsd did not know our context (restarted?): earlier sessions are gone"
                     );
+                    self.held.forget();
                 }
                 *context = Some(ok.context);
                 *self.raw_mechanisms.write() = Some(ok.raw_mechanisms);

@@ -314,3 +314,135 @@ fn random() {
         t.rec("seed", rv(&s.seed_random(b"entropy")));
     });
 }
+
+/// C_FindObjectsInit for every object, raw.
+fn find_all_init(raw: &raw::Raw, h: raw::CK_SESSION_HANDLE) -> raw::CK_RV {
+    unsafe { raw.f.C_FindObjectsInit.unwrap()(h, std::ptr::null_mut(), 0) }
+}
+
+// An operation is active for every other call from its *Init on, the
+// second time the same *Init is made as the first (the library may send
+// it with the next call): another *Init and a search answer
+// CKR_OPERATION_ACTIVE, and the operation still signs.
+#[test]
+fn operation_active_after_a_repeated_init() {
+    contract("operation_active_after_a_repeated_init", |t, side, s| {
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
+        let key = k.ec_priv.handle();
+        let data = [7u8; 32];
+        for round in 0..2 {
+            t.rec(
+                &format!("round {round}: sign init"),
+                ck(raw.sign_init(h, raw::CKM_ECDSA, key)),
+            );
+            t.rec("digest init", ck(raw.digest_init(h, raw::CKM_SHA256)));
+            t.rec("find init", ck(find_all_init(raw, h)));
+            t.rec("sign init again", ck(raw.sign_init(h, raw::CKM_ECDSA, key)));
+            let (r, n, sig) = raw.sign(h, &data, Some(64));
+            t.rec("sign", (ck(r), n));
+            t.rec(
+                "verify",
+                rv(&s.verify(&Mechanism::Ecdsa, k.ec_pub, &data, &sig)),
+            );
+            t.rec("sign with no operation", ck(raw.sign(h, &data, Some(64)).0));
+        }
+    });
+}
+
+// A length query, then the call with other data: the signature is over the
+// data of the call that brought the buffer (the library may have signed
+// the first data at the length query), and the operation ends there.
+#[test]
+fn length_query_then_other_data() {
+    contract("length_query_then_other_data", |t, side, s| {
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        for round in 0..2 {
+            t.rec(
+                &format!("round {round}: sign init"),
+                ck(raw.sign_init(h, raw::CKM_ECDSA, k.ec_priv.handle())),
+            );
+            let q = raw.sign(h, &a, None);
+            t.rec("length query", (ck(q.0), q.1));
+            let (r, n, sig) = raw.sign(h, &b, Some(q.1));
+            t.rec("sign other data", (ck(r), n));
+            t.rec(
+                "verifies over the other data",
+                rv(&s.verify(&Mechanism::Ecdsa, k.ec_pub, &b, &sig)),
+            );
+            t.rec(
+                "not over the first",
+                rv(&s.verify(&Mechanism::Ecdsa, k.ec_pub, &a, &sig)),
+            );
+            t.rec("operation over", ck(raw.sign(h, &a, Some(64)).0));
+        }
+    });
+}
+
+// A length query, a short buffer, the real call: the same signature the
+// second time an operation is started as the first, then no operation.
+#[test]
+fn repeated_length_query_and_short_buffer() {
+    contract("repeated_length_query_and_short_buffer", |t, side, s| {
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
+        let expected = s.sign(&Mechanism::RsaPkcs, k.rsa_priv, DATA).unwrap();
+        for round in 0..3 {
+            t.rec(
+                &format!("round {round}: sign init"),
+                ck(raw.sign_init(h, raw::CKM_RSA_PKCS, k.rsa_priv.handle())),
+            );
+            let q = raw.sign(h, DATA, None);
+            t.rec("length query", (ck(q.0), q.1));
+            let q2 = raw.sign(h, DATA, None);
+            t.rec("length query again", (ck(q2.0), q2.1));
+            let small = raw.sign(h, DATA, Some(16));
+            t.rec("short buffer", (ck(small.0), small.1));
+            let real = raw.sign(h, DATA, Some(q.1));
+            t.rec("sign", (ck(real.0), real.1, real.2 == expected));
+            t.rec("operation over", ck(raw.sign(h, DATA, Some(256)).0));
+        }
+    });
+}
+
+// A decrypt length query of a ciphertext that does not decrypt is
+// answered as SoftHSM answers it, and the operation goes on from there as
+// SoftHSM's does, the second time as the first.
+#[test]
+fn decrypt_length_query_of_a_bad_ciphertext() {
+    contract("decrypt_length_query_of_a_bad_ciphertext", |t, side, s| {
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
+        let bad = [0u8; 40];
+        for round in 0..2 {
+            let (mut iv, mut aad) = ([3u8; 12], *b"header");
+            t.rec(
+                &format!("round {round}: GCM decrypt init"),
+                ck(raw.gcm_decrypt_init(h, k.aes.handle(), &mut iv, &mut aad)),
+            );
+            let q = raw.decrypt(h, &bad, None);
+            t.rec("length query", (ck(q.0), q.1));
+            let r = raw.decrypt(h, &bad, Some(q.1.max(1)));
+            t.rec("decrypt", (ck(r.0), r.1));
+            t.rec("then", ck(raw.decrypt(h, &bad, Some(64)).0));
+        }
+    });
+}
+
+// A held search and an operation: a search started is active for a sign
+// *Init, and ended by C_FindObjectsFinal alone.
+#[test]
+fn search_active_for_an_init() {
+    contract("search_active_for_an_init", |t, side, s| {
+        let (raw, k, h) = (&side.raw, &side.keys(), s.handle());
+        let key = k.ec_priv.handle();
+        t.rec("sign init", ck(raw.sign_init(h, raw::CKM_ECDSA, key)));
+        t.rec("sign", ck(raw.sign(h, &[1u8; 32], Some(64)).0));
+        t.rec("find init", ck(find_all_init(raw, h)));
+        t.rec("sign init", ck(raw.sign_init(h, raw::CKM_ECDSA, key)));
+        t.rec(
+            "find final",
+            ck(unsafe { raw.f.C_FindObjectsFinal.unwrap()(h) }),
+        );
+        t.rec("sign init after", ck(raw.sign_init(h, raw::CKM_ECDSA, key)));
+        t.rec("sign", ck(raw.sign(h, &[1u8; 32], Some(64)).0));
+    });
+}

@@ -217,3 +217,53 @@ fn certificate_and_empty_templates() {
         t.rec("create empty", rv(&s.create_object(&[])));
     });
 }
+
+// A search of more objects than the library fetches in its first exchange
+// returns each match once over many C_FindObjects calls, then nothing;
+// C_FindObjectsFinal ends it, after which C_FindObjects has no search.
+#[test]
+fn find_past_the_first_exchange() {
+    contract("find_past_the_first_exchange", |t, side, s| {
+        for i in 0..150u32 {
+            s.create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Label(b"many".to_vec()),
+                Attribute::Value(i.to_be_bytes().to_vec()),
+            ])
+            .unwrap();
+        }
+        let many = [Attribute::Label(b"many".to_vec())];
+        for batch in [7usize, 64, 65, 200] {
+            let found: Result<std::collections::HashSet<_>, _> = s
+                .iter_objects_with_cache_size(&many, std::num::NonZeroUsize::new(batch).unwrap())
+                .and_then(|it| it.map(|o| o.map(|o| o.handle())).collect());
+            t.rec(
+                &format!("distinct matches, batch {batch}"),
+                found.map(|f| f.len()),
+            );
+        }
+        let (raw, h) = (&side.raw, s.handle());
+        let mut handles = [0 as raw::CK_OBJECT_HANDLE; 8];
+        let mut n: raw::CK_ULONG = 0;
+        let mut label = *b"many";
+        let mut tmpl = [raw::attr_bytes(raw::CKA_LABEL, &mut label)];
+        unsafe {
+            let f = raw.f;
+            t.rec(
+                "init",
+                ck(f.C_FindObjectsInit.unwrap()(h, tmpl.as_mut_ptr(), 1)),
+            );
+            let r = f.C_FindObjects.unwrap()(h, handles.as_mut_ptr(), 8, &mut n);
+            t.rec("first eight", (ck(r), n));
+            t.rec("final", ck(f.C_FindObjectsFinal.unwrap()(h)));
+            let r = f.C_FindObjects.unwrap()(h, handles.as_mut_ptr(), 8, &mut n);
+            t.rec("find after final", ck(r));
+            t.rec(
+                "init",
+                ck(f.C_FindObjectsInit.unwrap()(h, tmpl.as_mut_ptr(), 1)),
+            );
+            t.rec("final without a find", ck(f.C_FindObjectsFinal.unwrap()(h)));
+            t.rec("final again", ck(f.C_FindObjectsFinal.unwrap()(h)));
+        }
+    });
+}
