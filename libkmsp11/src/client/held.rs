@@ -156,6 +156,19 @@ fn finishing(call: CallId) -> bool {
     )
 }
 
+/// Answers of a single-part call or final that end the operation for
+/// certain: the input did not do. Others (kmsd's refusals among them) may
+/// leave it active, and are taken as such.
+fn fails_operation(rv: CK_RV) -> bool {
+    matches!(
+        rv,
+        CKR_DATA_INVALID
+            | CKR_DATA_LEN_RANGE
+            | CKR_ENCRYPTED_DATA_INVALID
+            | CKR_ENCRYPTED_DATA_LEN_RANGE
+    )
+}
+
 /// What identifies an `*Init` across sessions: the call, the mechanism
 /// with its parameter, the key. `None` for calls that are not held.
 fn accept_key(r: &Request) -> Option<Vec<u8>> {
@@ -361,18 +374,8 @@ fn note(
                 c.held.accept(k);
             }
         }
-        _ if finishing(call) => {
-            let over = match r.rv {
-                CKR_OK => !query,
-                CKR_DATA_INVALID
-                | CKR_DATA_LEN_RANGE
-                | CKR_ENCRYPTED_DATA_INVALID
-                | CKR_ENCRYPTED_DATA_LEN_RANGE => true,
-                _ => false,
-            };
-            if over {
-                sess.idle = true;
-            }
+        _ if finishing(call) && ((r.rv == CKR_OK && !query) || fails_operation(r.rv)) => {
+            sess.idle = true;
         }
         Verify | VerifyFinal => {
             if matches!(
@@ -557,9 +560,10 @@ fn run_ahead(
             sess.idle = false;
             Ok(output(CKR_OK, len, None))
         }
-        // The call failed in full; a length query may not have: asked as
-        // the application asked, on a new start of the operation.
-        _ => {
+        // The input did not do, which ended the operation; a length query
+        // may not have failed: asked as the application asked, on a new
+        // start of the operation.
+        (rv, _) if fails_operation(rv) => {
             let (r, refused) = pair(batch(c, vec![init, with_d(call, d)])?);
             if refused {
                 return Ok(refused_init(c, sess, key, r));
@@ -567,6 +571,12 @@ fn run_ahead(
             sess.idle = false;
             note(c, sess, call, true, None, &r);
             Ok(r)
+        }
+        // Anything else (a refusal by kmsd's quotas, ...): answered as is;
+        // the operation may still be active.
+        (rv, body) => {
+            sess.idle = false;
+            Ok(Response { rv, body })
         }
     }
 }
