@@ -560,23 +560,21 @@ fn run_ahead(
             sess.idle = false;
             Ok(output(CKR_OK, len, None))
         }
-        // The input did not do, which ended the operation; a length query
-        // may not have failed: asked as the application asked, on a new
-        // start of the operation.
-        (rv, _) if fails_operation(rv) => {
-            let (r, refused) = pair(batch(c, vec![init, with_d(call, d)])?);
-            if refused {
-                return Ok(refused_init(c, sess, key, r));
-            }
+        // The call failed in full, which may have ended the operation
+        // (SoftHSM ends it on any failure of the input) where a length
+        // query would not have failed: asked as the application asked, on
+        // a new start of the operation; if the operation is still active
+        // (kmsd refused the call before the HSM saw it), on that one.
+        _ => {
+            let (r, refused) = pair(batch(c, vec![init, with_d(call, d.clone())])?);
+            let r = match (refused, r.rv) {
+                (false, _) => r,
+                (true, CKR_OPERATION_ACTIVE) => c.send(with_d(call, d))?,
+                (true, _) => return Ok(refused_init(c, sess, key, r)),
+            };
             sess.idle = false;
             note(c, sess, call, true, None, &r);
             Ok(r)
-        }
-        // Anything else (a refusal by kmsd's quotas, ...): answered as is;
-        // the operation may still be active.
-        (rv, body) => {
-            sess.idle = false;
-            Ok(Response { rv, body })
         }
     }
 }
