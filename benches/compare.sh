@@ -17,9 +17,9 @@ out=benches/RESULTS.md
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-run() { # name, then the load tool's arguments
-  local name=$1
-  shift
+run() { # name, tag for kmsp11-targets, then the load tool's arguments
+  local name=$1 tag=$2
+  shift 2
   echo "== $name: kmsp11-load $*" >&2
   {
     echo
@@ -27,7 +27,7 @@ run() { # name, then the load tool's arguments
     echo
     echo '```'
     echo "\$ kmsp11-load $*"
-    "$load" "$@"
+    "$load" "$@" --json-to "$tmp/runs.jsonl" --tag "$tag"
     echo '```'
   } >>"$tmp/body"
 }
@@ -35,13 +35,13 @@ run() { # name, then the load tool's arguments
 # Before RESULTS.md is rewritten (which git would see as a local change).
 commit="$(git rev-parse --short HEAD)$(git diff --quiet -- . ':!benches/RESULTS.md' || echo ' (with local changes)')"
 
-run "Every operation, 1 and 2 threads, all three columns" \
+run "Every operation, 1 and 2 threads, all three columns" all \
   --iterations "$it" --threads 1,2
-run "Scaling: ECDSA P-256 sign, cryptoki style, 1 to 128 threads" \
+run "Scaling: ECDSA P-256 sign, cryptoki style, 1 to 128 threads" scaling \
   --iterations $((it / 5)) --threads 1,2,8,32,128 --only "ECDSA P-256 sign (query)"
-run "What durable audit costs: ECDSA P-256 sign at 2 threads, fsync off" \
+run "What durable audit costs: ECDSA P-256 sign at 2 threads, fsync off" fsync-off \
   --iterations "$it" --threads 2 --only "ECDSA P-256 sign (query)" --columns kmsp11 --fsync off
-run "1,000 idle client connections: kmsd's RSS and threads, and 2 active threads beside them" \
+run "1,000 idle client connections: kmsd's RSS and threads, and 2 active threads beside them" idle \
   --iterations "$it" --threads 2 --only "ECDSA P-256 sign (query)" --columns kmsp11 --idle 1000
 
 {
@@ -63,6 +63,16 @@ run "1,000 idle client connections: kmsd's RSS and threads, and 2 active threads
   echo "- SoftHSM $(softhsm2-util --version), p11-kit $(dpkg-query -W -f '${Version}' p11-kit 2>/dev/null || echo "?"), $(rustc --version)"
   echo "- kmsd: dev mode (policy on, quotas on with the daily limit off for load, audit fsync"
   echo "  \"batch\" unless the run says otherwise, TLS 1.3 with client certificates, loopback)"
+  echo
+  echo "## Targets"
+  echo
+  echo "Judged from this run by \`kmsp11-targets\` (benches/src/bin/kmsp11-targets.rs)."
+  echo
+  target/release/kmsp11-targets "$tmp/runs.jsonl"
+  echo
+  cat benches/targets.md
+  echo
+  echo "## The runs"
   cat "$tmp/body"
 } >"$out"
 echo "wrote $out"

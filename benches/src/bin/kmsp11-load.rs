@@ -11,7 +11,8 @@
 //! Per operation, thread count and column: ops/s over all threads,
 //! latency p50/p90/p99/p99.9, errors, and for the columns with a server
 //! process (kmsd, p11-kit server) the server's CPU time per call. `--json`
-//! prints one JSON object per line instead of the table. Machines are
+//! prints one JSON object per line instead of the table, `--json-to FILE`
+//! appends them to a file as well (`kmsp11-targets` reads it). Machines are
 //! shared and noisy: compare ratios within one run, quote medians.
 
 use std::io::{BufRead, BufReader};
@@ -66,6 +67,13 @@ struct Args {
     /// One JSON object per line instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also append the JSON lines to this file (with `--tag` and the fsync
+    /// mode in each), for `kmsp11-targets`.
+    #[arg(long, value_name = "FILE")]
+    json_to: Option<PathBuf>,
+    /// A name for this run in the `--json-to` lines.
+    #[arg(long, default_value = "")]
+    tag: String,
     /// After the runs, open this many idle client connections to kmsd
     /// (mTLS, Hello, one client context between them), report kmsd's RSS
     /// and threads, and run kmsp11's operations once more beside them.
@@ -342,6 +350,7 @@ fn main() {
     let mut ops: Vec<&'static str> = OPS.iter().map(|(n, _)| *n).collect();
     ops.push(OPEN_CLOSE);
     let mut runs: Vec<Run> = Vec::new();
+    let mut out = Out::new(&args);
     if !args.json {
         header();
     }
@@ -350,11 +359,7 @@ fn main() {
             let first = runs.len();
             for col in &columns {
                 let r = col.run(name, threads, args.iterations, &payload);
-                if args.json {
-                    println!("{}", r.json());
-                } else {
-                    r.row();
-                }
+                out.run(&r);
                 runs.push(r);
             }
             if !args.json {
@@ -366,14 +371,18 @@ fn main() {
         let before = kmsd_state(k.pid());
         let conns = idle_connections(k, args.idle);
         let after = kmsd_state(k.pid());
-        if args.json {
-            let j = serde_json::json!({
-                "idle_connections": conns.len(),
-                "kmsd_before": before,
-                "kmsd_after": after,
-            });
-            println!("{j}");
-        } else {
+        let (threads, rss) = (
+            proc_status(k.pid(), "Threads").unwrap_or(0),
+            proc_status(k.pid(), "VmRSS").unwrap_or(0),
+        );
+        out.line(serde_json::json!({
+            "idle_connections": conns.len(),
+            "kmsd_before": before,
+            "kmsd_after": after,
+            "kmsd_after_threads": threads,
+            "kmsd_after_rss_kib": rss,
+        }));
+        if !args.json {
             println!(
                 "\n{} idle connections opened: kmsd before {before}, after {after}",
                 conns.len()
@@ -388,11 +397,7 @@ fn main() {
             for &threads in &args.threads {
                 let mut r = col.run(name, threads, args.iterations, &payload);
                 r.column = format!("kmsp11, {} idle", conns.len());
-                if args.json {
-                    println!("{}", r.json());
-                } else {
-                    r.row();
-                }
+                out.run(&r);
             }
         }
         drop(conns);
@@ -401,17 +406,63 @@ fn main() {
         let threads = proc_status(k.pid(), "Threads").unwrap_or(0);
         let rss = proc_status(k.pid(), "VmRSS").unwrap_or(0);
         let hwm = proc_status(k.pid(), "VmHWM").unwrap_or(0);
-        if args.json {
-            let j = serde_json::json!({
-                "kmsd": { "threads": threads, "rss_kib": rss, "peak_rss_kib": hwm },
-            });
-            println!("{j}");
-        } else {
+        out.line(serde_json::json!({
+            "kmsd": { "threads": threads, "rss_kib": rss, "peak_rss_kib": hwm },
+        }));
+        if !args.json {
             println!("\nkmsd at the end: {threads} threads, RSS {rss} KiB (peak {hwm} KiB)");
         }
     }
     drop(columns);
     let _ = std::fs::remove_dir_all(tmp);
+}
+
+/// Where results go: the table or JSON lines on stdout, and JSON lines
+/// appended to `--json-to`.
+struct Out {
+    stdout_json: bool,
+    file: Option<std::fs::File>,
+    tag: String,
+    fsync: String,
+}
+
+impl Out {
+    fn new(args: &Args) -> Out {
+        let file = args.json_to.as_ref().map(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap_or_else(|e| panic!("--json-to {}: {e}", p.display()))
+        });
+        Out {
+            stdout_json: args.json,
+            file,
+            tag: args.tag.clone(),
+            fsync: args.fsync.clone(),
+        }
+    }
+
+    fn run(&mut self, r: &Run) {
+        if !self.stdout_json {
+            r.row();
+        }
+        self.line(r.json());
+    }
+
+    /// A JSON line: on stdout with `--json`, in the file with the run's
+    /// tag and fsync mode.
+    fn line(&mut self, mut v: serde_json::Value) {
+        if self.stdout_json {
+            println!("{v}");
+        }
+        if let (Some(f), Some(o)) = (&mut self.file, v.as_object_mut()) {
+            use std::io::Write;
+            o.insert("tag".into(), self.tag.clone().into());
+            o.insert("fsync".into(), self.fsync.clone().into());
+            writeln!(f, "{v}").expect("--json-to: write");
+        }
+    }
 }
 
 impl Column {
@@ -822,7 +873,7 @@ impl Run {
         [50.0, 90.0, 99.0, 99.9].map(|p| us(pct(&self.lat, p)))
     }
 
-    fn json(&self) -> String {
+    fn json(&self) -> serde_json::Value {
         let [p50, p90, p99, p999] = self.percentiles_us();
         serde_json::json!({
             "op": self.op,
@@ -837,7 +888,6 @@ impl Run {
             "first_error": self.first_error,
             "server_cpu_us_per_call": self.server_cpu_per_call.map(us),
         })
-        .to_string()
     }
 }
 

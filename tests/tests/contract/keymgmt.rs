@@ -1,11 +1,12 @@
 //! Key management (§5.18): generation of every key type clients use,
-//! wrap/unwrap, ECDH.
+//! wrap/unwrap, ECDH and Diffie-Hellman.
 
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use kmsp11_tests::raw;
 
-use crate::fixture::{contract, rv, ED25519, P256};
+use crate::fixture::{ck, contract, rv, ED25519, P256};
 
 #[test]
 fn key_generation() {
@@ -153,5 +154,113 @@ fn ecdh_derive() {
             value(a.unwrap()) == value(b.unwrap()),
         );
         t.rec("ECDH bad point", rv(&ecdh(&[4u8; 65], k.ec_priv)));
+    });
+}
+
+/// RFC 3526 group 14: the 2048-bit MODP prime (generator 2).
+const MODP_2048: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A session DH key pair on the 2048-bit MODP group: (CK_RV, public, private).
+fn dh_pair(raw: &raw::Raw, h: raw::CK_SESSION_HANDLE) -> (raw::CK_RV, u64, u64) {
+    let (mut prime, mut base) = (unhex(MODP_2048), vec![2u8]);
+    let (mut no1, mut no2, mut yes) = (raw::CK_FALSE, raw::CK_FALSE, raw::CK_TRUE);
+    let mut public = [
+        raw::attr_bytes(raw::CKA_PRIME, &mut prime),
+        raw::attr_bytes(raw::CKA_BASE, &mut base),
+        raw::attr(raw::CKA_TOKEN, &mut no1),
+    ];
+    let mut private = [
+        raw::attr(raw::CKA_TOKEN, &mut no2),
+        raw::attr(raw::CKA_DERIVE, &mut yes),
+    ];
+    let (mut pu, mut pr) = (0, 0);
+    let rv = unsafe {
+        raw.f.C_GenerateKeyPair.unwrap()(
+            h,
+            &mut raw::mechanism(raw::CKM_DH_PKCS_KEY_PAIR_GEN),
+            public.as_mut_ptr(),
+            public.len() as _,
+            private.as_mut_ptr(),
+            private.len() as _,
+            &mut pu,
+            &mut pr,
+        )
+    };
+    (rv, pu, pr)
+}
+
+/// CKM_DH_PKCS_DERIVE of a 32-byte extractable generic secret from
+/// `private` and the other party's public value: (CK_RV, its value).
+fn dh_derive_secret(
+    raw: &raw::Raw,
+    h: raw::CK_SESSION_HANDLE,
+    private: u64,
+    theirs: &[u8],
+) -> (raw::CK_RV, Option<Vec<u8>>) {
+    let mut p = theirs.to_vec();
+    let mut m = raw::CK_MECHANISM {
+        mechanism: raw::CKM_DH_PKCS_DERIVE,
+        pParameter: p.as_mut_ptr().cast(),
+        ulParameterLen: p.len() as _,
+    };
+    let (mut class, mut kind, mut len) = (
+        raw::CKO_SECRET_KEY,
+        raw::CKK_GENERIC_SECRET,
+        32 as raw::CK_ULONG,
+    );
+    let (mut no1, mut no2, mut yes) = (raw::CK_FALSE, raw::CK_FALSE, raw::CK_TRUE);
+    let mut t = [
+        raw::attr(raw::CKA_CLASS, &mut class),
+        raw::attr(raw::CKA_KEY_TYPE, &mut kind),
+        raw::attr(raw::CKA_VALUE_LEN, &mut len),
+        raw::attr(raw::CKA_TOKEN, &mut no1),
+        raw::attr(raw::CKA_SENSITIVE, &mut no2),
+        raw::attr(raw::CKA_EXTRACTABLE, &mut yes),
+    ];
+    let mut key = 0;
+    let rv = unsafe {
+        raw.f.C_DeriveKey.unwrap()(h, &mut m, private, t.as_mut_ptr(), t.len() as _, &mut key)
+    };
+    if rv != raw::CKR_OK {
+        return (rv, None);
+    }
+    let (_, mut v) = raw.attributes(h, key, &[(raw::CKA_VALUE, Some(32))]);
+    (rv, v.remove(0).1)
+}
+
+// Diffie-Hellman (PKCS #3) on the 2048-bit MODP group: each party derives
+// from its private key and the other's public value, and both get the same
+// secret; a public value that is no group element is answered as SoftHSM
+// answers it.
+#[test]
+fn dh_derive() {
+    contract("dh_derive", |t, side, s| {
+        let (raw, h) = (&side.raw, s.handle());
+        let (rv_a, pub_a, priv_a) = dh_pair(raw, h);
+        let (rv_b, pub_b, priv_b) = dh_pair(raw, h);
+        t.rec("DH key pairs", (ck(rv_a), ck(rv_b)));
+        let value = |o| {
+            let (rv, mut v) = raw.attributes(h, o, &[(raw::CKA_VALUE, Some(256))]);
+            assert_eq!(rv, raw::CKR_OK, "public value: {}", ck(rv));
+            v.remove(0).1.unwrap()
+        };
+        let (va, vb) = (value(pub_a), value(pub_b));
+        t.rec("public values", (va.len(), vb.len()));
+        let (ra, sa) = dh_derive_secret(raw, h, priv_a, &vb);
+        let (rb, sb) = dh_derive_secret(raw, h, priv_b, &va);
+        t.rec("DH derive", (ck(ra), ck(rb)));
+        t.rec("both sides agree", sa.is_some() && sa == sb);
+        t.rec("secret length", sa.map(|s| s.len()));
+        t.rec(
+            "public value 0",
+            ck(dh_derive_secret(raw, h, priv_a, &[0u8; 256]).0),
+        );
     });
 }
