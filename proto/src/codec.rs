@@ -7,7 +7,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::frame::MAX_PAYLOAD;
+use crate::frame::{FrameError, FrameHeader, FRAME_HEADER_LEN, MAX_PAYLOAD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -17,6 +17,8 @@ pub enum CodecError {
     Encode(String),
     #[error("{0} trailing bytes after the message")]
     TrailingData(usize),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
 }
 
 fn config() -> impl bincode::config::Config {
@@ -28,6 +30,21 @@ fn config() -> impl bincode::config::Config {
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Encodes a message as a whole frame into `out` (cleared first): the
+/// header, then the payload encoded in place after it, not copied into a
+/// second buffer. The caller owns `out` whatever happens, and can wipe it
+/// when the message carried a secret. A payload over [`MAX_PAYLOAD`] is
+/// [`CodecError::Frame`].
+pub fn encode_framed<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    out.clear();
+    out.resize(FRAME_HEADER_LEN, 0);
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let header = FrameHeader::new(out.len() - FRAME_HEADER_LEN)?;
+    out[..FRAME_HEADER_LEN].copy_from_slice(&header.to_bytes());
+    Ok(())
 }
 
 /// Decodes exactly one message; truncated input and trailing bytes are errors.
@@ -64,6 +81,24 @@ mod tests {
     fn round_trip() {
         let bytes = encode(&sample()).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_framed_encoding_is_the_frame_of_the_encoding() {
+        let mut out = vec![9u8; 3];
+        encode_framed(&sample(), &mut out).unwrap();
+        assert_eq!(
+            out,
+            crate::frame::frame(&encode(&sample()).unwrap()).unwrap()
+        );
+        let big = Request::SeedRandom(DataIn {
+            session: 1,
+            data: Some(vec![0; MAX_PAYLOAD as usize + 1]),
+        });
+        assert!(matches!(
+            encode_framed(&big, &mut out),
+            Err(CodecError::Frame(FrameError::TooLarge(_)))
+        ));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, MAX_BATCH};
 pub use calls::{CallId, Chapter, Request};
-pub use codec::{decode, encode, CodecError};
+pub use codec::{decode, encode, encode_framed, CodecError};
 pub use crypto::*;
 pub use frame::{FrameHeader, FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, PROTOCOL_VERSION};
 pub use general::*;

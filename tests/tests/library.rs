@@ -603,3 +603,20 @@ fn a_small_search_is_one_round_trip() {
         assert_eq!(found, made);
     });
 }
+
+// A request that cannot fit a frame (16 MiB) is CKR_ARGUMENTS_BAD before
+// anything is sent; the connection and the operation are untouched.
+#[test]
+fn a_request_over_the_frame_limit_is_arguments_bad() {
+    let t = turn();
+    kmsp11_tests::through_library(&t.kmsd.client_config(), |_, s| {
+        let h = s.handle();
+        assert_eq!(t.raw.digest_init(h, raw::CKM_SHA256), raw::CKR_OK);
+        let big = vec![1u8; kmsp11_proto::MAX_PAYLOAD as usize + 1];
+        let rv =
+            unsafe { t.raw.f.C_DigestUpdate.unwrap()(h, big.as_ptr() as *mut u8, big.len() as _) };
+        assert_eq!(rv, raw::CKR_ARGUMENTS_BAD, "{}", rv_name(rv));
+        let (rv, n, _) = t.raw.digest(h, b"still here", Some(32));
+        assert_eq!((rv, n), (raw::CKR_OK, 32), "{}", rv_name(rv));
+    });
+}

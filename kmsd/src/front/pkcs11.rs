@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kmsp11_proto::frame::{self, FrameHeader};
+use kmsp11_proto::frame::FrameHeader;
 use kmsp11_proto::{
     Body, Envelope, HelloOk, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
@@ -507,14 +507,12 @@ async fn write_response<S: AsyncWrite + Unpin>(
     r: &Response,
     limit: Duration,
 ) -> Result<(), Closed> {
-    let bytes = kmsp11_proto::encode(r)
-        .ok()
-        .and_then(|p| frame::frame(&p).ok())
-        .unwrap_or_else(|| {
-            tracing::warn!("answer larger than a frame: sent as CKR_DEVICE_MEMORY");
-            let p = kmsp11_proto::encode(&Response::rv(CKR_DEVICE_MEMORY)).unwrap_or_default();
-            frame::frame(&p).unwrap_or_default()
-        });
+    let mut bytes = Vec::new();
+    if kmsp11_proto::encode_framed(r, &mut bytes).is_err() {
+        tracing::warn!("answer larger than a frame: sent as CKR_DEVICE_MEMORY");
+        // A bare CK_RV always fits.
+        let _ = kmsp11_proto::encode_framed(&Response::rv(CKR_DEVICE_MEMORY), &mut bytes);
+    }
     let write = async {
         s.write_all(&bytes).await?;
         s.flush().await

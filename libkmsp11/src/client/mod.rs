@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kmsp11_proto::frame::{self, FrameHeader};
+use kmsp11_proto::frame::FrameHeader;
 use kmsp11_proto::{Body, Envelope, Hello, Request, Response, FRAME_HEADER_LEN, PROTOCOL_VERSION};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rustls::pki_types::ServerName;
@@ -391,13 +391,17 @@ fn send(
     env: &Envelope,
     secret: bool,
 ) -> Result<std::result::Result<Response, Failure>> {
-    let mut payload = kmsp11_proto::encode(env).map_err(|e| Error::Transport(e.to_string()))?;
-    let framed = frame::frame(&payload);
-    if secret {
-        payload.zeroize();
+    let mut bytes = Vec::new();
+    let framed = kmsp11_proto::encode_framed(env, &mut bytes);
+    if framed.is_err() && secret {
+        bytes.zeroize();
     }
-    let mut bytes =
-        framed.map_err(|_| Error::ArgumentsBad("request larger than the frame limit"))?;
+    framed.map_err(|e| match e {
+        kmsp11_proto::CodecError::Frame(_) => {
+            Error::ArgumentsBad("request larger than the frame limit")
+        }
+        e => Error::Transport(e.to_string()),
+    })?;
     let r = exchange(s, &bytes);
     if secret {
         bytes.zeroize();
