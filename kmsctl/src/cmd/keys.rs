@@ -1,4 +1,4 @@
-//! `kmsctl keys list|show|disable|enable|revoke|schedule-destroy|cancel-destroy|tag|expire|revoked`.
+//! `kmsctl keys list|show|disable|enable|revoke|rotate|schedule-destroy|cancel-destroy|tag|expire|revoked`.
 
 use serde_json::json;
 
@@ -21,6 +21,10 @@ pub enum Keys {
         #[arg(long)]
         reason: String,
     },
+    /// Make the key's next version under its label (same type, size and
+    /// usage); the current version is renamed LABEL@vN and from then on only
+    /// verifies, decrypts and unwraps. Give the private or secret key.
+    Rotate { key: String },
     /// Destroy the key after kmsd's destroy window; restorable until then.
     ScheduleDestroy { key: String },
     /// Restore a key pending destroy.
@@ -66,6 +70,7 @@ pub fn run(c: &Client, cmd: Keys, out: Output) -> Result<(), Failure> {
         Keys::Disable { key } => act(&key, "disable", None)?,
         Keys::Enable { key } => act(&key, "enable", None)?,
         Keys::Revoke { key, reason } => act(&key, "revoke", Some(json!({"reason": reason})))?,
+        Keys::Rotate { key } => act(&key, "rotate", None)?,
         Keys::ScheduleDestroy { key } => act(&key, "schedule-destroy", None)?,
         Keys::CancelDestroy { key } => act(&key, "cancel-destroy", None)?,
         Keys::Tag { key, tags } => act(&key, "tag", Some(json!({"tags": tags})))?,

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod pipeline;
 pub mod refusal;
 pub mod resolve;
+pub mod rotate;
 
 /// A mechanism by its name (`CKM_AES_GCM`), or its number in hex.
 pub fn mechanism_name(m: u64) -> String {

@@ -565,6 +565,42 @@ async fn key_action(
             })?;
             format!("revoked: {reason}")
         }
+        "rotate" => {
+            use crate::core::rotate::{rotate, RotateError};
+            // HSM work: off the runtime's workers.
+            let r = tokio::task::block_in_place(|| rotate(&d, &k));
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    let (status, code) = match e {
+                        RotateError::Refused(_) => (StatusCode::CONFLICT, "state"),
+                        RotateError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "hsm"),
+                    };
+                    record(&d, &c, &op, Some(&k.id.0), None, &format!("failed: {e}"))?;
+                    return Err(ApiError::new(status, code, e.to_string()));
+                }
+            };
+            let detail = format!(
+                "version {} is {}, now labelled {}; version {} is {}",
+                r.version,
+                k.id,
+                r.old_label,
+                r.version + 1,
+                r.key
+            );
+            record(&d, &c, &op, Some(&k.id.0), None, &detail)?;
+            let new = s
+                .key(&r.key)?
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "key gone"))?;
+            let mut v = keys_cli::json(&new);
+            v["version"] = (r.version + 1).into();
+            v["previous"] = serde_json::json!({
+                "id": k.id.0,
+                "label": r.old_label,
+                "version": r.version,
+            });
+            return Ok(Json(v));
+        }
         "tag" => {
             let tags = body.tags.ok_or_else(|| bad("tag needs {\"tags\": [...]}"))?;
             s.set_tags(&k.id, &tags)?;
@@ -588,7 +624,7 @@ async fn key_action(
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no key action {other:?} (disable, enable, revoke, cancel-destroy, schedule-destroy, tag, expire)"),
+                format!("no key action {other:?} (disable, enable, revoke, rotate, cancel-destroy, schedule-destroy, tag, expire)"),
             ))
         }
     };
