@@ -68,12 +68,26 @@ pub struct KeysCfg {
     /// How long a destroyed token key stays restorable before its HSM
     /// object is destroyed.
     pub destroy_window_secs: u64,
+    /// Scheduled rotation: the age at which kmsd rotates a key's current
+    /// version, by key type, in seconds (0: never). A key's tag
+    /// `rotate=<duration>` (`30d`, `12h`) or `rotate=never` overrides it.
+    pub rotate_rsa_secs: u64,
+    pub rotate_aes_secs: u64,
+    pub rotate_ed25519_secs: u64,
+    pub rotate_ec_secs: u64,
+    pub rotate_generic_secret_secs: u64,
 }
 
 impl Default for KeysCfg {
     fn default() -> KeysCfg {
+        const DAY: u64 = 24 * 3600;
         KeysCfg {
-            destroy_window_secs: 7 * 24 * 3600,
+            destroy_window_secs: 7 * DAY,
+            rotate_rsa_secs: 90 * DAY,
+            rotate_aes_secs: 90 * DAY,
+            rotate_ed25519_secs: 365 * DAY,
+            rotate_ec_secs: 0,
+            rotate_generic_secret_secs: 0,
         }
     }
 }

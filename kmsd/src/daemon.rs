@@ -215,10 +215,11 @@ impl Daemon {
                 path: cfg.store.path.display().to_string(),
                 message: e.to_string(),
             })?;
-        let inventory = crate::core::inventory::Inventory::new(
+        let mut inventory = crate::core::inventory::Inventory::new(
             Arc::new(store),
             Duration::from_secs(cfg.keys.destroy_window_secs),
         );
+        inventory.rotation = crate::core::rotate::Schedule::from(&cfg.keys);
         let backend = Backend::load(&cfg.backend.module)?;
         let configured: Vec<Arc<Identity>> = cfg
             .identities

@@ -232,3 +232,58 @@ fn rotation_refusals() {
         "{labels:?}"
     );
 }
+
+// Scheduled rotation: with `[keys] rotate_ec_secs = 1`, kmsd rotates an EC
+// key by itself (audited as kmsd, naming the setting), and leaves alone a
+// key tagged `rotate=never`.
+#[test]
+fn scheduled_rotation_fires() {
+    let kmsd = Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "keys", "rotate_ec_secs = 1"));
+    // Each its own CKA_ID: kmsd tells EC private keys on SoftHSM apart by it.
+    for (id, label) in [("01", "auto"), ("02", "pinned")] {
+        pkcs11_tool(
+            &kmsd,
+            &[
+                "--keypairgen",
+                "--key-type",
+                "EC:prime256v1",
+                "--id",
+                id,
+                "--label",
+                label,
+            ],
+        );
+    }
+    let pinned = key_id(&kmsd, "pinned", "private-key");
+    kmsctl_json(&kmsd, &["keys", "tag", &pinned, "rotate=never"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let labels = loop {
+        let keys = kmsctl_json(&kmsd, &["keys", "list"]);
+        let labels: Vec<String> = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["label"].as_str().unwrap().to_string())
+            .collect();
+        // The record is written once the rotation is done.
+        let audit = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+        let recorded = audit.lines().any(|l| {
+            l.contains("\"op\":\"keys.rotate\"")
+                && l.contains("\"identity\":\"kmsd\"")
+                && l.contains("keys.rotate_ec_secs")
+        });
+        if recorded && labels.iter().any(|l| l == "auto@v1") {
+            break labels;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled rotation (audited as kmsd) within 30 s: {labels:?}\n{}",
+            kmsd.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(
+        !labels.iter().any(|l| l.starts_with("pinned@v")),
+        "a key tagged rotate=never is not rotated: {labels:?}"
+    );
+}

@@ -21,9 +21,10 @@ pub enum Keys {
         #[arg(long)]
         reason: String,
     },
-    /// Make the key's next version under its label (same type, size and
-    /// usage); the current version is renamed LABEL@vN and from then on only
-    /// verifies, decrypts and unwraps. Give the private or secret key.
+    /// Make the key's next version under its label and CKA_ID (same type,
+    /// size and usage); the current version is renamed LABEL@vN (CKA_ID
+    /// followed by "@vN") and from then on only verifies, decrypts and
+    /// unwraps. Give the private or secret key.
     Rotate { key: String },
     /// Destroy the key after kmsd's destroy window; restorable until then.
     ScheduleDestroy { key: String },

@@ -36,6 +36,10 @@ pub struct Inventory {
     pub store: Arc<dyn Store>,
     /// How long a destroyed key stays restorable.
     pub destroy_window: Duration,
+    /// When kmsd rotates keys by itself.
+    pub rotation: super::rotate::Schedule,
+    /// Keys whose scheduled rotation failed, and when to try again.
+    pub rotation_retry: Mutex<HashMap<KeyId, u64>>,
     known: Mutex<HashMap<(CK_SLOT_ID, BObject), Arc<Known>>>,
     /// Uses counted since the last flush to the store.
     usage: Mutex<HashMap<(KeyId, &'static str), u64>>,
@@ -52,6 +56,8 @@ impl Inventory {
         Inventory {
             store,
             destroy_window,
+            rotation: Default::default(),
+            rotation_retry: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
         }

@@ -1,6 +1,7 @@
 //! Key lifecycle work kmsd does by itself: carrying out pending destroys
 //! whose window ended (the HSM object destroyed, the key `destroyed`, an
-//! audit record written before the HSM acts) and writing usage counts.
+//! audit record written before the HSM acts), rotating keys whose time
+//! has come, and writing usage counts.
 
 use kmsp11_proto::{AttrValue, Attribute};
 use pkcs11_sys::*;
@@ -26,6 +27,73 @@ pub fn tick(d: &Daemon) {
     for k in due {
         if let Err(e) = destroy(d, &k) {
             tracing::error!(key = %k.id, "pending destroy not carried out: {e}; retried later");
+        }
+    }
+    rotate_due(d);
+}
+
+/// Rotates the keys whose current version reached its rotation age
+/// (`[keys] rotate_*_secs`, a key's `rotate=` tag), each with an audit
+/// record of what was done or why not; a failed one is tried again an
+/// hour later.
+fn rotate_due(d: &Daemon) {
+    const RETRY_SECS: u64 = 3600;
+    use super::rotate;
+    let now = super::inventory::now();
+    let keys = match d.inventory.store.keys(None) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("store: {e}; scheduled rotations wait");
+            return;
+        }
+    };
+    for k in keys {
+        let Some(why) = d.inventory.rotation.due(&k, now) else {
+            continue;
+        };
+        let retry = d.inventory.rotation_retry.lock().get(&k.id).copied();
+        if retry.is_some_and(|at| at > now) {
+            continue;
+        }
+        let (rv, detail) = match rotate::rotate(d, &k) {
+            Ok(r) => {
+                tracing::info!(key = %k.id, label = %k.label, new = %r.key, "scheduled rotation");
+                (
+                    "CKR_OK",
+                    format!(
+                        "version {} is {}, now labelled {}; version {} is {}",
+                        r.version,
+                        k.id,
+                        r.old_label,
+                        r.version + 1,
+                        r.key
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::error!(key = %k.id, "scheduled rotation failed: {e}; tried again in an hour");
+                d.inventory
+                    .rotation_retry
+                    .lock()
+                    .insert(k.id.clone(), now + RETRY_SECS);
+                ("failed", format!("failed: {e}"))
+            }
+        };
+        let r = d.audit.record(Record {
+            identity: Some("kmsd".into()),
+            token: Some(k.token.clone()),
+            op: Some("keys.rotate".into()),
+            key: Some(k.id.0.clone()),
+            label: Some(k.label.clone()),
+            decision: Some("allow".into()),
+            policy: Some(why),
+            detail: Some(detail),
+            rv: Some(rv.into()),
+            ..Default::default()
+        });
+        if let Err(e) = r {
+            tracing::error!("audit: {e}; scheduled rotations wait");
+            return;
         }
     }
 }

@@ -21,6 +21,66 @@ use crate::handles::{BObject, BSession};
 use crate::hsm::{Backend, CMechanism, CTemplate};
 use crate::store::{KeyId, KeyRecord, KeyState};
 
+/// When kmsd rotates a key by itself: its current version's age, by key
+/// type (`[keys] rotate_*_secs`; 0 never), unless the key's tag
+/// `rotate=<duration>` or `rotate=never` says otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Schedule {
+    rsa: u64,
+    aes: u64,
+    ed25519: u64,
+    ec: u64,
+    generic_secret: u64,
+}
+
+impl From<&crate::config::KeysCfg> for Schedule {
+    fn from(c: &crate::config::KeysCfg) -> Schedule {
+        Schedule {
+            rsa: c.rotate_rsa_secs,
+            aes: c.rotate_aes_secs,
+            ed25519: c.rotate_ed25519_secs,
+            ec: c.rotate_ec_secs,
+            generic_secret: c.rotate_generic_secret_secs,
+        }
+    }
+}
+
+impl Schedule {
+    /// The key's rotation period in seconds and where it comes from;
+    /// `None` when it is never rotated by schedule.
+    pub fn period(&self, k: &KeyRecord) -> Option<(u64, String)> {
+        if let Some(tag) = k.tags.iter().find_map(|t| t.strip_prefix("rotate=")) {
+            return match tag {
+                "never" => None,
+                d => humantime::parse_duration(d)
+                    .ok()
+                    .map(|d| (d.as_secs(), format!("tag rotate={tag}")))
+                    .filter(|(s, _)| *s > 0),
+            };
+        }
+        let (secs, name) = match k.key_type {
+            CKK_RSA => (self.rsa, "rsa"),
+            CKK_AES => (self.aes, "aes"),
+            CKK_EC_EDWARDS => (self.ed25519, "ed25519"),
+            CKK_EC => (self.ec, "ec"),
+            CKK_GENERIC_SECRET => (self.generic_secret, "generic_secret"),
+            _ => return None,
+        };
+        (secs > 0).then(|| (secs, format!("keys.rotate_{name}_secs")))
+    }
+
+    /// Whether key `k` is a current version whose time has come at `now`.
+    pub fn due(&self, k: &KeyRecord, now: u64) -> Option<String> {
+        let current = matches!(k.class, CKO_PRIVATE_KEY | CKO_SECRET_KEY)
+            && k.state == KeyState::Active
+            && !k.label.is_empty()
+            && !k.label.contains("@v")
+            && k.expires.is_none_or(|e| e > now);
+        let (period, why) = self.period(k).filter(|_| current)?;
+        (k.created.saturating_add(period) <= now).then_some(why)
+    }
+}
+
 /// What a rotation did.
 #[derive(Debug)]
 pub struct Rotated {
@@ -421,5 +481,72 @@ fn undo(
         if let Err(e) = r {
             tracing::error!(key = %rec.id, "rotation undone: record not restored: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(key_type: u64, label: &str, tags: &[&str]) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::new(),
+            token: "t".into(),
+            fingerprint: vec![],
+            label: label.into(),
+            class: if key_type == CKK_AES {
+                CKO_SECRET_KEY
+            } else {
+                CKO_PRIVATE_KEY
+            },
+            key_type,
+            owner: String::new(),
+            created: 1_000,
+            state: KeyState::Active,
+            destroy_at: None,
+            expires: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_rotate_rsa_and_aes_quarterly_and_ed25519_yearly() {
+        let s = Schedule::from(&crate::config::KeysCfg::default());
+        let day = 24 * 3600;
+        assert!(s.due(&key(CKK_RSA, "r", &[]), 1_000 + 90 * day).is_some());
+        assert!(s.due(&key(CKK_RSA, "r", &[]), 1_000 + 89 * day).is_none());
+        assert!(s.due(&key(CKK_AES, "a", &[]), 1_000 + 90 * day).is_some());
+        assert!(s
+            .due(&key(CKK_EC_EDWARDS, "e", &[]), 1_000 + 364 * day)
+            .is_none());
+        assert!(s
+            .due(&key(CKK_EC_EDWARDS, "e", &[]), 1_000 + 365 * day)
+            .is_some());
+        assert!(
+            s.due(&key(CKK_EC, "c", &[]), u64::MAX / 2).is_none(),
+            "EC: never by default"
+        );
+    }
+
+    #[test]
+    fn tags_override_and_old_versions_are_never_due() {
+        let s = Schedule::from(&crate::config::KeysCfg::default());
+        let later = 1_000 + 400 * 24 * 3600;
+        assert!(s
+            .due(&key(CKK_RSA, "r", &["rotate=never"]), later)
+            .is_none());
+        let tagged = key(CKK_EC, "c", &["rotate=1h"]);
+        assert_eq!(
+            s.due(&tagged, 1_000 + 3600).as_deref(),
+            Some("tag rotate=1h")
+        );
+        assert!(s.due(&tagged, 1_000 + 3599).is_none());
+        assert!(s.due(&key(CKK_RSA, "r@v1", &[]), later).is_none());
+        let mut public = key(CKK_RSA, "r", &[]);
+        public.class = CKO_PUBLIC_KEY;
+        assert!(s.due(&public, later).is_none());
+        let mut expired = key(CKK_RSA, "r", &[]);
+        expired.expires = Some(2_000);
+        assert!(s.due(&expired, later).is_none());
     }
 }
