@@ -117,9 +117,9 @@ min_aes_bits = 128
 path = "kmsd.db"
 
 [dual_control]
-# Production guards all six operations (the default when `guarded` is not
+# Production guards all seven operations (the default when `guarded` is not
 # given): "generate", "import", "export", "destroy", "policy-reload",
-# "identity-change". Dev mode guards destroying a token key, so that one
+# "identity-change", "rotate". Dev mode guards destroying a token key, so that one
 # person can try it: a destroy is refused (CKR_FUNCTION_REJECTED) until
 # dev-admin and dev-admin2 approve it with kmsctl; the retry then succeeds once.
 guarded = ["destroy"]

@@ -537,3 +537,48 @@ fn watch_shows_requests_as_they_change() {
         .collect();
     assert_eq!(approvers, vec![0, 1], "{lines:?}");
 }
+
+// With `guarded = ["rotate"]` a rotation through the admin API waits for
+// two approvals of that key's rotation, then runs once.
+#[test]
+fn rotation_guarded_when_configured() {
+    let kmsd = Kmsd::start_edited(|t, _| {
+        t.replacen("guarded = [\"destroy\"]", "guarded = [\"rotate\"]", 1)
+    });
+    let text = std::fs::read_to_string(kmsd.dir.join("kmsctl-admin.toml"))
+        .unwrap()
+        .replace("dev-admin.", "client.");
+    std::fs::write(kmsd.dir.join("kmsctl-client.toml"), text).unwrap();
+    let (ok, out) = tool(
+        &kmsd,
+        "kmsp11.toml",
+        "--keypairgen --key-type EC:prime256v1 --label turn --id 07",
+    );
+    assert!(ok, "{out}");
+    let (code, out) = kmsctl(&kmsd, "kmsctl-admin.toml", &["keys", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let keys: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "turn" && k["class"] == "private-key")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rotate = || kmsctl(&kmsd, "kmsctl-admin.toml", &["keys", "rotate", &key]);
+    let (code, out) = rotate();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("needs 2 approvals"), "{out}");
+    let p = pending(&kmsd);
+    assert_eq!(p[0]["action"], "rotate", "{p:?}");
+    let id = p[0]["id"].as_str().unwrap().to_string();
+    approve_as(&kmsd, &["kmsctl-client.toml", "kmsctl-admin2.toml"], &id);
+    let (code, out) = rotate();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("turn@v1"), "{out}");
+    // The grant served once; the old version is not current any more anyway.
+    let (code, out) = rotate();
+    assert_ne!(code, 0, "{out}");
+}

@@ -52,16 +52,20 @@ pub enum Guarded {
     PolicyReload,
     /// Adding, disabling or enabling an identity through the admin API.
     IdentityChange,
+    /// Rotating a key through the admin API (a scheduled rotation is
+    /// kmsd's own, by its configuration).
+    Rotate,
 }
 
 impl Guarded {
-    pub const ALL: [Guarded; 6] = [
+    pub const ALL: [Guarded; 7] = [
         Guarded::Generate,
         Guarded::Import,
         Guarded::Export,
         Guarded::Destroy,
         Guarded::PolicyReload,
         Guarded::IdentityChange,
+        Guarded::Rotate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Guarded {
             Guarded::Destroy => "destroy",
             Guarded::PolicyReload => "policy-reload",
             Guarded::IdentityChange => "identity-change",
+            Guarded::Rotate => "rotate",
         }
     }
 }

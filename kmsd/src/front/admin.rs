@@ -567,6 +567,7 @@ async fn key_action(
         }
         "rotate" => {
             use crate::core::rotate::{rotate, RotateError};
+            dual_control(&d, &c, Guarded::Rotate, &op, &k.token, &k.id.0, &k.label)?;
             // HSM work: off the runtime's workers.
             let r = tokio::task::block_in_place(|| rotate(&d, &k));
             let r = match r {
