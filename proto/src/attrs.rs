@@ -159,30 +159,52 @@ pub(crate) fn queries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AttrQuery>,
 /// A sequence of at most [`MAX_TEMPLATE_LEN`] items, refused from its
 /// announced length before anything is allocated.
 fn bounded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    struct Seq<T>(PhantomData<T>);
+    at_most(d, MAX_TEMPLATE_LEN, "template", "attributes")
+}
+
+/// A sequence of at most `limit` items (`what` of `items`), refused from
+/// its announced length before anything is allocated.
+pub(crate) fn at_most<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+    limit: usize,
+    what: &'static str,
+    items: &'static str,
+) -> Result<Vec<T>, D::Error> {
+    struct Seq<T> {
+        limit: usize,
+        what: &'static str,
+        items: &'static str,
+        t: PhantomData<T>,
+    }
     impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
         type Value = Vec<T>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "at most {MAX_TEMPLATE_LEN} attributes")
+            write!(f, "at most {} {}", self.limit, self.items)
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let n = seq.size_hint().unwrap_or(0);
-            if n > MAX_TEMPLATE_LEN {
+            if n > self.limit {
                 return Err(A::Error::custom(format!(
-                    "template of {n} attributes (limit {MAX_TEMPLATE_LEN})"
+                    "{} of {n} {} (limit {})",
+                    self.what, self.items, self.limit
                 )));
             }
             let mut out = Vec::with_capacity(n);
             while let Some(x) = seq.next_element()? {
-                if out.len() == MAX_TEMPLATE_LEN {
-                    return Err(A::Error::custom("template too long"));
+                if out.len() == self.limit {
+                    return Err(A::Error::custom(format!("{} too long", self.what)));
                 }
                 out.push(x);
             }
             Ok(out)
         }
     }
-    d.deserialize_seq(Seq(PhantomData))
+    d.deserialize_seq(Seq {
+        limit,
+        what,
+        items,
+        t: PhantomData,
+    })
 }
 
 #[cfg(test)]

@@ -11,10 +11,7 @@
 //! anything is allocated.
 
 use std::cell::Cell;
-use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{Request, Response};
@@ -85,32 +82,8 @@ pub(crate) fn answers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Response>, 
     bounded(d)
 }
 
-/// At most [`MAX_BATCH`] items, refused from the announced length.
 fn bounded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    struct Seq<T>(PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "at most {MAX_BATCH} calls")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let n = seq.size_hint().unwrap_or(0);
-            if n > MAX_BATCH {
-                return Err(A::Error::custom(format!(
-                    "batch of {n} calls (limit {MAX_BATCH})"
-                )));
-            }
-            let mut out = Vec::with_capacity(n);
-            while let Some(x) = seq.next_element()? {
-                if out.len() == MAX_BATCH {
-                    return Err(A::Error::custom("batch too long"));
-                }
-                out.push(x);
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_seq(Seq(PhantomData))
+    crate::attrs::at_most(d, MAX_BATCH, "batch", "calls")
 }
 
 #[cfg(test)]

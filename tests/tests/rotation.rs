@@ -58,6 +58,23 @@ fn pkcs11_tool(kmsd: &Kmsd, args: &[&str]) -> String {
     out
 }
 
+/// An EC P-256 token key pair made with pkcs11-tool. Each its own CKA_ID:
+/// kmsd tells EC private keys on SoftHSM apart by it.
+fn ec_pair(kmsd: &Kmsd, id: &str, label: &str) {
+    pkcs11_tool(
+        kmsd,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--id",
+            id,
+            "--label",
+            label,
+        ],
+    );
+}
+
 /// ECDSA over a 32-byte digest with pkcs11-tool, the key found by its id
 /// (as pkcs11-tool finds a signing key).
 fn tool_sign(kmsd: &Kmsd, dir: &std::path::Path, id: &str, name: &str) -> Vec<u8> {
@@ -88,18 +105,7 @@ fn tool_sign(kmsd: &Kmsd, dir: &std::path::Path, id: &str, name: &str) -> Vec<u8
 fn rotated_signing_key_keeps_old_signatures_verifiable() {
     let kmsd = Kmsd::start();
     let tmp = tempfile::tempdir().unwrap();
-    pkcs11_tool(
-        &kmsd,
-        &[
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--id",
-            "0a",
-            "--label",
-            "signer",
-        ],
-    );
+    ec_pair(&kmsd, "0a", "signer");
     let before = tool_sign(&kmsd, tmp.path(), "0a", "sig1");
     let id = key_id(&kmsd, "signer", "private-key");
     let r = kmsctl_json(&kmsd, &["keys", "rotate", &id]);
@@ -239,21 +245,8 @@ fn rotation_refusals() {
 #[test]
 fn scheduled_rotation_fires() {
     let kmsd = Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "keys", "rotate_ec_secs = 1"));
-    // Each its own CKA_ID: kmsd tells EC private keys on SoftHSM apart by it.
-    for (id, label) in [("01", "auto"), ("02", "pinned")] {
-        pkcs11_tool(
-            &kmsd,
-            &[
-                "--keypairgen",
-                "--key-type",
-                "EC:prime256v1",
-                "--id",
-                id,
-                "--label",
-                label,
-            ],
-        );
-    }
+    ec_pair(&kmsd, "01", "auto");
+    ec_pair(&kmsd, "02", "pinned");
     let pinned = key_id(&kmsd, "pinned", "private-key");
     kmsctl_json(&kmsd, &["keys", "tag", &pinned, "rotate=never"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -58,17 +58,7 @@ fn rotate_due(d: &Daemon) {
         let (rv, detail) = match rotate::rotate(d, &k) {
             Ok(r) => {
                 tracing::info!(key = %k.id, label = %k.label, new = %r.key, "scheduled rotation");
-                (
-                    "CKR_OK",
-                    format!(
-                        "version {} is {}, now labelled {}; version {} is {}",
-                        r.version,
-                        k.id,
-                        r.old_label,
-                        r.version + 1,
-                        r.key
-                    ),
-                )
+                ("CKR_OK", r.describe(&k.id))
             }
             Err(e) => {
                 tracing::error!(key = %k.id, "scheduled rotation failed: {e}; tried again in an hour");

@@ -92,6 +92,19 @@ pub struct Rotated {
     pub version: u64,
 }
 
+impl Rotated {
+    /// For the audit record, `old` being the replaced version's key.
+    pub fn describe(&self, old: &KeyId) -> String {
+        format!(
+            "version {} is {old}, now labelled {}; version {} is {}",
+            self.version,
+            self.old_label,
+            self.version + 1,
+            self.key
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
     /// The key cannot be rotated as it is (its class, state, label, type).

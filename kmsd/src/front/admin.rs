@@ -581,14 +581,7 @@ async fn key_action(
                     return Err(ApiError::new(status, code, e.to_string()));
                 }
             };
-            let detail = format!(
-                "version {} is {}, now labelled {}; version {} is {}",
-                r.version,
-                k.id,
-                r.old_label,
-                r.version + 1,
-                r.key
-            );
+            let detail = r.describe(&k.id);
             record(&d, &c, &op, Some(&k.id.0), None, &detail)?;
             let new = s
                 .key(&r.key)?
