@@ -269,6 +269,33 @@ pub fn find(s: &dyn Store, key: &str) -> Result<KeyRecord, String> {
     }
 }
 
+/// As [`find`], a label a key pair shares naming its private key (what
+/// rotating a key pair names).
+pub fn find_private(s: &dyn Store, key: &str) -> Result<KeyRecord, String> {
+    let e = match find(s, key) {
+        Ok(k) => return Ok(k),
+        Err(e) => e,
+    };
+    let mut private: Vec<KeyRecord> = s
+        .keys(None)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|k| {
+            k.label == key
+                && k.state != KeyState::Destroyed
+                && matches!(
+                    k.class,
+                    pkcs11_sys::CKO_PRIVATE_KEY | pkcs11_sys::CKO_SECRET_KEY
+                )
+        })
+        .collect();
+    if private.len() == 1 {
+        Ok(private.remove(0))
+    } else {
+        Err(e)
+    }
+}
+
 /// Who runs the command: `--by`, else the login name.
 pub fn operator(by: Option<String>) -> String {
     by.or_else(|| std::env::var("SUDO_USER").ok())

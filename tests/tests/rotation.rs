@@ -108,7 +108,8 @@ fn rotated_signing_key_keeps_old_signatures_verifiable() {
     ec_pair(&kmsd, "0a", "signer");
     let before = tool_sign(&kmsd, tmp.path(), "0a", "sig1");
     let id = key_id(&kmsd, "signer", "private-key");
-    let r = kmsctl_json(&kmsd, &["keys", "rotate", &id]);
+    // By name: the label the pair shares names its private key.
+    let r = kmsctl_json(&kmsd, &["keys", "rotate", "signer"]);
     assert_eq!(r["label"], "signer", "{r}");
     assert_eq!(r["version"], 2, "{r}");
     assert_eq!(r["previous"]["label"], "signer@v1", "{r}");
@@ -183,6 +184,27 @@ fn rotated_aes_key_decrypts_what_each_version_encrypted() {
     let r = kmsctl_json(&kmsd, &["keys", "rotate", &id2]);
     assert_eq!(r["previous"]["label"], "sealer@v2", "{r}");
     assert_eq!(r["version"], 3, "{r}");
+    let versions = kmsctl_json(&kmsd, &["keys", "versions", "sealer"]);
+    let listed: Vec<(u64, String)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["version"].as_u64().unwrap(),
+                k["label"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (3, "sealer".into()),
+            (2, "sealer@v2".into()),
+            (1, "sealer@v1".into())
+        ],
+        "newest first"
+    );
     in_library(&kmsd, |s| {
         let decrypt = |label: &str, c: &[u8]| {
             let k = one(s, label, ObjectClass::SECRET_KEY);

@@ -1,4 +1,4 @@
-//! `kmsctl keys list|show|disable|enable|revoke|rotate|schedule-destroy|cancel-destroy|tag|expire|revoked`.
+//! `kmsctl keys list|show|disable|enable|revoke|rotate|versions|schedule-destroy|cancel-destroy|tag|expire|revoked`.
 
 use serde_json::json;
 
@@ -24,8 +24,10 @@ pub enum Keys {
     /// Make the key's next version under its label and CKA_ID (same type,
     /// size and usage); the current version is renamed LABEL@vN (CKA_ID
     /// followed by "@vN") and from then on only verifies, decrypts and
-    /// unwraps. Give the private or secret key.
+    /// unwraps. KEY: the private or secret key's id, or the key's label.
     Rotate { key: String },
+    /// A key's versions by its label, newest first.
+    Versions { label: String },
     /// Destroy the key after kmsd's destroy window; restorable until then.
     ScheduleDestroy { key: String },
     /// Restore a key pending destroy.
@@ -72,6 +74,15 @@ pub fn run(c: &Client, cmd: Keys, out: Output) -> Result<(), Failure> {
         Keys::Enable { key } => act(&key, "enable", None)?,
         Keys::Revoke { key, reason } => act(&key, "revoke", Some(json!({"reason": reason})))?,
         Keys::Rotate { key } => act(&key, "rotate", None)?,
+        Keys::Versions { label } => {
+            let mut columns = vec![("VERSION", "version")];
+            columns.extend_from_slice(COLUMNS);
+            rows(
+                &c.get(&format!("/v1/keys/{label}/versions"))?,
+                out,
+                &columns,
+            )
+        }
         Keys::ScheduleDestroy { key } => act(&key, "schedule-destroy", None)?,
         Keys::CancelDestroy { key } => act(&key, "cancel-destroy", None)?,
         Keys::Tag { key, tags } => act(&key, "tag", Some(json!({"tags": tags})))?,

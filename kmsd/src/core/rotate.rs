@@ -162,6 +162,21 @@ pub fn version_label(label: &str, n: u64) -> String {
     format!("{label}@v{n}")
 }
 
+/// N when `label` is `base@vN`, a replaced version of key `base`.
+pub fn old_version(base: &str, label: &str) -> Option<u64> {
+    label.strip_prefix(base)?.strip_prefix("@v")?.parse().ok()
+}
+
+/// The number of key `base`'s current version among these records: one
+/// more than its replaced versions.
+pub fn current_version<'a>(base: &str, keys: impl IntoIterator<Item = &'a KeyRecord>) -> u64 {
+    keys.into_iter()
+        .filter_map(|k| old_version(base, &k.label))
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
 /// Rotates key `k` (a private or secret key, active, the current version).
 pub fn rotate(d: &Daemon, k: &KeyRecord) -> Result<Rotated, RotateError> {
     if !matches!(k.class, CKO_PRIVATE_KEY | CKO_SECRET_KEY) {
@@ -184,19 +199,11 @@ pub fn rotate(d: &Daemon, k: &KeyRecord) -> Result<Rotated, RotateError> {
         .token_named(&k.token)
         .ok_or_else(|| Failed(format!("token {:?} is not served", k.token)))?;
     let store = d.inventory.store.as_ref();
-    let version = store
+    let keys = store
         .keys(Some(&k.token))
-        .map_err(|e| Failed(format!("store: {e}")))?
-        .iter()
-        .filter_map(|r| {
-            r.label
-                .strip_prefix(&format!("{}@v", k.label))?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
-        + 1;
+        .map_err(|e| Failed(format!("store: {e}")))?;
+    // The number the current version gets as it is replaced.
+    let version = current_version(&k.label, &keys);
     let b = &d.backend;
     let s = b
         .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)

@@ -177,6 +177,7 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/keys", get(keys))
         .route("/v1/keys/{key}", get(key))
+        .route("/v1/keys/{key}/versions", get(versions))
         .route("/v1/keys/{key}/{action}", post(key_action))
         .route("/v1/revocations", get(revocations))
         .route("/v1/approvals", get(approvals))
@@ -478,6 +479,43 @@ async fn keys(State(d): D, Extension(c): C) -> Answer {
     )))
 }
 
+/// A key's versions by its label (or a version's, `label@vN`): newest
+/// first, each record with its `version`.
+async fn versions(State(d): D, Extension(c): C, Path(name): Path<String>) -> Answer {
+    require(&d, &c, READERS, None)?;
+    use crate::core::rotate::{current_version, old_version};
+    let base = match name.rsplit_once("@v") {
+        Some((b, n)) if n.parse::<u64>().is_ok() => b.to_string(),
+        _ => name.clone(),
+    };
+    let keys = d.inventory.store.keys(None)?;
+    let current = current_version(&base, &keys);
+    let mut v: Vec<(u64, _)> = keys
+        .iter()
+        .filter_map(|k| match old_version(&base, &k.label) {
+            Some(n) => Some((n, k)),
+            None => (k.label == base).then_some((current, k)),
+        })
+        .collect();
+    if v.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key labelled {base:?}"),
+        ));
+    }
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.class.cmp(&b.1.class)));
+    Ok(Json(Value::Array(
+        v.into_iter()
+            .map(|(n, k)| {
+                let mut j = keys_cli::json(k);
+                j["version"] = n.into();
+                j
+            })
+            .collect(),
+    )))
+}
+
 async fn key(State(d): D, Extension(c): C, Path(key): Path<String>) -> Answer {
     require(&d, &c, READERS, None)?;
     let s = d.inventory.store.as_ref();
@@ -517,8 +555,12 @@ async fn key_action(
     require(&d, &c, ADMINS, Some(&op))?;
     let body = body.map(|b| b.0).unwrap_or_default();
     let s = d.inventory.store.as_ref();
-    let k = keys_cli::find(s, &key)
-        .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?;
+    let find = if action == "rotate" {
+        keys_cli::find_private
+    } else {
+        keys_cli::find
+    };
+    let k = find(s, &key).map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?;
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m.to_string());
     let conflict = || {
         ApiError::new(
