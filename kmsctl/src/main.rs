@@ -53,6 +53,9 @@ enum Command {
     /// The key inventory and lifecycle.
     #[command(subcommand)]
     Keys(cmd::keys::Keys),
+    /// Certificates and trust anchors on the tokens.
+    #[command(subcommand)]
+    Certs(cmd::certs::Certs),
     /// Dual control: approval requests.
     #[command(subcommand)]
     Approvals(cmd::approvals::Approvals),
@@ -119,6 +122,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Status => cmd::status::run(&client, out),
         Command::Keys(k) => cmd::keys::run(&client, k, out),
+        Command::Certs(k) => cmd::certs::run(&client, k, out),
         Command::Approvals(a) => cmd::approvals::run(&client, a, out),
         Command::Audit(a) => cmd::audit::run(&client, a, out),
         Command::Policy(p) => cmd::policy::run(&client, p, out),

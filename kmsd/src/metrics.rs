@@ -26,6 +26,7 @@ pub struct Metrics {
     pub approvals_pending: IntGauge,
     pub admin_requests: IntCounterVec,
     pub exchanges: IntCounterVec,
+    pub certificates_expiring: IntGauge,
 }
 
 impl Metrics {
@@ -108,6 +109,11 @@ impl Metrics {
             &["calls"],
         )
         .expect("metric");
+        let certificates_expiring = IntGauge::new(
+            "certificates_expiring",
+            "Certificates on the tokens expiring within 30 days (or expired)",
+        )
+        .expect("metric");
         for m in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -124,6 +130,7 @@ impl Metrics {
             Box::new(approvals_pending.clone()),
             Box::new(admin_requests.clone()),
             Box::new(exchanges.clone()),
+            Box::new(certificates_expiring.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -144,6 +151,7 @@ impl Metrics {
             approvals_pending,
             admin_requests,
             exchanges,
+            certificates_expiring,
         }
     }
 

@@ -281,6 +281,16 @@ impl Kmsd {
         (out.status.code().unwrap_or(-1), s)
     }
 
+    /// kmsctl with dev config `cfg`, `--output json`, which must succeed:
+    /// its parsed answer.
+    pub fn kmsctl_json(&self, cfg: &str, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let (code, out) = self.kmsctl(cfg, &a);
+        assert_eq!(code, 0, "kmsctl {args:?}: {out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
     /// curl on the admin API as dev identity `who` (the name of its
     /// certificate files: `client` for dev-client, `dev-admin`, `dev-user`,
     /// ...), with extra headers (`"Origin: ..."`): (HTTP status, body).

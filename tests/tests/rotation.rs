@@ -15,11 +15,7 @@ const ADMIN: &str = "kmsctl-admin.toml";
 const AUDITOR: &str = "kmsctl-auditor.toml";
 
 fn kmsctl_json(kmsd: &Kmsd, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.extend(["--output", "json"]);
-    let (code, out) = kmsd.kmsctl(ADMIN, &a);
-    assert_eq!(code, 0, "kmsctl {args:?}: {out}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    kmsd.kmsctl_json(ADMIN, args)
 }
 
 fn key_id(kmsd: &Kmsd, label: &str, class: &str) -> String {

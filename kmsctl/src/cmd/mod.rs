@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod certs;
 pub mod identities;
 pub mod keys;
 pub mod policy;

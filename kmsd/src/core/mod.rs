@@ -6,6 +6,7 @@
 
 pub mod active;
 pub mod call;
+pub mod certs;
 pub mod facts;
 pub mod inventory;
 pub mod lifecycle;

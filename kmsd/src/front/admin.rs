@@ -180,6 +180,8 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/keys/{key}/versions", get(versions))
         .route("/v1/keys/{key}/{action}", post(key_action))
         .route("/v1/revocations", get(revocations))
+        .route("/v1/certs", get(certs).post(import_certs))
+        .route("/v1/certs/{sha256}/remove", post(remove_cert))
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{id}", get(approval))
         .route("/v1/approvals/{id}/{action}", post(approval_action))
@@ -209,6 +211,7 @@ const PATHS: &[&str] = &[
     "/v1/status",
     "/v1/keys",
     "/v1/revocations",
+    "/v1/certs",
     "/v1/approvals",
     "/v1/identities",
     "/v1/policy",
@@ -432,6 +435,10 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
     m.daily_limit
         .set(d.quotas.daily_limit_per_key.min(i64::MAX as u64) as i64);
     m.approvals_pending.set(pending_approvals(&d)? as i64);
+    let soon = tokio::task::block_in_place(|| {
+        crate::core::certs::expiring(&d, crate::core::certs::SOON_DAYS)
+    });
+    m.certificates_expiring.set(soon.len() as i64);
     m.key_uses_today.reset();
     for (key, n) in d.inventory.store.daily_all(crate::authz::quota::today())? {
         m.key_uses_today
@@ -457,6 +464,9 @@ async fn status(State(d): D, Extension(c): C) -> Answer {
     let tokens: Vec<String> = d.all_tokens().iter().map(|t| t.name.clone()).collect();
     let (seq, hash) = d.audit.head();
     let pending = pending_approvals(&d)?;
+    let soon = tokio::task::block_in_place(|| {
+        crate::core::certs::expiring(&d, crate::core::certs::SOON_DAYS)
+    });
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "tokens": tokens,
@@ -468,6 +478,7 @@ async fn status(State(d): D, Extension(c): C) -> Answer {
         "policies": d.policy().len(),
         "pending_approvals": pending,
         "audit": {"sequence": seq, "head": hash},
+        "certificates_expiring": soon,
     })))
 }
 
@@ -767,6 +778,112 @@ async fn approval_action(
     );
     record(&d, &c, &op, Some(&a.key), Some(&a.requester), &detail)?;
     Ok(Json(approval_json(&a)))
+}
+
+/// Certificates on the tokens, soonest to expire first.
+async fn certs(State(d): D, Extension(c): C) -> Answer {
+    require(&d, &c, READERS, None)?;
+    let list = tokio::task::block_in_place(|| crate::core::certs::list(&d)).map_err(cert_error)?;
+    Ok(Json(serde_json::to_value(list).unwrap_or_default()))
+}
+
+/// The body of a certificate import.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertImport {
+    /// PEM text (one or more CERTIFICATE blocks, leaf first).
+    pub pem: Option<String>,
+    /// A DER certificate, hex.
+    pub der_hex: Option<String>,
+    /// The key (id or label) the leaf certifies; without it, every
+    /// certificate is an authority (a trust anchor or a CA of a chain).
+    pub key: Option<String>,
+    /// The token, when no key names it (default: the first served).
+    pub token: Option<String>,
+}
+
+async fn import_certs(State(d): D, Extension(c): C, Json(body): Json<CertImport>) -> Answer {
+    let op = "certs.import";
+    require(&d, &c, ADMINS, Some(op))?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let file = match (body.pem, body.der_hex) {
+        (Some(p), None) => p.into_bytes(),
+        (None, Some(h)) => hex::decode(h.trim()).map_err(|e| bad(format!("der_hex: {e}")))?,
+        _ => return Err(bad("give one of pem, der_hex".into())),
+    };
+    let ders = crate::core::certs::parse_file(&file).map_err(cert_error)?;
+    let s = d.inventory.store.as_ref();
+    let key = match &body.key {
+        Some(k) => Some(
+            keys_cli::find_private(s, k)
+                .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?,
+        ),
+        None => None,
+    };
+    let token = match (&key, &body.token) {
+        (Some(k), _) => d.token_named(&k.token),
+        (None, Some(t)) => d.token_named(t),
+        (None, None) => d.all_tokens().into_iter().next(),
+    }
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such token"))?;
+    let r =
+        tokio::task::block_in_place(|| crate::core::certs::import(&d, &token, &ders, key.as_ref()));
+    let made = match r {
+        Ok(m) => m,
+        Err(e) => {
+            record(
+                &d,
+                &c,
+                op,
+                key.as_ref().map(|k| k.id.0.as_str()),
+                None,
+                &format!("refused: {e}"),
+            )?;
+            return Err(cert_error(e));
+        }
+    };
+    let detail = format!(
+        "{} of {} certificates made: {}",
+        made.len(),
+        ders.len(),
+        made.iter()
+            .map(|m| m.subject.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    record(
+        &d,
+        &c,
+        op,
+        key.as_ref().map(|k| k.id.0.as_str()),
+        None,
+        &detail,
+    )?;
+    Ok(Json(serde_json::to_value(made).unwrap_or_default()))
+}
+
+async fn remove_cert(State(d): D, Extension(c): C, Path(sha256): Path<String>) -> Answer {
+    let op = "certs.remove";
+    require(&d, &c, ADMINS, Some(op))?;
+    let r = tokio::task::block_in_place(|| crate::core::certs::remove(&d, &sha256))
+        .map_err(cert_error)?;
+    record(
+        &d,
+        &c,
+        op,
+        None,
+        Some(&r.label),
+        &format!("removed {} ({})", r.subject, r.sha256),
+    )?;
+    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+}
+
+fn cert_error(e: crate::core::certs::CertError) -> ApiError {
+    use crate::core::certs::CertError;
+    match e {
+        CertError::Refused(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+        CertError::Failed(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hsm", m),
+    }
 }
 
 async fn revocations(State(d): D, Extension(c): C) -> Answer {
