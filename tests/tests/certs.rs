@@ -227,3 +227,99 @@ fn expiring_certificates_are_visible() {
         "{metrics}"
     );
 }
+
+// `kmsctl keys csr` prints a request the HSM key signed: openssl checks its
+// signature with the public key it carries, and its subject.
+#[test]
+fn csr_signed_by_the_hsm_key_verifies() {
+    let kmsd = Kmsd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    hsm_key(&kmsd, "0e", "req");
+    let (code, pem) = kmsd.kmsctl(
+        ADMIN,
+        &[
+            "keys",
+            "csr",
+            "req",
+            "--subject",
+            "CN=req.example,O=Example",
+        ],
+    );
+    assert_eq!(code, 0, "{pem}");
+    assert!(
+        pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{pem}"
+    );
+    let file = write(tmp.path(), "req.csr", &pem);
+    let (ok, out) =
+        run(Command::new("openssl").args(["req", "-in", &file, "-noout", "-verify", "-subject"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("verify OK"), "{out}");
+    assert!(
+        out.contains("CN = req.example") || out.contains("CN=req.example"),
+        "{out}"
+    );
+}
+
+// `kmsctl keys self-sign` on an RSA key: the certificate lands beside the
+// key (pkcs11-tool reads it by the key's id) and openssl accepts its
+// self-signature.
+#[test]
+fn self_signed_certificate_lands_beside_its_key() {
+    let kmsd = Kmsd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    pkcs11_tool(
+        &kmsd,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "rsa:2048",
+            "--id",
+            "0f",
+            "--label",
+            "tls",
+        ],
+    );
+    let made = kmsd.kmsctl_json(
+        ADMIN,
+        &[
+            "keys",
+            "self-sign",
+            "tls",
+            "--subject",
+            "CN=tls.example",
+            "--days",
+            "30",
+        ],
+    );
+    assert_eq!(made[0]["label"], "tls", "{made}");
+    assert_eq!(made[0]["id"], "0f", "{made}");
+    assert!(made[0]["days_left"].as_i64().unwrap() >= 29, "{made}");
+    let der = tmp.path().join("tls.der");
+    pkcs11_tool(
+        &kmsd,
+        &[
+            "--read-object",
+            "--type",
+            "cert",
+            "--id",
+            "0f",
+            "-o",
+            der.to_str().unwrap(),
+        ],
+    );
+    let pem = tmp.path().join("tls.pem");
+    let (ok, out) = run(Command::new("openssl").args([
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        der.to_str().unwrap(),
+        "-out",
+        pem.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}");
+    let pem = pem.to_str().unwrap();
+    let (ok, out) = run(Command::new("openssl").args(["verify", "-CAfile", pem, pem]));
+    assert!(ok && out.contains("OK"), "{out}");
+}

@@ -1,4 +1,4 @@
-//! `kmsctl keys list|show|disable|enable|revoke|rotate|versions|schedule-destroy|cancel-destroy|tag|expire|revoked`.
+//! `kmsctl keys list|show|disable|enable|revoke|rotate|versions|csr|self-sign|schedule-destroy|cancel-destroy|tag|expire|revoked`.
 
 use serde_json::json;
 
@@ -26,6 +26,24 @@ pub enum Keys {
     /// followed by "@vN") and from then on only verifies, decrypts and
     /// unwraps. KEY: the private or secret key's id, or the key's label.
     Rotate { key: String },
+    /// A PKCS#10 certificate request signed by the key on the HSM (PEM on
+    /// stdout with the table output). KEY: the private key's id or label.
+    Csr {
+        key: String,
+        /// E.g. "CN=web.example,O=Example,C=DE" (CN, O, OU, C, ST, L).
+        #[arg(long)]
+        subject: String,
+    },
+    /// A self-signed certificate made by the key on the HSM, put on the
+    /// token beside it (the key's label and CKA_ID).
+    SelfSign {
+        key: String,
+        #[arg(long)]
+        subject: String,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// A key's versions by its label, newest first.
     Versions { label: String },
     /// Destroy the key after kmsd's destroy window; restorable until then.
@@ -74,6 +92,32 @@ pub fn run(c: &Client, cmd: Keys, out: Output) -> Result<(), Failure> {
         Keys::Enable { key } => act(&key, "enable", None)?,
         Keys::Revoke { key, reason } => act(&key, "revoke", Some(json!({"reason": reason})))?,
         Keys::Rotate { key } => act(&key, "rotate", None)?,
+        Keys::Csr { key, subject } => {
+            let v = c.post(
+                &format!("/v1/keys/{key}/csr"),
+                Some(json!({"subject": subject})),
+            )?;
+            match out {
+                Output::Json => object(&v, out),
+                Output::Table => print!("{}", v["csr"].as_str().unwrap_or_default()),
+            }
+        }
+        Keys::SelfSign { key, subject, days } => {
+            let v = c.post(
+                &format!("/v1/keys/{key}/self-sign"),
+                Some(json!({"subject": subject, "days": days})),
+            )?;
+            rows(
+                &v,
+                out,
+                &[
+                    ("SHA256", "sha256"),
+                    ("LABEL", "label"),
+                    ("SUBJECT", "subject"),
+                    ("NOT AFTER", "not_after"),
+                ],
+            )
+        }
         Keys::Versions { label } => {
             let mut columns = vec![("VERSION", "version")];
             columns.extend_from_slice(COLUMNS);

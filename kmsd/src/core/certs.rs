@@ -83,7 +83,6 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
 /// Checks a chain (leaf first) and, with `key`, that the leaf is that key's.
 fn check(
     d: &Daemon,
-    t: &VToken,
     s: BSession,
     ders: &[Vec<u8>],
     key: Option<&KeyRecord>,
@@ -121,7 +120,7 @@ fn check(
         }
     }
     if let (Some(k), Some(leaf)) = (key, certs.first()) {
-        let material = public_material(&d.backend, s, t, k)?;
+        let material = public_material(&d.backend, s, k)?;
         if leaf.public_key().subject_public_key.data.as_ref() != material.as_slice()
             && !rsa_matches(leaf, &material)
         {
@@ -138,13 +137,12 @@ fn check(
 
 /// The key's public key as a certificate carries it: the EC point, or
 /// the RSA modulus (compared by [`rsa_matches`]).
-fn public_material(
+pub(crate) fn public_material(
     b: &Backend,
     s: BSession,
-    t: &VToken,
     k: &KeyRecord,
 ) -> Result<Vec<u8>, CertError> {
-    let o = object_of(b, s, t, k)?;
+    let o = object_of(b, s, k)?;
     let want = match k.key_type {
         CKK_EC | CKK_EC_EDWARDS => CKA_EC_POINT,
         CKK_RSA => CKA_MODULUS,
@@ -157,7 +155,7 @@ fn public_material(
     };
     // The point is on the public key; find it by the private key's CKA_ID.
     let candidates = if want == CKA_EC_POINT && k.class == CKO_PRIVATE_KEY {
-        let id = bytes(b, s, o, CKA_ID);
+        let id = attribute_bytes(b, s, o, CKA_ID);
         find(
             b,
             s,
@@ -171,7 +169,7 @@ fn public_material(
         vec![o]
     };
     for c in candidates {
-        let v = bytes(b, s, c, want);
+        let v = attribute_bytes(b, s, c, want);
         if v.is_empty() {
             continue;
         }
@@ -201,7 +199,7 @@ fn rsa_matches(leaf: &X509Certificate<'_>, modulus: &[u8]) -> bool {
 }
 
 /// The HSM object of a key record (found by its fingerprint).
-fn object_of(b: &Backend, s: BSession, _t: &VToken, k: &KeyRecord) -> Result<BObject, CertError> {
+pub(crate) fn object_of(b: &Backend, s: BSession, k: &KeyRecord) -> Result<BObject, CertError> {
     let found = find(b, s, &[(CKA_CLASS, AttrValue::Ulong(k.class))])
         .map_err(|e| Failed(format!("HSM: {e}")))?;
     found
@@ -231,11 +229,11 @@ pub fn import(
         .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
         .map_err(|e| Failed(e.to_string()))?;
     let r = (|| {
-        check(d, t, s, ders, key)?;
+        check(d, s, ders, key)?;
         let key_names = match key {
             Some(k) => {
-                let o = object_of(b, s, t, k)?;
-                Some((k.label.clone(), bytes(b, s, o, CKA_ID)))
+                let o = object_of(b, s, k)?;
+                Some((k.label.clone(), attribute_bytes(b, s, o, CKA_ID)))
             }
             None => None,
         };
@@ -356,7 +354,7 @@ pub fn expiring(d: &Daemon, days: i64) -> Vec<Listed> {
 }
 
 fn listed(b: &Backend, s: BSession, t: &VToken, o: BObject) -> Option<Listed> {
-    let der = bytes(b, s, o, CKA_VALUE);
+    let der = attribute_bytes(b, s, o, CKA_VALUE);
     let c = parse(&der).ok()?;
     let not_after = c.validity().not_after.timestamp();
     let now = inventory::now() as i64;
@@ -376,8 +374,8 @@ fn listed(b: &Backend, s: BSession, t: &VToken, o: BObject) -> Option<Listed> {
     Some(Listed {
         token: t.name.clone(),
         sha256: hex::encode(Sha256::digest(&der)),
-        label: String::from_utf8_lossy(&bytes(b, s, o, CKA_LABEL)).into_owned(),
-        id: hex::encode(bytes(b, s, o, CKA_ID)),
+        label: String::from_utf8_lossy(&attribute_bytes(b, s, o, CKA_LABEL)).into_owned(),
+        id: hex::encode(attribute_bytes(b, s, o, CKA_ID)),
         subject: c.subject().to_string(),
         issuer: c.issuer().to_string(),
         serial: c.raw_serial_as_string(),
@@ -410,7 +408,13 @@ fn serial_der(c: &X509Certificate<'_>) -> Vec<u8> {
     v
 }
 
-fn bytes(b: &Backend, s: BSession, o: BObject, kind: CK_ATTRIBUTE_TYPE) -> Vec<u8> {
+/// One attribute's bytes (empty when the object has none).
+pub(crate) fn attribute_bytes(
+    b: &Backend,
+    s: BSession,
+    o: BObject,
+    kind: CK_ATTRIBUTE_TYPE,
+) -> Vec<u8> {
     let (_, a) = b.attribute_value(
         s,
         o,

@@ -7,6 +7,7 @@
 pub mod active;
 pub mod call;
 pub mod certs;
+pub mod csr;
 pub mod facts;
 pub mod inventory;
 pub mod lifecycle;

@@ -554,6 +554,10 @@ pub struct KeyChange {
     pub tags: Option<Vec<String>>,
     /// RFC 3339, or null to clear.
     pub at: Option<String>,
+    /// A certificate subject, `CN=...,O=...` (csr, self-sign).
+    pub subject: Option<String>,
+    /// A self-signed certificate's validity in days (default 365).
+    pub days: Option<u32>,
 }
 
 async fn key_action(
@@ -566,7 +570,7 @@ async fn key_action(
     require(&d, &c, ADMINS, Some(&op))?;
     let body = body.map(|b| b.0).unwrap_or_default();
     let s = d.inventory.store.as_ref();
-    let find = if action == "rotate" {
+    let find = if matches!(action.as_str(), "rotate" | "csr" | "self-sign") {
         keys_cli::find_private
     } else {
         keys_cli::find
@@ -648,6 +652,30 @@ async fn key_action(
             });
             return Ok(Json(v));
         }
+        "csr" | "self-sign" => {
+            let subject = body
+                .subject
+                .ok_or_else(|| bad(&format!("{action} needs {{\"subject\": \"CN=...\"}}")))?;
+            let r = tokio::task::block_in_place(|| {
+                if action == "csr" {
+                    crate::core::csr::csr(&d, &k, &subject).map(|pem| {
+                        json!({"key": k.id.0, "subject": subject, "csr": pem})
+                    })
+                } else {
+                    crate::core::csr::self_sign(&d, &k, &subject, body.days.unwrap_or(365))
+                        .map(|made| serde_json::to_value(made).unwrap_or_default())
+                }
+            });
+            let v = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    record(&d, &c, &op, Some(&k.id.0), None, &format!("refused: {e}"))?;
+                    return Err(cert_error(e));
+                }
+            };
+            record(&d, &c, &op, Some(&k.id.0), None, &format!("subject {subject}"))?;
+            return Ok(Json(v));
+        }
         "tag" => {
             let tags = body.tags.ok_or_else(|| bad("tag needs {\"tags\": [...]}"))?;
             s.set_tags(&k.id, &tags)?;
@@ -671,7 +699,7 @@ async fn key_action(
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no key action {other:?} (disable, enable, revoke, rotate, cancel-destroy, schedule-destroy, tag, expire)"),
+                format!("no key action {other:?} (disable, enable, revoke, rotate, csr, self-sign, cancel-destroy, schedule-destroy, tag, expire)"),
             ))
         }
     };
