@@ -14,6 +14,11 @@ keytool_list() {
   keytool -list "${KS[@]}" | tee out
   grep -q "rsa2048, PrivateKeyEntry" out && grep -q "ecp256, PrivateKeyEntry" out
 }
+chain() {
+  keytool -list -v -alias chained "${KS[@]}" | tee out
+  grep -q "Certificate chain length: 2" out
+  grep -q "Owner: CN=chained" out && grep -q "Owner: CN=Interop CA" out
+}
 probe() {
   mkdir -p classes
   javac -d classes "$here/java/P11Probe.java"
@@ -30,5 +35,6 @@ jarsign() {
 }
 
 step "keytool -list shows the key+certificate pairs" keytool_list
+step "keytool sees a key with its CA chain (imported with kmsctl on the proxy)" chain
 step "P11Probe: sign/verify, decrypt, keygen, AES CBC+GCM, random, digest, setEntry" probe
 step "jarsigner signs with the token key, jarsigner -verify" jarsign

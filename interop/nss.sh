@@ -17,6 +17,10 @@ list_certs() {
   certutil -L "${C[@]}" | tee out
   grep -q "$TOKEN:rsa2048" out && grep -q "$TOKEN:ecp256" out
 }
+list_chain() {
+  certutil -L "${C[@]}" | tee out
+  grep -q "$TOKEN:chained" out && grep -q "$TOKEN:Interop CA" out
+}
 list_keys() {
   certutil -K "${C[@]}" | tee out
   grep -q "rsa2048" out && grep -q "ecp256" out
@@ -45,6 +49,7 @@ delete_module() {
 
 step "modutil -add and -list" add_module
 step "certutil -L lists the token's certificates" list_certs
+step "certutil -L lists a chain imported with kmsctl (proxy) or pkcs11-tool" list_chain
 step "certutil -K lists the token's keys" list_keys
 step "certutil -S self-signed RSA-2048 on the token (openssl verify)" self_signed rsa -k rsa -g 2048
 step "certutil -S self-signed EC P-256 on the token (openssl verify)" self_signed ec -k ec -q nistp256

@@ -48,4 +48,31 @@ openssl x509 -in rsa.cert.pem -outform DER -out rsa.cert.der
 openssl x509 -in ec.cert.pem -outform DER -out ec.cert.der
 TL --write-object rsa.cert.der --type cert --id 01 --label rsa2048
 TL --write-object ec.cert.der --type cert --id 02 --label ecp256
+# A key with a CA-issued certificate chain (client-behaviour.md: Java builds
+# a key's chain from the token's certificates by subject). Direct: the two
+# certificates written with pkcs11-tool. Proxy: imported with kmsctl, which
+# checks the chain and the key first.
+TL --keypairgen --key-type EC:prime256v1 --id 21 --label chained --usage-sign
+T --read-object --type pubkey --id 21 -o chained.pub.der
+openssl pkey -pubin -inform DER -in chained.pub.der -out chained.pub.pem
+# One CA for both columns (its CKA_ID follows from its key: the listings match).
+ca=$(dirname "$W")/interop-ca
+[ -f "$ca.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca.key" \
+  -subj "/CN=Interop CA" -days 30 -addext basicConstraints=critical,CA:TRUE -out "$ca.pem"
+cp "$ca.pem" interop-ca.pem
+cp "$ca.key" interop-ca.key
+openssl x509 -new -CA interop-ca.pem -CAkey interop-ca.key -force_pubkey chained.pub.pem \
+  -subj "/CN=chained" -days 30 -out chained.cert.pem
+if [ "$COLUMN" = proxy ]; then
+  cat chained.cert.pem interop-ca.pem > chain.pem
+  KMSCTL_CONFIG="$(dirname "$W")/kmsd/kmsctl-admin.toml" "$(dirname "$MODULE")/kmsctl" \
+    certs import chain.pem --for-key chained
+else
+  openssl x509 -in chained.cert.pem -outform DER -out chained.cert.der
+  openssl x509 -in interop-ca.pem -outform DER -out interop-ca.der
+  TL --write-object chained.cert.der --type cert --id 21 --label chained
+  # The CKA_ID kmsd gives an authority certificate: SHA-256 of its public key info, 20 bytes.
+  ca_id=$(openssl x509 -in interop-ca.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -c1-40)
+  TL --write-object interop-ca.der --type cert --id "$ca_id" --label "Interop CA"
+fi
 echo "token $TOKEN ready in $COLUMN column"
