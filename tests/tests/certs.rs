@@ -198,8 +198,8 @@ fn trust_anchor_listed_and_removed() {
     assert!(!out.contains("Corporate Root"), "{out}");
 }
 
-// A certificate expiring within 30 days shows in `kmsctl status` and in
-// the metrics.
+// A certificate expiring within 30 days shows in `kmsctl status`, the
+// metrics and the dashboard's overview.
 #[test]
 fn expiring_certificates_are_visible() {
     let kmsd = Kmsd::start();
@@ -225,6 +225,12 @@ fn expiring_certificates_are_visible() {
     assert!(
         metrics.lines().any(|l| l == "kmsd_certificates_expiring 1"),
         "{metrics}"
+    );
+    let (code, page) = kmsd.admin_api("dev-admin", "GET", "/ui", None, &[]);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("Certificates expiring within 30 days") && page.contains("Short-lived CA"),
+        "the dashboard's overview lists it: {page}"
     );
 }
 

@@ -166,6 +166,21 @@ async fn overview(State(d): D, Extension(c): C) -> Page {
                 td { (text(&status["version"])) }
             }
         }
+        @if let Some(soon) = status["certificates_expiring"].as_array().filter(|v| !v.is_empty()) {
+            h2 { "Certificates expiring within 30 days" }
+            table {
+                tr { th { "token" } th { "label" } th { "subject" } th { "not after" } th { "days left" } }
+                @for c in soon {
+                    tr {
+                        td { (text(&c["token"])) }
+                        td { (text(&c["label"])) }
+                        td { (text(&c["subject"])) }
+                        td class="mono" { (text(&c["not_after"])) }
+                        td class="warn" { (text(&c["days_left"])) }
+                    }
+                }
+            }
+        }
         h2 { "Recent activity" }
         (records(recent.as_array().map(Vec::as_slice).unwrap_or_default()))
     };
