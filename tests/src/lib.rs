@@ -281,6 +281,19 @@ impl Kmsd {
         (out.status.code().unwrap_or(-1), s)
     }
 
+    /// pkcs11-tool with the library, logged in on kms-a as the dev client;
+    /// must succeed: its output.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        let (ok, out) = run(Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(libkmsp11())
+            .args(["--token-label", "kms-a", "-l", "-p", PIN])
+            .args(args)
+            .env("KMSP11_CONFIG", self.client_config()));
+        assert!(ok, "pkcs11-tool {args:?}: {out}");
+        out
+    }
+
     /// kmsctl with dev config `cfg`, `--output json`, which must succeed:
     /// its parsed answer.
     pub fn kmsctl_json(&self, cfg: &str, args: &[&str]) -> serde_json::Value {

@@ -6,37 +6,23 @@ use std::path::Path;
 use std::process::Command;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use kmsp11_tests::{libkmsp11, run, through_library, Kmsd, PIN};
+use kmsp11_tests::{run, through_library, Kmsd};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SubjectPublicKeyInfo};
 
 const ADMIN: &str = "kmsctl-admin.toml";
 
-fn pkcs11_tool(kmsd: &Kmsd, args: &[&str]) -> String {
-    let (ok, out) = run(Command::new("pkcs11-tool")
-        .arg("--module")
-        .arg(libkmsp11())
-        .args(["--token-label", "kms-a", "-l", "-p", PIN])
-        .args(args)
-        .env("KMSP11_CONFIG", kmsd.client_config()));
-    assert!(ok, "pkcs11-tool {args:?}: {out}");
-    out
-}
-
 /// An EC P-256 key pair on kms-a (CKA_ID `id`), and its public key as a
 /// certificate carries it (SubjectPublicKeyInfo, DER).
 fn hsm_key(kmsd: &Kmsd, id: &str, label: &str) -> Vec<u8> {
-    pkcs11_tool(
-        kmsd,
-        &[
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--id",
-            id,
-            "--label",
-            label,
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--id",
+        id,
+        "--label",
+        label,
+    ]);
     let point = through_library(&kmsd.client_config(), |_, s| {
         let k = s
             .find_objects(&[
@@ -112,18 +98,15 @@ fn imported_chain_lands_beside_its_key() {
     assert_eq!(made[1]["label"], "Test CA");
     assert_eq!(made[1]["category"], "authority");
     let out = tmp.path().join("read.der");
-    pkcs11_tool(
-        &kmsd,
-        &[
-            "--read-object",
-            "--type",
-            "cert",
-            "--id",
-            "0c",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "0c",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&out).unwrap(), leaf.der().to_vec());
     let listed = kmsd.kmsctl_json(ADMIN, &["certs", "list"]);
     let listed = listed.as_array().unwrap();
@@ -140,7 +123,7 @@ fn imported_chain_lands_beside_its_key() {
 
 // Refused before anything reaches the token, each with its reason: a
 // leaf for another key, an expired certificate, certificates not in chain
-// order.
+// order, bytes that are no certificate.
 #[test]
 fn certificates_that_do_not_fit_are_refused() {
     let kmsd = Kmsd::start();
@@ -171,6 +154,15 @@ fn certificates_that_do_not_fit_are_refused() {
     assert_eq!(code, 5, "{out}");
     assert!(out.contains("not a chain"), "{out}");
 
+    let file = write(
+        tmp.path(),
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let (code, out) = kmsd.kmsctl(ADMIN, &["certs", "import", &file]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("not an X.509 certificate"), "{out}");
+
     let listed = kmsd.kmsctl_json(ADMIN, &["certs", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
 }
@@ -186,7 +178,7 @@ fn trust_anchor_listed_and_removed() {
     let made = kmsd.kmsctl_json(ADMIN, &["certs", "import", &file]);
     let sha = made[0]["sha256"].as_str().unwrap().to_string();
     assert_eq!(made[0]["category"], "authority");
-    let out = pkcs11_tool(&kmsd, &["--list-objects", "--type", "cert"]);
+    let out = kmsd.pkcs11_tool(&["--list-objects", "--type", "cert"]);
     assert!(out.contains("Corporate Root"), "{out}");
     let (code, out) = kmsd.kmsctl("kmsctl-auditor.toml", &["certs", "remove", &sha]);
     assert_eq!(code, 4, "an auditor cannot remove: {out}");
@@ -194,7 +186,7 @@ fn trust_anchor_listed_and_removed() {
     assert_eq!(removed["sha256"], sha.as_str());
     let listed = kmsd.kmsctl_json(ADMIN, &["certs", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
-    let out = pkcs11_tool(&kmsd, &["--list-objects", "--type", "cert"]);
+    let out = kmsd.pkcs11_tool(&["--list-objects", "--type", "cert"]);
     assert!(!out.contains("Corporate Root"), "{out}");
 }
 
@@ -274,18 +266,15 @@ fn csr_signed_by_the_hsm_key_verifies() {
 fn self_signed_certificate_lands_beside_its_key() {
     let kmsd = Kmsd::start();
     let tmp = tempfile::tempdir().unwrap();
-    pkcs11_tool(
-        &kmsd,
-        &[
-            "--keypairgen",
-            "--key-type",
-            "rsa:2048",
-            "--id",
-            "0f",
-            "--label",
-            "tls",
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--id",
+        "0f",
+        "--label",
+        "tls",
+    ]);
     let made = kmsd.kmsctl_json(
         ADMIN,
         &[
@@ -302,18 +291,15 @@ fn self_signed_certificate_lands_beside_its_key() {
     assert_eq!(made[0]["id"], "0f", "{made}");
     assert!(made[0]["days_left"].as_i64().unwrap() >= 29, "{made}");
     let der = tmp.path().join("tls.der");
-    pkcs11_tool(
-        &kmsd,
-        &[
-            "--read-object",
-            "--type",
-            "cert",
-            "--id",
-            "0f",
-            "-o",
-            der.to_str().unwrap(),
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "0f",
+        "-o",
+        der.to_str().unwrap(),
+    ]);
     let pem = tmp.path().join("tls.pem");
     let (ok, out) = run(Command::new("openssl").args([
         "x509",

@@ -3,13 +3,11 @@
 //! while the old one, renamed `label@vN`, still verifies and decrypts what
 //! it made and signs and encrypts no more.
 
-use std::process::Command;
-
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use kmsp11_tests::{ck, libkmsp11, run, through_library, Kmsd, PIN};
+use kmsp11_tests::{ck, through_library, Kmsd};
 
 const ADMIN: &str = "kmsctl-admin.toml";
 const AUDITOR: &str = "kmsctl-auditor.toml";
@@ -42,33 +40,18 @@ fn one(s: &Session, label: &str, class: ObjectClass) -> ObjectHandle {
     found[0]
 }
 
-/// pkcs11-tool with the library, logged in on kms-a.
-fn pkcs11_tool(kmsd: &Kmsd, args: &[&str]) -> String {
-    let (ok, out) = run(Command::new("pkcs11-tool")
-        .arg("--module")
-        .arg(libkmsp11())
-        .args(["--token-label", "kms-a", "-l", "-p", PIN])
-        .args(args)
-        .env("KMSP11_CONFIG", kmsd.client_config()));
-    assert!(ok, "pkcs11-tool {args:?}: {out}");
-    out
-}
-
 /// An EC P-256 token key pair made with pkcs11-tool. Each its own CKA_ID:
 /// kmsd tells EC private keys on SoftHSM apart by it.
 fn ec_pair(kmsd: &Kmsd, id: &str, label: &str) {
-    pkcs11_tool(
-        kmsd,
-        &[
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--id",
-            id,
-            "--label",
-            label,
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--id",
+        id,
+        "--label",
+        label,
+    ]);
 }
 
 /// ECDSA over a 32-byte digest with pkcs11-tool, the key found by its id
@@ -76,20 +59,17 @@ fn ec_pair(kmsd: &Kmsd, id: &str, label: &str) {
 fn tool_sign(kmsd: &Kmsd, dir: &std::path::Path, id: &str, name: &str) -> Vec<u8> {
     let (input, output) = (dir.join("digest"), dir.join(name));
     std::fs::write(&input, [7u8; 32]).unwrap();
-    pkcs11_tool(
-        kmsd,
-        &[
-            "--sign",
-            "-m",
-            "ECDSA",
-            "--id",
-            id,
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--sign",
+        "-m",
+        "ECDSA",
+        "--id",
+        id,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
     std::fs::read(output).unwrap()
 }
 
@@ -221,16 +201,13 @@ fn rotated_aes_key_decrypts_what_each_version_encrypted() {
 #[test]
 fn rotation_refusals() {
     let kmsd = Kmsd::start();
-    pkcs11_tool(
-        &kmsd,
-        &[
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--label",
-            "held",
-        ],
-    );
+    kmsd.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "held",
+    ]);
     let public = key_id(&kmsd, "held", "public-key");
     let (code, out) = kmsd.kmsctl(ADMIN, &["keys", "rotate", &public]);
     assert_eq!(code, 5, "a public key: {out}");

@@ -17,22 +17,11 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 use super::inventory;
+use super::WorkError::{self, Failed, Refused};
 use crate::daemon::{Daemon, VToken};
 use crate::handles::{BObject, BSession};
 use crate::hsm::{Backend, CTemplate};
 use crate::store::KeyRecord;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CertError {
-    /// The certificates or the key do not do (a 4xx).
-    #[error("{0}")]
-    Refused(String),
-    /// The HSM or the store failed (a 5xx).
-    #[error("{0}")]
-    Failed(String),
-}
-
-use CertError::{Failed, Refused};
 
 /// A certificate object on a token, as listed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,7 +43,7 @@ pub struct Listed {
 }
 
 /// The DER certificates of a PEM or DER file.
-pub fn parse_file(bytes: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
+pub fn parse_file(bytes: &[u8]) -> Result<Vec<Vec<u8>>, WorkError> {
     if !bytes.starts_with(b"-----BEGIN") {
         return Ok(vec![bytes.to_vec()]);
     }
@@ -71,7 +60,7 @@ pub fn parse_file(bytes: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
     Ok(out)
 }
 
-fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, WorkError> {
     let (rest, c) = X509Certificate::from_der(der)
         .map_err(|e| Refused(format!("not an X.509 certificate: {e}")))?;
     if !rest.is_empty() {
@@ -86,7 +75,7 @@ fn check(
     s: BSession,
     ders: &[Vec<u8>],
     key: Option<&KeyRecord>,
-) -> Result<(), CertError> {
+) -> Result<(), WorkError> {
     let now = ASN1Time::now();
     let certs = ders
         .iter()
@@ -141,7 +130,7 @@ pub(crate) fn public_material(
     b: &Backend,
     s: BSession,
     k: &KeyRecord,
-) -> Result<Vec<u8>, CertError> {
+) -> Result<Vec<u8>, WorkError> {
     let o = object_of(b, s, k)?;
     let want = match k.key_type {
         CKK_EC | CKK_EC_EDWARDS => CKA_EC_POINT,
@@ -199,7 +188,7 @@ fn rsa_matches(leaf: &X509Certificate<'_>, modulus: &[u8]) -> bool {
 }
 
 /// The HSM object of a key record (found by its fingerprint).
-pub(crate) fn object_of(b: &Backend, s: BSession, k: &KeyRecord) -> Result<BObject, CertError> {
+pub(crate) fn object_of(b: &Backend, s: BSession, k: &KeyRecord) -> Result<BObject, WorkError> {
     let found = find(b, s, &[(CKA_CLASS, AttrValue::Ulong(k.class))])
         .map_err(|e| Failed(format!("HSM: {e}")))?;
     found
@@ -220,7 +209,7 @@ pub fn import(
     t: &VToken,
     ders: &[Vec<u8>],
     key: Option<&KeyRecord>,
-) -> Result<Vec<Listed>, CertError> {
+) -> Result<Vec<Listed>, WorkError> {
     if ders.is_empty() {
         return Err(Refused("no certificate".into()));
     }
@@ -291,7 +280,7 @@ pub fn import(
 }
 
 /// The certificate objects on every served token, soonest to expire first.
-pub fn list(d: &Daemon) -> Result<Vec<Listed>, CertError> {
+pub fn list(d: &Daemon) -> Result<Vec<Listed>, WorkError> {
     let b = &d.backend;
     let mut out = Vec::new();
     for t in d.all_tokens() {
@@ -310,7 +299,7 @@ pub fn list(d: &Daemon) -> Result<Vec<Listed>, CertError> {
 }
 
 /// Removes the certificate object whose DER has this SHA-256 (hex).
-pub fn remove(d: &Daemon, sha256: &str) -> Result<Listed, CertError> {
+pub fn remove(d: &Daemon, sha256: &str) -> Result<Listed, WorkError> {
     let b = &d.backend;
     for t in d.all_tokens() {
         let s = b

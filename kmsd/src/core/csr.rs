@@ -3,7 +3,7 @@
 //! `kmsctl keys csr KEY --subject "CN=web,O=Example"` prints a PKCS#10
 //! request for a CA; `kmsctl keys self-sign KEY --subject ... --days N`
 //! puts a self-signed certificate on the token beside the key (imported
-//! as [`super::certs::import`] does, with its checks). EC P-256 keys sign
+//! as [`certs::import`] does, with its checks). EC P-256 keys sign
 //! with ECDSA-SHA256, RSA keys with SHA256-RSA-PKCS.
 
 use std::sync::Arc;
@@ -13,16 +13,15 @@ use pkcs11_sys::*;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, RemoteKeyPair};
 use sha2::{Digest, Sha256};
 
-use super::certs::{self, CertError, Listed};
+use super::certs::{self, Listed};
+use super::WorkError::{self, Failed, Refused};
 use crate::daemon::Daemon;
 use crate::handles::{BObject, BSession};
 use crate::hsm::CMechanism;
 use crate::store::KeyRecord;
 
-use CertError::{Failed, Refused};
-
 /// A subject such as `CN=web.example,O=Example,C=DE`.
-pub fn subject(text: &str) -> Result<DistinguishedName, CertError> {
+pub fn subject(text: &str) -> Result<DistinguishedName, WorkError> {
     let mut dn = DistinguishedName::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
@@ -121,8 +120,8 @@ fn ecdsa_der(raw: &[u8]) -> Vec<u8> {
 fn with_signer<T>(
     d: &Arc<Daemon>,
     k: &KeyRecord,
-    f: impl FnOnce(KeyPair, &crate::daemon::VToken) -> Result<T, CertError>,
-) -> Result<T, CertError> {
+    f: impl FnOnce(KeyPair, &crate::daemon::VToken) -> Result<T, WorkError>,
+) -> Result<T, WorkError> {
     if k.class != CKO_PRIVATE_KEY {
         return Err(Refused(format!("{}: give the private key", k.id)));
     }
@@ -200,7 +199,7 @@ fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
 }
 
 /// A PKCS#10 request for the key, PEM.
-pub fn csr(d: &Arc<Daemon>, k: &KeyRecord, subject_text: &str) -> Result<String, CertError> {
+pub fn csr(d: &Arc<Daemon>, k: &KeyRecord, subject_text: &str) -> Result<String, WorkError> {
     let dn = subject(subject_text)?;
     with_signer(d, k, |kp, _| {
         let mut p = CertificateParams::default();
@@ -219,7 +218,7 @@ pub fn self_sign(
     k: &KeyRecord,
     subject_text: &str,
     days: u32,
-) -> Result<Vec<Listed>, CertError> {
+) -> Result<Vec<Listed>, WorkError> {
     if days == 0 || days > 36_500 {
         return Err(Refused("days: 1 to 36500".into()));
     }
@@ -239,4 +238,33 @@ pub fn self_sign(
         .token_named(&k.token)
         .ok_or_else(|| Failed(format!("token {:?} is not served", k.token)))?;
     certs::import(d, &t, &[der], Some(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_parse_or_are_refused_with_the_reason() {
+        let dn = subject("CN=web.example, O=Example,C=DE").unwrap();
+        assert_eq!(dn.iter().count(), 3);
+        for (bad, why) in [
+            ("", "empty"),
+            ("CN", "is not NAME=value"),
+            ("XX=1", "unknown attribute XX"),
+        ] {
+            let e = subject(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ecdsa_signatures_become_der() {
+        let mut raw = vec![0u8; 64];
+        raw[0] = 0x80; // r needs a leading zero
+        raw[63] = 1;
+        let der = ecdsa_der(&raw);
+        assert_eq!(&der[..4], &[0x30, 0x26, 0x02, 0x21]);
+        assert_eq!(&der[der.len() - 3..], &[0x02, 0x01, 0x01]);
+    }
 }

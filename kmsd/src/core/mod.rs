@@ -16,6 +16,19 @@ pub mod refusal;
 pub mod resolve;
 pub mod rotate;
 
+/// Why kmsd's own work on keys and certificates (rotation, certificate
+/// import, requests) was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    /// Not doable as asked: the key's class, type or state, the
+    /// certificates given.
+    #[error("{0}")]
+    Refused(String),
+    /// The HSM or the store failed; nothing was changed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A mechanism by its name (`CKM_AES_GCM`), or its number in hex.
 pub fn mechanism_name(m: u64) -> String {
     match cryptoki::mechanism::MechanismType::try_from(m as pkcs11_sys::CK_MECHANISM_TYPE) {

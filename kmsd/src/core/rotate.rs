@@ -15,6 +15,7 @@
 use kmsp11_proto::{AttrQuery, AttrValue, Attribute, MechParam, Mechanism};
 use pkcs11_sys::*;
 
+use super::WorkError::{self, Failed, Refused};
 use super::{facts, inventory};
 use crate::daemon::{Daemon, VToken};
 use crate::handles::{BObject, BSession};
@@ -105,18 +106,6 @@ impl Rotated {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    /// The key cannot be rotated as it is (its class, state, label, type).
-    #[error("{0}")]
-    Refused(String),
-    /// The HSM or the store failed; nothing was changed.
-    #[error("{0}")]
-    Failed(String),
-}
-
-use RotateError::{Failed, Refused};
-
 /// Attributes a new version copies from the one it replaces, when set.
 const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_CLASS,
@@ -178,7 +167,7 @@ pub fn current_version<'a>(base: &str, keys: impl IntoIterator<Item = &'a KeyRec
 }
 
 /// Rotates key `k` (a private or secret key, active, the current version).
-pub fn rotate(d: &Daemon, k: &KeyRecord) -> Result<Rotated, RotateError> {
+pub fn rotate(d: &Daemon, k: &KeyRecord) -> Result<Rotated, WorkError> {
     if !matches!(k.class, CKO_PRIVATE_KEY | CKO_SECRET_KEY) {
         return Err(Refused(format!(
             "{} is a {}: rotate its private or secret key",
@@ -219,7 +208,7 @@ fn rotate_in(
     s: BSession,
     k: &KeyRecord,
     version: u64,
-) -> Result<Rotated, RotateError> {
+) -> Result<Rotated, WorkError> {
     let b = &d.backend;
     let hsm = |e: crate::error::Error| Failed(format!("HSM: {e}"));
     // The key's objects: the one kmsd knows by its fingerprint, and for a

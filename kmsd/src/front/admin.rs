@@ -28,6 +28,7 @@ use super::tls::Tls;
 mod dashboard;
 use crate::audit::Record;
 use crate::authz::approvals::{self, Binding, Gate, Guarded};
+use crate::core::WorkError;
 use crate::daemon::{Daemon, Identity};
 use crate::identity::{self, Presented};
 use crate::keys_cli;
@@ -623,23 +624,11 @@ async fn key_action(
             format!("revoked: {reason}")
         }
         "rotate" => {
-            use crate::core::rotate::{rotate, RotateError};
+            use crate::core::rotate::rotate;
             dual_control(&d, &c, Guarded::Rotate, &op, &k.token, &k.id.0, &k.label)?;
             // HSM work: off the runtime's workers.
             let r = tokio::task::block_in_place(|| rotate(&d, &k));
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => {
-                    let (status, code) = match e {
-                        RotateError::Refused(_) => (StatusCode::CONFLICT, "state"),
-                        RotateError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "hsm"),
-                    };
-                    record(&d, &c, &op, Some(&k.id.0), None, &format!("failed: {e}"))?;
-                    return Err(ApiError::new(status, code, e.to_string()));
-                }
-            };
-            let detail = r.describe(&k.id);
-            record(&d, &c, &op, Some(&k.id.0), None, &detail)?;
+            let r = worked(&d, &c, &op, Some(&k.id.0), r, CONFLICT, |r| r.describe(&k.id))?;
             let new = s
                 .key(&r.key)?
                 .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "key gone"))?;
@@ -666,14 +655,9 @@ async fn key_action(
                         .map(|made| serde_json::to_value(made).unwrap_or_default())
                 }
             });
-            let v = match r {
-                Ok(v) => v,
-                Err(e) => {
-                    record(&d, &c, &op, Some(&k.id.0), None, &format!("refused: {e}"))?;
-                    return Err(cert_error(e));
-                }
-            };
-            record(&d, &c, &op, Some(&k.id.0), None, &format!("subject {subject}"))?;
+            let v = worked(&d, &c, &op, Some(&k.id.0), r, INVALID, |_| {
+                format!("subject {subject}")
+            })?;
             return Ok(Json(v));
         }
         "tag" => {
@@ -811,7 +795,8 @@ async fn approval_action(
 /// Certificates on the tokens, soonest to expire first.
 async fn certs(State(d): D, Extension(c): C) -> Answer {
     require(&d, &c, READERS, None)?;
-    let list = tokio::task::block_in_place(|| crate::core::certs::list(&d)).map_err(cert_error)?;
+    let list = tokio::task::block_in_place(|| crate::core::certs::list(&d))
+        .map_err(|e| work_error(e, INVALID))?;
     Ok(Json(serde_json::to_value(list).unwrap_or_default()))
 }
 
@@ -839,7 +824,7 @@ async fn import_certs(State(d): D, Extension(c): C, Json(body): Json<CertImport>
         (None, Some(h)) => hex::decode(h.trim()).map_err(|e| bad(format!("der_hex: {e}")))?,
         _ => return Err(bad("give one of pem, der_hex".into())),
     };
-    let ders = crate::core::certs::parse_file(&file).map_err(cert_error)?;
+    let ders = crate::core::certs::parse_file(&file).map_err(|e| work_error(e, INVALID))?;
     let s = d.inventory.store.as_ref();
     let key = match &body.key {
         Some(k) => Some(
@@ -856,61 +841,63 @@ async fn import_certs(State(d): D, Extension(c): C, Json(body): Json<CertImport>
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such token"))?;
     let r =
         tokio::task::block_in_place(|| crate::core::certs::import(&d, &token, &ders, key.as_ref()));
-    let made = match r {
-        Ok(m) => m,
-        Err(e) => {
-            record(
-                &d,
-                &c,
-                op,
-                key.as_ref().map(|k| k.id.0.as_str()),
-                None,
-                &format!("refused: {e}"),
-            )?;
-            return Err(cert_error(e));
-        }
-    };
-    let detail = format!(
-        "{} of {} certificates made: {}",
-        made.len(),
-        ders.len(),
-        made.iter()
-            .map(|m| m.subject.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    record(
-        &d,
-        &c,
-        op,
-        key.as_ref().map(|k| k.id.0.as_str()),
-        None,
-        &detail,
-    )?;
+    let key = key.as_ref().map(|k| k.id.0.as_str());
+    let made = worked(&d, &c, op, key, r, INVALID, |made| {
+        let subjects: Vec<&str> = made.iter().map(|m| m.subject.as_str()).collect();
+        format!(
+            "{} of {} certificates made: {}",
+            made.len(),
+            ders.len(),
+            subjects.join("; ")
+        )
+    })?;
     Ok(Json(serde_json::to_value(made).unwrap_or_default()))
 }
 
 async fn remove_cert(State(d): D, Extension(c): C, Path(sha256): Path<String>) -> Answer {
     let op = "certs.remove";
     require(&d, &c, ADMINS, Some(op))?;
-    let r = tokio::task::block_in_place(|| crate::core::certs::remove(&d, &sha256))
-        .map_err(cert_error)?;
-    record(
-        &d,
-        &c,
-        op,
-        None,
-        Some(&r.label),
-        &format!("removed {} ({})", r.subject, r.sha256),
-    )?;
+    let r = tokio::task::block_in_place(|| crate::core::certs::remove(&d, &sha256));
+    let r = worked(&d, &c, op, None, r, INVALID, |r| {
+        format!("removed {} {} ({})", r.label, r.subject, r.sha256)
+    })?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
 }
 
-fn cert_error(e: crate::core::certs::CertError) -> ApiError {
-    use crate::core::certs::CertError;
+/// How a refusal of kmsd's own work answers: 409 for a key's state or
+/// kind, 422 for what the request gave.
+type Refusal = (StatusCode, &'static str);
+const CONFLICT: Refusal = (StatusCode::CONFLICT, "state");
+const INVALID: Refusal = (StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+
+fn work_error(e: WorkError, refused: Refusal) -> ApiError {
     match e {
-        CertError::Refused(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
-        CertError::Failed(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hsm", m),
+        WorkError::Refused(m) => ApiError::new(refused.0, refused.1, m),
+        WorkError::Failed(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hsm", m),
+    }
+}
+
+/// The outcome of kmsd's own work for admin operation `op`, recorded in
+/// the audit log either way (`detail` of what was done, or why not) and
+/// answered.
+fn worked<T>(
+    d: &Daemon,
+    c: &Caller,
+    op: &str,
+    key: Option<&str>,
+    r: Result<T, WorkError>,
+    refused: Refusal,
+    detail: impl FnOnce(&T) -> String,
+) -> Result<T, ApiError> {
+    match r {
+        Ok(v) => {
+            record(d, c, op, key, None, &detail(&v))?;
+            Ok(v)
+        }
+        Err(e) => {
+            record(d, c, op, key, None, &format!("not done: {e}"))?;
+            Err(work_error(e, refused))
+        }
     }
 }
 

@@ -522,18 +522,24 @@ fn run_ahead(
     call: CallId,
     d: DataOut,
 ) -> Result<Response> {
-    let data = d.data.clone();
+    // The input is kept (to compare with the call that brings the buffer)
+    // and sent: one copy.
+    let (session, data) = (d.session, d.data);
     let room = data
         .as_ref()
         .map_or(0, |b| b.len() as u64)
         .saturating_add(ROOM);
-    let full = with_d(
-        call,
-        DataOut {
-            out: Some(room),
-            ..d.clone()
-        },
-    );
+    let ask = |out| {
+        with_d(
+            call,
+            DataOut {
+                session,
+                data: data.clone(),
+                out,
+            },
+        )
+    };
+    let full = ask(Some(room));
     let key = accept_key(&init);
     let (r, refused) = pair(batch(c, vec![init.clone(), full])?);
     if refused {
@@ -567,10 +573,10 @@ fn run_ahead(
         // a new start of the operation; if the operation is still active
         // (kmsd refused the call before the HSM saw it), on that one.
         _ => {
-            let (r, refused) = pair(batch(c, vec![init, with_d(call, d.clone())])?);
+            let (r, refused) = pair(batch(c, vec![init, ask(None)])?);
             let r = match (refused, r.rv) {
                 (false, _) => r,
-                (true, CKR_OPERATION_ACTIVE) => c.send(with_d(call, d))?,
+                (true, CKR_OPERATION_ACTIVE) => c.send(ask(None))?,
                 (true, _) => return Ok(refused_init(c, sess, key, r)),
             };
             sess.idle = false;
@@ -706,7 +712,14 @@ fn batch(c: &Client, calls: Vec<Request>) -> Result<Vec<Response>> {
     if n == 1 {
         return Ok(vec![c.send(calls.into_iter().next().expect("one call"))?]);
     }
-    let r = c.send(Request::Batch(Batch { calls }))?;
+    answers(c.send(Request::Batch(Batch { calls }))?, n)
+}
+
+/// kmsd's answer to a batch of `n` calls, held to what a batch may
+/// answer: one answer per call run, all `CKR_OK` but the last when it
+/// stopped early. A batch refused as a whole (memory, execution slot,
+/// audit) answers as if its first call had been.
+fn answers(r: Response, n: usize) -> Result<Vec<Response>> {
     match r.body {
         Body::Batch(a)
             if r.rv == CKR_OK
@@ -717,9 +730,41 @@ fn batch(c: &Client, calls: Vec<Request>) -> Result<Vec<Response>> {
         {
             Ok(a)
         }
-        // Refused as a whole (memory, execution slot, audit): as if its
-        // first call had been.
         _ if r.rv != CKR_OK => Ok(vec![Response::rv(r.rv)]),
         _ => Err(Error::Protocol("batch")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(rvs: &[CK_RV]) -> Response {
+        Response::ok(Body::Batch(
+            rvs.iter().map(|rv| Response::rv(*rv)).collect(),
+        ))
+    }
+
+    // What kmsd may answer to a batch, and what it may not: a wrong
+    // answer is a protocol error, never taken as a call's outcome.
+    #[test]
+    fn batch_answers_are_held_to_their_shape() {
+        assert_eq!(answers(batch_of(&[CKR_OK, CKR_OK]), 2).unwrap().len(), 2);
+        let stopped = answers(batch_of(&[CKR_KEY_HANDLE_INVALID]), 2).unwrap();
+        assert_eq!(stopped[0].rv, CKR_KEY_HANDLE_INVALID);
+        let whole = answers(Response::rv(CKR_DEVICE_MEMORY), 2).unwrap();
+        assert_eq!((whole.len(), whole[0].rv), (1, CKR_DEVICE_MEMORY));
+        for bad in [
+            batch_of(&[]),
+            batch_of(&[CKR_OK]),
+            batch_of(&[CKR_OK, CKR_OK, CKR_OK]),
+            batch_of(&[CKR_KEY_HANDLE_INVALID, CKR_OK]),
+            Response::ok(Body::Empty),
+        ] {
+            assert!(
+                matches!(answers(bad.clone(), 2), Err(Error::Protocol(_))),
+                "{bad:?}"
+            );
+        }
     }
 }
