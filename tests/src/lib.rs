@@ -326,11 +326,25 @@ impl Kmsd {
         for h in headers {
             c.args(["-H", h]);
         }
-        if let Some(b) = body {
-            c.args(["-H", "content-type: application/json", "--data", b]);
+        // The body from a file: a large one does not fit an argument list.
+        let file = body.map(|b| {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let f = self
+                .dir
+                .join(format!("request-{}-{n}.json", std::process::id()));
+            std::fs::write(&f, b).unwrap();
+            f
+        });
+        if let Some(f) = &file {
+            c.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", f.display()));
         }
         c.arg(format!("{}{path}", self.admin_origin()));
         let (_, out) = run(&mut c);
+        if let Some(f) = file {
+            let _ = std::fs::remove_file(f);
+        }
         let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
         (code.parse().unwrap_or(0), body.to_string())
     }

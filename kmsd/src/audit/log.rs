@@ -96,6 +96,14 @@ struct Inner {
     failed: Option<String>,
 }
 
+/// A record in the chain: its sequence number and the hash of its line
+/// (what the next record's `prev` is and a receipt names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub hash: String,
+}
+
 pub struct Log {
     cfg: LogCfg,
     inner: Mutex<Inner>,
@@ -194,7 +202,7 @@ impl Log {
     }
 
     /// Appends one record and returns when it is durable as `fsync` says.
-    pub fn record(&self, r: Record) -> Result<u64, String> {
+    pub fn record(&self, r: Record) -> Result<Entry, String> {
         self.append(r, true)
     }
 
@@ -204,7 +212,7 @@ impl Log {
     /// The record is in the file, in chain order, at once; it reaches the
     /// disk with the next record that waits, or [`Log::sync_pending`].
     /// With `fsync = "always"` it is synced like any other.
-    pub fn record_lazily(&self, r: Record) -> Result<u64, String> {
+    pub fn record_lazily(&self, r: Record) -> Result<Entry, String> {
         self.append(r, false)
     }
 
@@ -230,7 +238,7 @@ impl Log {
         g.synced + 1 >= g.next_seq
     }
 
-    fn append(&self, mut r: Record, wait: bool) -> Result<u64, String> {
+    fn append(&self, mut r: Record, wait: bool) -> Result<Entry, String> {
         r.instance = Some(self.cfg.instance.clone());
         let mut g = self.inner.lock();
         self.usable(&mut g)?;
@@ -251,9 +259,10 @@ impl Log {
             Err(e) => return Err(self.fail(&mut g, e)),
         };
         g.next_seq = seq + 1;
-        g.prev = head;
+        g.prev = head.clone();
         self.maybe_checkpoint(&mut g);
-        match self.cfg.fsync {
+        let entry = Entry { seq, hash: head };
+        let durable = match self.cfg.fsync {
             Fsync::Off => Ok(seq),
             Fsync::Always => {
                 let synced = file.sync_data();
@@ -268,7 +277,8 @@ impl Log {
             }
             Fsync::Batch if wait => self.group_sync(g, seq, file),
             Fsync::Batch => Ok(seq),
-        }
+        };
+        durable.map(|_| entry)
     }
 
     /// Waits until `seq` is on disk; the first waiter to find no fsync
@@ -438,6 +448,16 @@ impl Log {
             .map(|k| k.public_key().as_ref().to_vec())
     }
 
+    /// A receipt's signature over [`super::receipt_message`] of `e`, by
+    /// the checkpoint signer; `None` when no signing key is configured.
+    pub fn sign_receipt(&self, e: &Entry) -> Option<Vec<u8>> {
+        let msg = super::receipt_message(e.seq, &e.hash);
+        self.cfg
+            .signer
+            .as_ref()
+            .map(|k| k.sign(&msg).as_ref().to_vec())
+    }
+
     /// Records appended but not yet on disk, and when records last reached
     /// it (Unix seconds), for metrics.
     pub fn queue(&self) -> (u64, Option<f64>) {
@@ -556,6 +576,35 @@ mod tests {
         assert_eq!(v.checkpoints, 800 / 50);
     }
 
+    // A record's entry names its line: the hash is the line's, and the
+    // receipt's signature checks with the published key.
+    #[test]
+    fn entries_name_their_line_and_receipts_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let l = log(&path, Fsync::Batch);
+        l.record(Record::default()).unwrap();
+        let e = l.record(Record::default()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text
+            .lines()
+            .find(|x| x.contains(&format!("\"seq\":{},", e.seq)))
+            .unwrap();
+        assert_eq!(super::super::line_hash(line.as_bytes()), e.hash);
+        let sig = l.sign_receipt(&e).expect("a signing key");
+        let key = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ED25519,
+            l.public_key().unwrap(),
+        );
+        let msg = super::super::receipt_message(e.seq, &e.hash);
+        assert!(key.verify(&msg, &sig).is_ok());
+        let other = super::super::receipt_message(e.seq + 1, &e.hash);
+        assert!(
+            key.verify(&other, &sig).is_err(),
+            "a receipt names one record"
+        );
+    }
+
     // A record appended lazily is in the file at once but not yet synced;
     // the next record that waits syncs both, and so does sync_pending.
     #[test]
@@ -563,7 +612,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let l = log(&path, Fsync::Batch);
-        let lazy = l.record_lazily(Record::default()).unwrap();
+        let lazy = l.record_lazily(Record::default()).unwrap().seq;
         assert!(!l.all_synced(), "a lazy record does not wait for the disk");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(&format!("\"seq\":{lazy},")), "{text}");
@@ -597,7 +646,7 @@ mod tests {
         assert!(l.ready().is_err());
         std::fs::create_dir(&sub).unwrap();
         assert_eq!(l.ready(), Ok(()));
-        let seq = l.record(Record::default()).unwrap();
+        let seq = l.record(Record::default()).unwrap().seq;
         assert_eq!(seq, 2, "the chain goes on where it was");
     }
 }

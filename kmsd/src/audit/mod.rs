@@ -89,6 +89,13 @@ pub fn checkpoint_message(seq: u64, prev: &str) -> Vec<u8> {
     format!("kmsp11-audit-checkpoint\n{seq}\n{prev}").into_bytes()
 }
 
+/// What a receipt signs: one record, by its sequence number and the hash
+/// of its line. Whoever holds the record can check it is the one named;
+/// whoever holds the public key can check kmsd named it.
+pub fn receipt_message(seq: u64, hash: &str) -> Vec<u8> {
+    format!("kmsp11-audit-receipt\n{seq}\n{hash}").into_bytes()
+}
+
 pub fn line_hash(line: &[u8]) -> String {
     hex::encode(Sha256::digest(line))
 }

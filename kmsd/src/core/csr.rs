@@ -97,23 +97,74 @@ impl RemoteKeyPair for HsmKey {
     }
 }
 
-/// r || s as X.509 carries an ECDSA signature (a DER SEQUENCE of two INTEGERs).
-fn ecdsa_der(raw: &[u8]) -> Vec<u8> {
-    let int = |b: &[u8]| {
-        let i = b.iter().position(|x| *x != 0).unwrap_or(b.len() - 1);
-        let mut v = b[i..].to_vec();
-        if v[0] & 0x80 != 0 {
-            v.insert(0, 0);
-        }
-        let mut out = vec![0x02, v.len() as u8];
-        out.extend(v);
-        out
-    };
-    let (r, s) = raw.split_at(raw.len() / 2);
-    let body = [int(r), int(s)].concat();
-    let mut out = vec![0x30, body.len() as u8];
-    out.extend(body);
+/// A DER TLV with a length of any size.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![tag];
+    match n {
+        0..=127 => out.push(n as u8),
+        128..=255 => out.extend([0x81, n as u8]),
+        _ => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
     out
+}
+
+/// An unsigned big-endian number as a DER INTEGER.
+fn der_uint(b: &[u8]) -> Vec<u8> {
+    let i = b
+        .iter()
+        .position(|x| *x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
+    let mut v = b[i..].to_vec();
+    if v.first().is_none_or(|x| x & 0x80 != 0) {
+        v.insert(0, 0);
+    }
+    tlv(0x02, &v)
+}
+
+/// r || s as X.509 carries an ECDSA signature (a DER SEQUENCE of two INTEGERs).
+pub(crate) fn ecdsa_der(raw: &[u8]) -> Vec<u8> {
+    let (r, s) = raw.split_at(raw.len() / 2);
+    tlv(0x30, &[der_uint(r), der_uint(s)].concat())
+}
+
+/// The DER form of an ECDSA signature back to r || s, each `size` bytes
+/// (the curve's; when unknown, the smallest of P-256, P-384 and P-521
+/// that holds both). `None` for anything else, trailing bytes included.
+pub(crate) fn ecdsa_raw(der: &[u8], size: Option<usize>) -> Option<Vec<u8>> {
+    use x509_parser::der_parser::der::{parse_der_integer, parse_der_sequence_defined_g};
+    let (rest, (r, s)) = parse_der_sequence_defined_g(|i, _| {
+        let (i, r) = parse_der_integer(i)?;
+        let (i, s) = parse_der_integer(i)?;
+        Ok((i, (r, s)))
+    })(der)
+    .ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let unsigned = |o: &x509_parser::der_parser::ber::BerObject| -> Option<Vec<u8>> {
+        let b = o.as_slice().ok()?;
+        if b.first().is_some_and(|x| x & 0x80 != 0) {
+            return None;
+        }
+        let i = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+        Some(b[i..].to_vec())
+    };
+    let (r, s) = (unsigned(&r)?, unsigned(&s)?);
+    let longest = r.len().max(s.len());
+    let size = size.unwrap_or(match longest {
+        0..=32 => 32,
+        33..=48 => 48,
+        _ => 66,
+    });
+    if longest > size {
+        return None;
+    }
+    let mut out = vec![0u8; 2 * size];
+    out[size - r.len()..size].copy_from_slice(&r);
+    out[2 * size - s.len()..].copy_from_slice(&s);
+    Some(out)
 }
 
 /// Runs `f` with the key's signer on a backend session of its token.
@@ -169,33 +220,8 @@ fn with_signer<T>(
 }
 
 /// PKCS#1 RSAPublicKey: SEQUENCE { modulus INTEGER, exponent INTEGER }.
-fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
-    fn len(n: usize) -> Vec<u8> {
-        match n {
-            0..=127 => vec![n as u8],
-            128..=255 => vec![0x81, n as u8],
-            _ => vec![0x82, (n >> 8) as u8, n as u8],
-        }
-    }
-    let int = |b: &[u8]| {
-        let i = b
-            .iter()
-            .position(|x| *x != 0)
-            .unwrap_or(b.len().saturating_sub(1));
-        let mut v = b[i..].to_vec();
-        if v.first().is_some_and(|x| x & 0x80 != 0) {
-            v.insert(0, 0);
-        }
-        let mut out = vec![0x02];
-        out.extend(len(v.len()));
-        out.extend(v);
-        out
-    };
-    let body = [int(n), int(e)].concat();
-    let mut out = vec![0x30];
-    out.extend(len(body.len()));
-    out.extend(body);
-    out
+pub(crate) fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    tlv(0x30, &[der_uint(n), der_uint(e)].concat())
 }
 
 /// A PKCS#10 request for the key, PEM.

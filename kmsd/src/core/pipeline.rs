@@ -43,6 +43,16 @@ pub struct Origin {
     pub audited: bool,
 }
 
+/// What became of one call ([`Pipeline::run_traced`]).
+#[derive(Debug)]
+pub struct Outcome {
+    pub response: Response,
+    /// The record of its outcome, when one was written.
+    pub entry: Option<crate::audit::log::Entry>,
+    /// Why kmsd refused it, when it did.
+    pub refusal: Option<Refusal>,
+}
+
 pub struct Pipeline<'a> {
     pub daemon: &'a Daemon,
     pub ctx: &'a Arc<Context>,
@@ -122,9 +132,21 @@ impl Pipeline<'_> {
     }
 
     fn run_one(&self, request: Request, origin: Origin) -> Response {
+        self.run_traced(request, origin).response
+    }
+
+    /// Runs one call (not a batch) and tells what became of it: the
+    /// answer, the audit record of its outcome, and why it was refused.
+    pub fn run_traced(&self, request: Request, origin: Origin) -> Outcome {
         let op = request.call().c_name();
         let started = Instant::now();
-        let resp = self.run_inner(request, origin, started);
+        let mut out = Outcome {
+            response: Response::rv(CKR_GENERAL_ERROR),
+            entry: None,
+            refusal: None,
+        };
+        out.response = self.run_inner(request, origin, started, &mut out);
+        let resp = &out.response;
         let m = &self.daemon.metrics;
         m.calls
             .with_label_values(&[op, &crate::error::rv_name(resp.rv)])
@@ -132,10 +154,73 @@ impl Pipeline<'_> {
         m.latency
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
-        resp
+        out
     }
 
-    fn run_inner(&self, mut request: Request, origin: Origin, started: Instant) -> Response {
+    /// A door that authenticated its caller by client certificate alone
+    /// (the REST API) logs the context in as user on the token of
+    /// `session`: judged as `C_Login` is (policy `login` on the token, the
+    /// identity's rate) and recorded, on a token whose PIN kmsd holds only
+    /// (elsewhere only the HSM can check a user, with its PIN).
+    pub fn certificate_login(&self, session: u64, origin: Origin) -> Outcome {
+        let (d, ctx) = (self.daemon, self.ctx);
+        let started = Instant::now();
+        let mut out = Outcome {
+            response: Response::rv(CKR_DEVICE_ERROR),
+            entry: None,
+            refusal: None,
+        };
+        let mut request = Request::Login(kmsp11_proto::Login {
+            session,
+            user_type: CKU_USER,
+            pin: None,
+        });
+        if d.audit.ready().is_err() {
+            return out;
+        }
+        let call = match resolve(d, ctx, &request, None, origin.request_id) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(context = ctx.id, "store: {e}; refusing");
+                return out;
+            }
+        };
+        let (Some(sess), Some(token)) = (call.sess, call.token.as_ref()) else {
+            out.response = Response::rv(CKR_SESSION_HANDLE_INVALID);
+            return out;
+        };
+        if !token.anchored() {
+            out.response = Response::rv(CKR_USER_TYPE_INVALID);
+            return out;
+        }
+        let allowed = match self.decide(&call, &mut request) {
+            Ok(a) => a,
+            Err(refusal) => {
+                out.response = self.refuse(&call, refusal, origin, started, &mut out);
+                return out;
+            }
+        };
+        let mut r = self.record(&call, origin, "allow", &allowed.rule, None);
+        r.detail = Some("client certificate".into());
+        r.rv = Some("CKR_OK".into());
+        match d.audit.record(r) {
+            Ok(e) => {
+                ctx.state.lock().user.insert(sess.slot);
+                out.entry = Some(e);
+                out.response = Response::rv(CKR_OK);
+            }
+            Err(_) => out.response = Response::rv(CKR_DEVICE_ERROR),
+        }
+        out
+    }
+
+    fn run_inner(
+        &self,
+        mut request: Request,
+        origin: Origin,
+        started: Instant,
+        out: &mut Outcome,
+    ) -> Response {
         let (d, ctx) = (self.daemon, self.ctx);
         if origin.audited && d.audit.ready().is_err() {
             return Response::rv(CKR_DEVICE_ERROR);
@@ -151,7 +236,7 @@ impl Pipeline<'_> {
         let decided = self.decide(&call, &mut request);
         let allowed = match decided {
             Ok(a) => a,
-            Err(refusal) => return self.refuse(&call, refusal, origin, started),
+            Err(refusal) => return self.refuse(&call, refusal, origin, started, out),
         };
         // A judged call allowed: the session's last refusal is history.
         if let (Some(s), Some(_)) = (call.session, call.action) {
@@ -179,14 +264,22 @@ impl Pipeline<'_> {
             } else {
                 d.audit.record_lazily(r)
             };
-            if written.is_err() {
-                resp = Response::rv(CKR_DEVICE_ERROR);
+            match written {
+                Ok(e) => out.entry = Some(e),
+                Err(_) => resp = Response::rv(CKR_DEVICE_ERROR),
             }
         }
         resp
     }
 
-    fn refuse(&self, call: &Call, refusal: Refusal, origin: Origin, started: Instant) -> Response {
+    fn refuse(
+        &self,
+        call: &Call,
+        refusal: Refusal,
+        origin: Origin,
+        started: Instant,
+        out: &mut Outcome,
+    ) -> Response {
         let rv = refusal.rv();
         self.daemon
             .metrics
@@ -218,10 +311,12 @@ impl Pipeline<'_> {
             );
             r.rv = Some(crate::error::rv_name(rv).into_owned());
             r.duration_us = Some(started.elapsed().as_micros() as u64);
-            if self.daemon.audit.record(r).is_err() {
-                return Response::rv(CKR_DEVICE_ERROR);
+            match self.daemon.audit.record(r) {
+                Ok(e) => out.entry = Some(e),
+                Err(_) => return Response::rv(CKR_DEVICE_ERROR),
             }
         }
+        out.refusal = Some(refusal);
         Response::rv(rv)
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use super::tls::Tls;
 
 mod dashboard;
+use crate::audit::log::Entry;
 use crate::audit::Record;
 use crate::authz::approvals::{self, Binding, Gate, Guarded};
 use crate::core::WorkError;
@@ -69,6 +70,13 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl ApiError {
+    /// Status, code and message (for the REST API's errors).
+    pub(crate) fn parts(self) -> (StatusCode, &'static str, String) {
+        (self.status, self.code, self.message)
     }
 }
 
@@ -198,6 +206,7 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/audit/records/{seq}", get(audit_record))
         .route("/v1/audit/export", get(export_audit))
         .merge(dashboard::routes())
+        .merge(super::rest::routes())
         .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn_with_state(d.clone(), count))
         .with_state(d)
@@ -219,6 +228,7 @@ const PATHS: &[&str] = &[
     "/v1/quotas",
     "/v1/audit",
     "/ui",
+    "/kms/v1",
 ];
 
 /// Refuses a change a page of another site asks for: a browser holding an
@@ -378,7 +388,7 @@ fn record(
     key: Option<&str>,
     target: Option<&str>,
     detail: &str,
-) -> Result<(), ApiError> {
+) -> Result<Entry, ApiError> {
     d.audit
         .record(Record {
             identity: Some(c.identity.name.clone()),
@@ -391,7 +401,6 @@ fn record(
             detail: Some(detail.into()),
             ..Default::default()
         })
-        .map(|_| ())
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit", e))
 }
 
@@ -413,7 +422,7 @@ async fn ready(State(d): D, Extension(_c): C) -> Response {
     (status, body).into_response()
 }
 
-async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
+pub(crate) async fn metrics(State(d): D, Extension(c): C) -> Result<String, ApiError> {
     require(&d, &c, READERS, None)?;
     let m = &d.metrics;
     m.contexts.set(d.context_count() as i64);
@@ -567,16 +576,28 @@ async fn key_action(
     Path((key, action)): Path<(String, String)>,
     body: Option<Json<KeyChange>>,
 ) -> Answer {
-    let op = format!("keys.{action}");
-    require(&d, &c, ADMINS, Some(&op))?;
     let body = body.map(|b| b.0).unwrap_or_default();
+    key_change(&d, &c, &key, &action, body).map(|(v, _)| Json(v))
+}
+
+/// A key action (`keys.<action>`) by an administrator: the key's record
+/// after it and the audit record of the change.
+pub(crate) fn key_change(
+    d: &Arc<Daemon>,
+    c: &Caller,
+    key: &str,
+    action: &str,
+    body: KeyChange,
+) -> Result<(Value, Entry), ApiError> {
+    let op = format!("keys.{action}");
+    require(d, c, ADMINS, Some(&op))?;
     let s = d.inventory.store.as_ref();
-    let find = if matches!(action.as_str(), "rotate" | "csr" | "self-sign") {
+    let find = if matches!(action, "rotate" | "csr" | "self-sign") {
         keys_cli::find_private
     } else {
         keys_cli::find
     };
-    let k = find(s, &key).map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?;
+    let k = find(s, key).map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "not_found", m))?;
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m.to_string());
     let conflict = || {
         ApiError::new(
@@ -591,7 +612,7 @@ async fn key_action(
         }
         Ok(())
     };
-    let detail = match action.as_str() {
+    let detail = match action {
         "disable" => {
             cas(KeyState::Active, KeyState::Disabled, None)?;
             "disabled".to_string()
@@ -606,7 +627,7 @@ async fn key_action(
         }
         "schedule-destroy" => {
             if k.state != KeyState::PendingDestroy {
-                dual_control(&d, &c, Guarded::Destroy, &op, &k.token, &k.id.0, &k.label)?;
+                dual_control(d, c, Guarded::Destroy, &op, &k.token, &k.id.0, &k.label)?;
             }
             let at = crate::core::inventory::now() + d.inventory.destroy_window.as_secs();
             cas(k.state, KeyState::PendingDestroy, Some(at))?;
@@ -625,10 +646,10 @@ async fn key_action(
         }
         "rotate" => {
             use crate::core::rotate::rotate;
-            dual_control(&d, &c, Guarded::Rotate, &op, &k.token, &k.id.0, &k.label)?;
+            dual_control(d, c, Guarded::Rotate, &op, &k.token, &k.id.0, &k.label)?;
             // HSM work: off the runtime's workers.
-            let r = tokio::task::block_in_place(|| rotate(&d, &k));
-            let r = worked(&d, &c, &op, Some(&k.id.0), r, CONFLICT, |r| r.describe(&k.id))?;
+            let r = tokio::task::block_in_place(|| rotate(d, &k));
+            let (r, entry) = worked(d, c, &op, Some(&k.id.0), r, CONFLICT, |r| r.describe(&k.id))?;
             let new = s
                 .key(&r.key)?
                 .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "key gone"))?;
@@ -639,7 +660,7 @@ async fn key_action(
                 "label": r.old_label,
                 "version": r.version,
             });
-            return Ok(Json(v));
+            return Ok((v, entry));
         }
         "csr" | "self-sign" => {
             let subject = body
@@ -647,18 +668,17 @@ async fn key_action(
                 .ok_or_else(|| bad(&format!("{action} needs {{\"subject\": \"CN=...\"}}")))?;
             let r = tokio::task::block_in_place(|| {
                 if action == "csr" {
-                    crate::core::csr::csr(&d, &k, &subject).map(|pem| {
+                    crate::core::csr::csr(d, &k, &subject).map(|pem| {
                         json!({"key": k.id.0, "subject": subject, "csr": pem})
                     })
                 } else {
-                    crate::core::csr::self_sign(&d, &k, &subject, body.days.unwrap_or(365))
+                    crate::core::csr::self_sign(d, &k, &subject, body.days.unwrap_or(365))
                         .map(|made| serde_json::to_value(made).unwrap_or_default())
                 }
             });
-            let v = worked(&d, &c, &op, Some(&k.id.0), r, INVALID, |_| {
+            return worked(d, c, &op, Some(&k.id.0), r, INVALID, |_| {
                 format!("subject {subject}")
-            })?;
-            return Ok(Json(v));
+            });
         }
         "tag" => {
             let tags = body.tags.ok_or_else(|| bad("tag needs {\"tags\": [...]}"))?;
@@ -687,11 +707,11 @@ async fn key_action(
             ))
         }
     };
-    record(&d, &c, &op, Some(&k.id.0), None, &detail)?;
+    let entry = record(d, c, &op, Some(&k.id.0), None, &detail)?;
     let k = s
         .key(&k.id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "key gone"))?;
-    Ok(Json(keys_cli::json(&k)))
+    Ok((keys_cli::json(&k), entry))
 }
 
 fn approval_json(a: &crate::store::Approval) -> Value {
@@ -816,8 +836,18 @@ pub struct CertImport {
 }
 
 async fn import_certs(State(d): D, Extension(c): C, Json(body): Json<CertImport>) -> Answer {
+    let (made, _) = certs_import(&d, &c, body)?;
+    Ok(Json(serde_json::to_value(made).unwrap_or_default()))
+}
+
+/// Imports the certificates of `body` (`certs.import`, administrators).
+pub(crate) fn certs_import(
+    d: &Daemon,
+    c: &Caller,
+    body: CertImport,
+) -> Result<(Vec<crate::core::certs::Listed>, Entry), ApiError> {
     let op = "certs.import";
-    require(&d, &c, ADMINS, Some(op))?;
+    require(d, c, ADMINS, Some(op))?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
     let file = match (body.pem, body.der_hex) {
         (Some(p), None) => p.into_bytes(),
@@ -840,9 +870,9 @@ async fn import_certs(State(d): D, Extension(c): C, Json(body): Json<CertImport>
     }
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such token"))?;
     let r =
-        tokio::task::block_in_place(|| crate::core::certs::import(&d, &token, &ders, key.as_ref()));
+        tokio::task::block_in_place(|| crate::core::certs::import(d, &token, &ders, key.as_ref()));
     let key = key.as_ref().map(|k| k.id.0.as_str());
-    let made = worked(&d, &c, op, key, r, INVALID, |made| {
+    worked(d, c, op, key, r, INVALID, |made| {
         let subjects: Vec<&str> = made.iter().map(|m| m.subject.as_str()).collect();
         format!(
             "{} of {} certificates made: {}",
@@ -850,15 +880,14 @@ async fn import_certs(State(d): D, Extension(c): C, Json(body): Json<CertImport>
             ders.len(),
             subjects.join("; ")
         )
-    })?;
-    Ok(Json(serde_json::to_value(made).unwrap_or_default()))
+    })
 }
 
 async fn remove_cert(State(d): D, Extension(c): C, Path(sha256): Path<String>) -> Answer {
     let op = "certs.remove";
     require(&d, &c, ADMINS, Some(op))?;
     let r = tokio::task::block_in_place(|| crate::core::certs::remove(&d, &sha256));
-    let r = worked(&d, &c, op, None, r, INVALID, |r| {
+    let (r, _) = worked(&d, &c, op, None, r, INVALID, |r| {
         format!("removed {} {} ({})", r.label, r.subject, r.sha256)
     })?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
@@ -888,11 +917,11 @@ fn worked<T>(
     r: Result<T, WorkError>,
     refused: Refusal,
     detail: impl FnOnce(&T) -> String,
-) -> Result<T, ApiError> {
+) -> Result<(T, Entry), ApiError> {
     match r {
         Ok(v) => {
-            record(d, c, op, key, None, &detail(&v))?;
-            Ok(v)
+            let entry = record(d, c, op, key, None, &detail(&v))?;
+            Ok((v, entry))
         }
         Err(e) => {
             record(d, c, op, key, None, &format!("not done: {e}"))?;

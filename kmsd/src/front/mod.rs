@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod pkcs11;
+pub mod rest;
 pub mod tls;

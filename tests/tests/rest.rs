@@ -1,0 +1,838 @@
+//! The REST crypto API (`/kms/v1`) against a real kmsd and SoftHSM token,
+//! as curl calls it with the dev identities' certificates: every endpoint's
+//! success and its refusals (policy, quota, revoked key, pending approval),
+//! receipts checked offline (Ed25519 signature with the published key, the
+//! record's line in the audit log), keys made here used through PKCS#11
+//! and keys made through PKCS#11 used here.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use kmsp11_tests::{ck, through_library, Kmsd};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// A call as `who` (a dev identity's certificate): status and JSON body.
+fn api(kmsd: &Kmsd, who: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string());
+    let (code, text) = kmsd.admin_api(who, method, &format!("/kms/v1{path}"), body.as_deref(), &[]);
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (code, v)
+}
+
+/// A call that must succeed.
+fn ok(kmsd: &Kmsd, who: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (code, v) = api(kmsd, who, method, path, body);
+    assert!(
+        (200..300).contains(&code),
+        "{method} {path} as {who}: {code} {v}"
+    );
+    v
+}
+
+/// A call that must be refused with `status` and error code `code`.
+fn refused(
+    kmsd: &Kmsd,
+    who: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+    status: u16,
+    code: &str,
+) -> Value {
+    let (got, v) = api(kmsd, who, method, path, Some(body));
+    assert_eq!(
+        (got, v["error"].as_str().unwrap_or_default()),
+        (status, code),
+        "{method} {path} as {who}: {v}"
+    );
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v
+}
+
+fn b64(b: &[u8]) -> String {
+    B64.encode(b)
+}
+
+fn unb64(v: &Value) -> Vec<u8> {
+    B64.decode(v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .unwrap()
+}
+
+fn create(kmsd: &Kmsd, name: &str, kind: &str) -> Value {
+    ok(
+        kmsd,
+        "dev-admin",
+        "POST",
+        "/keys",
+        Some(json!({"name": name, "type": kind})),
+    )
+}
+
+/// Checks a receipt as a client would offline: the signature with the
+/// published key, then the record it names in kmsd's audit log (whose
+/// line hashes to `record_hash`). Answers that record.
+fn check_receipt(kmsd: &Kmsd, receipt: &Value) -> Value {
+    let key = ok(kmsd, "dev-user", "GET", "/receipt-key", None);
+    let seq = receipt["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no receipt: {receipt}"));
+    let hash = receipt["record_hash"].as_str().unwrap();
+    let msg = format!("kmsp11-audit-receipt\n{seq}\n{hash}");
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, unb64(&key["public_key"]))
+        .verify(msg.as_bytes(), &unb64(&receipt["signature"]))
+        .expect("the receipt's signature verifies with the published key");
+    let log = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("\"seq\":{seq},")))
+        .unwrap_or_else(|| panic!("no audit record {seq}"));
+    assert_eq!(
+        hex::encode(Sha256::digest(line.as_bytes())),
+        hash,
+        "the receipt names this line"
+    );
+    serde_json::from_str(line).unwrap()
+}
+
+// The served OpenAPI document lists exactly the API's endpoints, each is
+// routed (no "no such API path"), and errors are JSON with a code.
+#[test]
+fn openapi_document_matches_the_routes() {
+    let kmsd = Kmsd::start();
+    let doc = ok(&kmsd, "dev-user", "GET", "/openapi.json", None);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "/kms/v1/decrypt",
+            "/kms/v1/derive",
+            "/kms/v1/encrypt",
+            "/kms/v1/health",
+            "/kms/v1/keys",
+            "/kms/v1/keys/{name}",
+            "/kms/v1/keys/{name}/revoke",
+            "/kms/v1/keys/{name}/rotate",
+            "/kms/v1/keys/{name}/versions",
+            "/kms/v1/metrics",
+            "/kms/v1/random",
+            "/kms/v1/receipt-key",
+            "/kms/v1/sign",
+            "/kms/v1/trust-anchors",
+            "/kms/v1/verify",
+        ]
+    );
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let path = path
+                .trim_start_matches("/kms/v1")
+                .replace("{name}", "absent");
+            let body = (method == "post").then(|| json!({}));
+            let (code, v) = api(&kmsd, "dev-auditor", &method.to_uppercase(), &path, body);
+            assert_ne!(code, 405, "{method} {path}");
+            assert!(
+                !v["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("no such API path"),
+                "{method} {path} is documented but not routed: {v}"
+            );
+            if code >= 400 {
+                assert!(v["error"].is_string(), "{method} {path}: {code} {v}");
+            }
+        }
+    }
+    let (code, v) = api(&kmsd, "dev-user", "GET", "/nothing-here", None);
+    assert_eq!((code, v["error"].as_str()), (404, Some("not_found")), "{v}");
+    let h = ok(&kmsd, "dev-user", "GET", "/health", None);
+    assert_eq!(h["status"], "alive");
+}
+
+// ECDSA: sign as a user, verify here and offline with the public key the
+// API gives; a changed message does not verify; both answers carry
+// receipts naming the C_Sign and C_Verify records of that user.
+#[test]
+fn sign_verify_with_receipts() {
+    let kmsd = Kmsd::start();
+    let made = create(&kmsd, "signer", "ec-p256");
+    assert_eq!(made["key"]["key_type"], "EC", "{made}");
+    let rec = check_receipt(&kmsd, &made["receipt"]);
+    assert_eq!(rec["op"], "C_GenerateKeyPair");
+    let msg = b"release 1.0";
+    let s = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        Some(json!({"key": "signer", "input": b64(msg)})),
+    );
+    assert_eq!(
+        (s["algorithm"].as_str(), s["version"].as_u64()),
+        (Some("ecdsa-sha256"), Some(1))
+    );
+    let rec = check_receipt(&kmsd, &s["receipt"]);
+    assert_eq!(
+        (
+            rec["op"].as_str(),
+            rec["identity"].as_str(),
+            rec["rv"].as_str()
+        ),
+        (Some("C_Sign"), Some("dev-user"), Some("CKR_OK"))
+    );
+    let key = ok(&kmsd, "dev-user", "GET", "/keys/signer", None);
+    let spki = unb64(&key["public_key"]);
+    let point = &spki[spki.len() - 65..];
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
+        .verify(msg, &unb64(&s["signature"]))
+        .expect("the DER ECDSA signature verifies offline");
+    let v = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/verify",
+        Some(json!({"key": "signer", "input": b64(msg), "signature": s["signature"]})),
+    );
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(check_receipt(&kmsd, &v["receipt"])["op"], "C_Verify");
+    let v = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/verify",
+        Some(json!({"key": "signer", "input": b64(b"release 1.1"), "signature": s["signature"]})),
+    );
+    assert_eq!(v["valid"], false, "{v}");
+    let v = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/verify",
+        Some(json!({"key": "signer", "input": b64(msg), "signature": b64(b"not DER")})),
+    );
+    assert_eq!(v["valid"], false, "{v}");
+}
+
+// RSA: PKCS#1 v1.5 and PSS signatures, OAEP encryption round trip; Ed25519
+// signs and verifies.
+#[test]
+fn rsa_and_ed25519() {
+    let kmsd = Kmsd::start();
+    create(&kmsd, "rsa", "rsa-2048");
+    create(&kmsd, "ed", "ed25519");
+    for (key, alg) in [
+        ("rsa", "rsa-pkcs1-sha256"),
+        ("rsa", "rsa-pss-sha256"),
+        ("ed", "ed25519"),
+    ] {
+        let s = ok(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/sign",
+            Some(json!({"key": key, "input": b64(b"m"), "algorithm": alg})),
+        );
+        let v = ok(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/verify",
+            Some(
+                json!({"key": key, "input": b64(b"m"), "signature": s["signature"], "algorithm": alg}),
+            ),
+        );
+        assert_eq!(v["valid"], true, "{alg}: {v}");
+    }
+    let spki = unb64(&ok(&kmsd, "dev-user", "GET", "/keys/ed", None)["public_key"]);
+    let s = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        Some(json!({"key": "ed", "input": b64(b"m")})),
+    );
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &spki[spki.len() - 32..])
+        .verify(b"m", &unb64(&s["signature"]))
+        .expect("Ed25519 verifies offline");
+    // SoftHSM 2.6 does OAEP with SHA-1 only: the default, SHA-256, is
+    // refused as it refuses it.
+    let v = refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/encrypt",
+        json!({"key": "rsa", "plaintext": b64(b"secret")}),
+        400,
+        "bad_request",
+    );
+    assert_eq!(v["rv"], "CKR_ARGUMENTS_BAD");
+    let sha1 = "rsa-oaep-sha1";
+    let e = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/encrypt",
+        Some(json!({"key": "rsa", "plaintext": b64(b"secret"), "algorithm": sha1})),
+    );
+    assert!(
+        e["ciphertext"].as_str().unwrap().starts_with("kmsp11:v1:"),
+        "{e}"
+    );
+    let d = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/decrypt",
+        Some(json!({"key": "rsa", "ciphertext": e["ciphertext"], "algorithm": sha1})),
+    );
+    assert_eq!(unb64(&d["plaintext"]), b"secret");
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/encrypt",
+        json!({"key": "rsa", "plaintext": b64(b"s"), "aad": b64(b"a"), "algorithm": sha1}),
+        400,
+        "bad_request",
+    );
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        json!({"key": "ed", "input": b64(b"m"), "algorithm": "rsa-pss-sha256"}),
+        400,
+        "key_unsuitable",
+    );
+}
+
+// AES-GCM with AAD across a rotation: each ciphertext names its version
+// and decrypts after the rotation; a wrong AAD or a changed byte is
+// invalid_ciphertext; a disabled old version refuses decrypt.
+#[test]
+fn aes_gcm_across_rotation() {
+    let kmsd = Kmsd::start();
+    create(&kmsd, "data", "aes-256");
+    let enc = |pt: &[u8]| {
+        ok(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/encrypt",
+            Some(json!({"key": "data", "plaintext": b64(pt), "aad": b64(b"ctx")})),
+        )
+    };
+    let dec = |ct: &Value, aad: &[u8]| {
+        api(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/decrypt",
+            Some(json!({"key": "data", "ciphertext": ct, "aad": b64(aad)})),
+        )
+    };
+    let one = enc(b"first");
+    assert!(
+        one["ciphertext"]
+            .as_str()
+            .unwrap()
+            .starts_with("kmsp11:v1:"),
+        "{one}"
+    );
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/keys/data/rotate",
+        json!({}),
+        403,
+        "forbidden",
+    );
+    let r = ok(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/keys/data/rotate",
+        Some(json!({})),
+    );
+    assert_eq!(check_receipt(&kmsd, &r["receipt"])["op"], "keys.rotate");
+    let two = enc(b"second");
+    assert!(
+        two["ciphertext"]
+            .as_str()
+            .unwrap()
+            .starts_with("kmsp11:v2:"),
+        "{two}"
+    );
+    for (ct, pt) in [(&one, &b"first"[..]), (&two, &b"second"[..])] {
+        let (code, d) = dec(&ct["ciphertext"], b"ctx");
+        assert_eq!(code, 200, "{d}");
+        assert_eq!(unb64(&d["plaintext"]), pt);
+    }
+    let (code, d) = dec(&two["ciphertext"], b"other");
+    assert_eq!(
+        (code, d["error"].as_str()),
+        (400, Some("invalid_ciphertext")),
+        "{d}"
+    );
+    let versions = ok(&kmsd, "dev-user", "GET", "/keys/data/versions", None);
+    let v: Vec<(u64, &str)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["version"].as_u64().unwrap(), k["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(v, [(2, "data"), (1, "data@v1")]);
+    let old = versions[1]["id"].as_str().unwrap();
+    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["keys", "disable", old]);
+    assert_eq!(code, 0, "{out}");
+    let (code, d) = dec(&one["ciphertext"], b"ctx");
+    assert_eq!(
+        (code, d["error"].as_str()),
+        (403, Some("key_disabled")),
+        "{d}"
+    );
+    assert_eq!(check_receipt(&kmsd, &d["receipt"])["decision"], "deny");
+    let (code, d) = dec(&two["ciphertext"], b"ctx");
+    assert_eq!(code, 200, "the current version still decrypts: {d}");
+}
+
+// Refusals: policy (a user may not make keys), a revoked key, an identity
+// over its rate, and a use the policy puts under dual control.
+#[test]
+fn refusals_policy_revoked_quota_pending() {
+    let kmsd = Kmsd::start();
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/keys",
+        json!({"name": "mine", "type": "aes-256"}),
+        403,
+        "policy_denied",
+    );
+    create(&kmsd, "gone", "ec-p256");
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/keys/gone/revoke",
+        json!({"reason": "x"}),
+        403,
+        "forbidden",
+    );
+    let r = ok(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/keys/gone/revoke",
+        Some(json!({"reason": "compromised"})),
+    );
+    assert_eq!(check_receipt(&kmsd, &r["receipt"])["op"], "keys.revoke");
+    let v = refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        json!({"key": "gone", "input": b64(b"m")}),
+        403,
+        "key_revoked",
+    );
+    assert_eq!(v["rv"], "CKR_KEY_FUNCTION_NOT_PERMITTED");
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/keys",
+        json!({"name": "signer2", "type": "nope"}),
+        400,
+        "bad_request",
+    );
+    create(&kmsd, "dup", "aes-256");
+    refused(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/keys",
+        json!({"name": "dup", "type": "aes-256"}),
+        409,
+        "exists",
+    );
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        json!({"key": "absent", "input": b64(b"m")}),
+        404,
+        "not_found",
+    );
+
+    let policy = std::fs::read_to_string(kmsd.dir.join("policy.cedar")).unwrap()
+        + "\n@id(\"release-needs-two\") @approvals(\"2\")\npermit (principal, action == Kms::Action::\"sign\", resource is Kms::Key) when { resource.label == \"release\" };\n";
+    std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
+    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    create(&kmsd, "release", "ec-p256");
+    let v = refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        json!({"key": "release", "input": b64(b"m")}),
+        403,
+        "approval_pending",
+    );
+    let id = v["approval"].as_str().unwrap();
+    for admin in ["kmsctl-admin.toml", "kmsctl-admin2.toml"] {
+        let (code, out) = kmsd.kmsctl(admin, &["approvals", "approve", id]);
+        assert_eq!(code, 0, "{out}");
+    }
+    ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        Some(json!({"key": "release", "input": b64(b"m")})),
+    );
+}
+
+#[test]
+fn identity_rate_answers_quota_exceeded() {
+    let kmsd =
+        Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "quotas", "identity_rate = \"4/m\""));
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (code, v) = api(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/random",
+            Some(json!({"bytes": 8})),
+        );
+        seen.push((code, v["error"].as_str().unwrap_or("ok").to_string()));
+    }
+    assert!(seen.contains(&(429, "quota_exceeded".into())), "{seen:?}");
+}
+
+// A key made here is used through PKCS#11 (libkmsp11): what AES-GCM
+// encrypts there, decrypt here decrypts; a key made through PKCS#11 signs
+// here.
+#[test]
+fn rest_keys_and_pkcs11_keys_are_the_same_keys() {
+    let kmsd = Kmsd::start();
+    create(&kmsd, "both", "aes-256");
+    let iv = [9u8; 12];
+    let ct = through_library(&kmsd.client_config(), |_, s| {
+        let key = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(b"both".to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(key.len(), 1, "the REST key is visible through PKCS#11");
+        let mut iv = iv;
+        let params = GcmParams::new(&mut iv, b"", 128.into()).unwrap();
+        let r = s.encrypt(&Mechanism::AesGcm(params), key[0], b"via pkcs11");
+        assert_eq!(ck(&r), "Ok");
+        r.unwrap()
+    });
+    let ciphertext = format!("kmsp11:v1:{}", b64(&[&iv[..], &ct].concat()));
+    let d = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/decrypt",
+        Some(json!({"key": "both", "ciphertext": ciphertext})),
+    );
+    assert_eq!(unb64(&d["plaintext"]), b"via pkcs11");
+
+    let out = kmsd.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "tooled",
+        "--id",
+        "77",
+    ]);
+    assert!(out.contains("Key pair generated"), "{out}");
+    let s = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        Some(json!({"key": "tooled", "input": b64(b"m")})),
+    );
+    let v = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/verify",
+        Some(json!({"key": "tooled", "input": b64(b"m"), "signature": s["signature"]})),
+    );
+    assert_eq!(v["valid"], true);
+    let listed = ok(&kmsd, "dev-user", "GET", "/keys", None);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"both") && names.contains(&"tooled"),
+        "{names:?}"
+    );
+}
+
+// ECDH (P-256) and DH (2048-bit MODP): each side derives from its key and
+// the other's public key; what one derived key encrypts the other
+// decrypts, here and through PKCS#11.
+#[test]
+fn derive_agrees_on_both_sides() {
+    let kmsd = Kmsd::start();
+    for (kind, a, b) in [("ec-p256", "alice", "bob"), ("dh-2048", "dh-a", "dh-b")] {
+        create(&kmsd, a, kind);
+        create(&kmsd, b, kind);
+        let public = |n: &str| {
+            ok(&kmsd, "dev-user", "GET", &format!("/keys/{n}"), None)["public_key"].clone()
+        };
+        let (pa, pb) = (public(a), public(b));
+        let ab = format!("{a}-{b}");
+        let ba = format!("{b}-{a}");
+        // The dev policy lets users use keys, not make them.
+        refused(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/derive",
+            json!({"key": a, "public_key": pb, "name": ab}),
+            403,
+            "policy_denied",
+        );
+        let made = ok(
+            &kmsd,
+            "dev-admin",
+            "POST",
+            "/derive",
+            Some(json!({"key": a, "public_key": pb, "name": ab})),
+        );
+        assert_eq!(check_receipt(&kmsd, &made["receipt"])["op"], "C_DeriveKey");
+        ok(
+            &kmsd,
+            "dev-admin",
+            "POST",
+            "/derive",
+            Some(json!({"key": b, "public_key": pa, "name": ba})),
+        );
+        let e = ok(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/encrypt",
+            Some(json!({"key": ab, "plaintext": b64(b"agreed")})),
+        );
+        let d = ok(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/decrypt",
+            Some(json!({"key": ba, "ciphertext": e["ciphertext"]})),
+        );
+        assert_eq!(unb64(&d["plaintext"]), b"agreed", "{kind}");
+        refused(
+            &kmsd,
+            "dev-admin",
+            "POST",
+            "/derive",
+            json!({"key": a, "public_key": pb, "name": ab}),
+            409,
+            "exists",
+        );
+    }
+    // The derived key through PKCS#11.
+    let e = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/encrypt",
+        Some(json!({"key": "alice-bob", "plaintext": b64(b"p11")})),
+    );
+    let raw = unb64(&Value::String(
+        e["ciphertext"].as_str().unwrap()["kmsp11:v1:".len()..].into(),
+    ));
+    let pt = through_library(&kmsd.client_config(), |_, s| {
+        let key = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(b"bob-alice".to_vec()),
+            ])
+            .unwrap();
+        let mut iv = raw[..12].to_vec();
+        let params = GcmParams::new(&mut iv, b"", 128.into()).unwrap();
+        let r = s.decrypt(&Mechanism::AesGcm(params), key[0], &raw[12..]);
+        assert_eq!(ck(&r), "Ok");
+        r.unwrap()
+    });
+    assert_eq!(pt, b"p11");
+    refused(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/derive",
+        json!({"key": "alice-bob", "public_key": b64(b"x"), "name": "n"}),
+        400,
+        "key_unsuitable",
+    );
+}
+
+#[test]
+fn random_health_and_metrics() {
+    let kmsd = Kmsd::start();
+    let r = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/random",
+        Some(json!({"bytes": 32})),
+    );
+    assert_eq!(unb64(&r["random"]).len(), 32);
+    assert_eq!(
+        check_receipt(&kmsd, &r["receipt"])["op"],
+        "C_GenerateRandom"
+    );
+    for n in [0, 1025] {
+        refused(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/random",
+            json!({"bytes": n}),
+            400,
+            "bad_request",
+        );
+    }
+    let (code, text) = api(&kmsd, "dev-auditor", "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        text.as_str().unwrap().contains("kmsd_calls_total"),
+        "{text}"
+    );
+    let (code, v) = api(&kmsd, "dev-user", "GET", "/metrics", None);
+    assert_eq!((code, v["error"].as_str()), (403, Some("forbidden")));
+}
+
+// Hostile and malformed requests: JSON errors with codes, nothing runs.
+#[test]
+fn malformed_requests_are_json_errors() {
+    let kmsd = Kmsd::start();
+    let raw = |body: &str| {
+        let (code, text) = kmsd.admin_api("dev-user", "POST", "/kms/v1/sign", Some(body), &[]);
+        (
+            code,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    for body in [
+        "{",
+        "[]",
+        "{\"key\": 1}",
+        "{\"key\": \"k\", \"input\": \"AA==\", \"extra\": 1}",
+    ] {
+        let (code, v) = raw(body);
+        assert!(matches!(code, 400 | 422), "{body}: {code}");
+        assert_eq!(v["error"], "bad_request", "{body}: {v}");
+    }
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        json!({"key": "k", "input": "not base64!"}),
+        400,
+        "bad_request",
+    );
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/sign",
+        json!({"key": "k\u{0007}", "input": "AA=="}),
+        400,
+        "bad_request",
+    );
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/decrypt",
+        json!({"key": "k", "ciphertext": "vault:v1:AA=="}),
+        400,
+        "bad_request",
+    );
+    let big = "A".repeat(3 << 20);
+    let (code, v) = raw(&format!("{{\"key\": \"k\", \"input\": \"{big}\"}}"));
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (413, Some("bad_request")),
+        "{v}"
+    );
+    let (code, _) = api(&kmsd, "dev-user", "GET", "/health", None);
+    assert_eq!(code, 200, "kmsd still answers");
+}
+
+// Trust anchors: an administrator adds a CA certificate; everyone who sees
+// the token lists it; a user may not add one.
+#[test]
+fn trust_anchors_added_and_listed() {
+    let kmsd = Kmsd::start();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Example Root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/trust-anchors",
+        json!({"pem": pem}),
+        403,
+        "forbidden",
+    );
+    let added = ok(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/trust-anchors",
+        Some(json!({"pem": pem})),
+    );
+    assert_eq!(added["added"][0]["label"], "Example Root", "{added}");
+    assert_eq!(
+        check_receipt(&kmsd, &added["receipt"])["op"],
+        "certs.import"
+    );
+    let list = ok(&kmsd, "dev-user", "GET", "/trust-anchors", None);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["subject"].as_str().unwrap().contains("Example Root")),
+        "{list}"
+    );
+    refused(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/trust-anchors",
+        json!({"pem": "garbage"}),
+        422,
+        "invalid",
+    );
+}
