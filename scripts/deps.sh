@@ -6,6 +6,8 @@ command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool  >/dev/null || need+=(opensc)
 command -v openssl      >/dev/null || need+=(openssl)
 command -v curl         >/dev/null || need+=(curl)
+# the README's REST examples read JSON with jq
+command -v jq           >/dev/null || need+=(jq)
 # interop clients
 [ -e /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so ] || need+=(libengine-pkcs11-openssl)
 command -v certutil     >/dev/null || need+=(libnss3-tools)

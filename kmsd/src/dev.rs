@@ -207,6 +207,25 @@ pub fn announce(dir: &Path, address: &str) -> Result<(), String> {
             "Dashboard: https://localhost:{port}/ui with {d}/dev-admin.p12 (password {DEV_P12_PASSWORD}) imported in the browser and {d}/ca.pem trusted",
             d = dir.display()
         );
+        println!("REST crypto API: https://localhost:{port}/kms/v1 (OpenAPI document: /kms/v1/openapi.json). Make a key as dev-admin, sign as dev-user:");
+        for (who, path, body) in [
+            (
+                "dev-admin",
+                "keys",
+                r#"{"name":"demo-rest","type":"ec-p256"}"#,
+            ),
+            (
+                "dev-user",
+                "sign",
+                r#"{"key":"demo-rest","input":"aGVsbG8="}"#,
+            ),
+        ] {
+            println!(
+                "  curl --cacert {d}/ca.pem --cert {d}/{who}.pem --key {d}/{who}.key -H 'content-type: application/json' -d '{body}' https://localhost:{port}/kms/v1/{path}",
+                d = dir.display()
+            );
+        }
+        println!("  (the answer's receipt is checked with /kms/v1/receipt-key: README, \"The REST crypto API\")");
     }
     let audit = dir.join("audit.log");
     println!(

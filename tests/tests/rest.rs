@@ -443,6 +443,19 @@ fn refusals_policy_revoked_quota_pending() {
         "key_revoked",
     );
     assert_eq!(v["rv"], "CKR_KEY_FUNCTION_NOT_PERMITTED");
+    assert_eq!(check_receipt(&kmsd, &v["receipt"])["reason"], "key-revoked");
+    let verify = json!({"key": "gone", "input": b64(b"m"), "signature": b64(&[0x30, 0])});
+    refused(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/verify",
+        verify,
+        403,
+        "key_revoked",
+    );
+    let (code, v) = api(&kmsd, "dev-user", "GET", "/keys/absent", None);
+    assert_eq!((code, v["error"].as_str()), (404, Some("not_found")), "{v}");
     refused(
         &kmsd,
         "dev-user",
@@ -834,5 +847,112 @@ fn trust_anchors_added_and_listed() {
         json!({"pem": "garbage"}),
         422,
         "invalid",
+    );
+}
+
+// A receipt checked as the README shows, with OpenSSL alone: the PEM key
+// /kms/v1/receipt-key publishes verifies the signature over the message;
+// a receipt for another record does not verify.
+#[test]
+fn receipt_verifies_with_openssl() {
+    let kmsd = Kmsd::start();
+    let r = ok(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/random",
+        Some(json!({"bytes": 16})),
+    );
+    let key = ok(&kmsd, "dev-user", "GET", "/receipt-key", None);
+    let dir = &kmsd.dir;
+    std::fs::write(
+        dir.join("receipt-key.pem"),
+        key["public_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("receipt.sig"), unb64(&r["receipt"]["signature"])).unwrap();
+    let verify = |seq: u64| {
+        let msg = format!(
+            "kmsp11-audit-receipt\n{seq}\n{}",
+            r["receipt"]["record_hash"].as_str().unwrap()
+        );
+        std::fs::write(dir.join("receipt.msg"), msg).unwrap();
+        kmsp11_tests::run(
+            std::process::Command::new("openssl")
+                .args([
+                    "pkeyutl",
+                    "-verify",
+                    "-pubin",
+                    "-inkey",
+                    "receipt-key.pem",
+                    "-rawin",
+                ])
+                .args(["-in", "receipt.msg", "-sigfile", "receipt.sig"])
+                .current_dir(dir),
+        )
+    };
+    let seq = r["receipt"]["seq"].as_u64().unwrap();
+    let (good, out) = verify(seq);
+    assert!(
+        good && out.contains("Signature Verified Successfully"),
+        "{out}"
+    );
+    let (good, out) = verify(seq + 1);
+    assert!(!good, "a receipt names one record: {out}");
+}
+
+// Dev mode prints the API's base URL and curl commands that work as
+// printed: the key is made and the signature comes back with a receipt.
+#[test]
+fn dev_mode_prints_working_curl_examples() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(kmsp11_tests::kmsd_bin());
+    cmd.arg("--dev")
+        .arg(tmp.path().join("dev"))
+        .args(["--address", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = kmsp11_tests::spawn_tied(cmd).unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        let end = line.contains("receipt-key");
+        printed.push(line);
+        if end {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    assert!(
+        text.contains("REST crypto API: https://localhost:"),
+        "{text}"
+    );
+    let curls: Vec<&str> = printed
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl ") && l.contains("/kms/v1/"))
+        .collect();
+    assert_eq!(curls.len(), 2, "{text}");
+    let mut answers = Vec::new();
+    for c in curls {
+        let (ran, out) =
+            kmsp11_tests::run(std::process::Command::new("sh").args(["-c", &format!("{c} -sS")]));
+        assert!(ran, "{c}: {out}");
+        answers.push(serde_json::from_str::<Value>(&out).unwrap_or_else(|_| panic!("{c}: {out}")));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answers[0]["key"]["name"], "demo-rest", "{}", answers[0]);
+    assert!(
+        answers[1]["signature"].is_string() && answers[1]["receipt"]["signature"].is_string(),
+        "{}",
+        answers[1]
     );
 }

@@ -557,7 +557,7 @@ async fn key(State(d): D, Extension(c): C, Path(key): Path<String>) -> Answer {
 }
 
 /// The body of a key action; each action reads what it needs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyChange {
     pub reason: Option<String>,

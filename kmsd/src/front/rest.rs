@@ -603,6 +603,19 @@ fn spki(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
     tlv(0x30, &[tlv(0x30, algorithm), tlv(0x03, &bits)].concat())
 }
 
+fn pem(spki: &[u8]) -> String {
+    let b = B64.encode(spki);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+}
+
 /// `CKA_EC_POINT` is a DER OCTET STRING holding the point; some HSMs
 /// give the bare point.
 fn unwrap_octets(v: &[u8]) -> Vec<u8> {
@@ -808,6 +821,9 @@ pub struct ReceiptKey {
     public_key: String,
     /// The same, hex (as audit checkpoints name it).
     public_key_hex: String,
+    /// The same as a PEM SubjectPublicKeyInfo (`openssl pkeyutl -verify
+    /// -pubin -inkey KEY.pem -rawin ...`).
+    public_key_pem: String,
     /// What a receipt's signature covers.
     message: String,
 }
@@ -824,6 +840,7 @@ async fn receipt_key(State(d): D, Extension(_c): C) -> Answer<ReceiptKey> {
         algorithm: "Ed25519".into(),
         public_key: B64.encode(&k),
         public_key_hex: hex::encode(&k),
+        public_key_pem: pem(&spki(ED25519, &k)),
         message: "kmsp11-audit-receipt\\n<seq>\\n<record_hash>".into(),
     }))
 }
@@ -988,6 +1005,21 @@ fn key_change(
 ) -> Answer<Changed> {
     let (base, _) = split_name(name)?;
     let at = locate(d, c, &base, None, None)?;
+    if action == "revoke" {
+        // A key pair is revoked whole: its public half verifies no more.
+        let halves = d.inventory.store.keys(Some(&at.token.name)).map_err(|e| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+        for k in halves.iter().filter(|k| {
+            k.class == CKO_PUBLIC_KEY && k.label == at.label && k.state != KeyState::Destroyed
+        }) {
+            super::admin::key_change(d, c, &k.id.0, action, body.clone())?;
+        }
+    }
     let (v, entry) = super::admin::key_change(d, c, &at.record.id.0, action, body)?;
     Ok(Json(Changed {
         key: v,
@@ -1143,15 +1175,9 @@ async fn verify(State(d): D, Extension(c): C, body: JsonBody<VerifyRequest>) -> 
                 receipt: receipt(&d, entry),
             }))
         };
-        if alg == SignAlgorithm::EcdsaSha256 {
-            let size = door.size_of(key).map(|bits| bits.div_ceil(8) as usize);
-            match crate::core::csr::ecdsa_raw(&signature, size) {
-                Some(raw) => signature = raw,
-                None => return answer(false, None),
-            }
-        }
         let (mechanism, data) = alg.mechanism(&input);
-        door.ok(
+        // Judged (policy, key state, quotas) before the signature is read.
+        let init = door.ok(
             Request::VerifyInit(OpInit {
                 session,
                 mechanism,
@@ -1159,6 +1185,15 @@ async fn verify(State(d): D, Extension(c): C, body: JsonBody<VerifyRequest>) -> 
             }),
             "C_VerifyInit",
         )?;
+        if alg == SignAlgorithm::EcdsaSha256 {
+            let size = door.size_of(key).map(|bits| bits.div_ceil(8) as usize);
+            match crate::core::csr::ecdsa_raw(&signature, size) {
+                Some(raw) => signature = raw,
+                // Not an ECDSA signature at all: invalid, as the record
+                // of the verification's start says it was asked.
+                None => return answer(false, init.entry),
+            }
+        }
         let done = door.any(
             Request::Verify(Verify {
                 session,
