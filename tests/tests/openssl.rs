@@ -108,3 +108,53 @@ fn openssl_user_ecdsa_allowed_rsa_pkcs1_refused() {
     );
     assert!(ok, "RSA PKCS#1 v1.5 as the admin: {out}");
 }
+
+// Rotate a signing key OpenSSL uses by its pkcs11: URI (`object=osigner`):
+// the URI signs with the new version from then on; the signature made
+// before verifies with the old version (`object=osigner@v1`), the one made
+// after with the new one, and not the other way round.
+#[test]
+fn openssl_uri_signs_with_the_new_version_after_rotation() {
+    let kmsd = Kmsd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    admin_tool(
+        &kmsd,
+        "--keypairgen --key-type EC:prime256v1 --id 0e --label osigner --usage-sign",
+    );
+    std::fs::write(work.join("data.sha256"), [5u8; 32]).unwrap();
+    let sign = |out: &str| {
+        let (ok, text) = openssl(
+            &kmsd,
+            work,
+            "kmsp11-user.toml",
+            &format!("pkeyutl -engine pkcs11 -keyform engine -inkey pkcs11:token=kms-a;object=osigner;type=private;pin-value={PIN} -sign -in data.sha256 -out {out}"),
+        );
+        assert!(ok, "sign {out}: {text}");
+    };
+    let verify = |label: &str, sig: &str| {
+        let (ok, text) = openssl(
+            &kmsd,
+            work,
+            "kmsp11-user.toml",
+            &format!("pkeyutl -engine pkcs11 -keyform engine -pubin -inkey pkcs11:token=kms-a;object={label};type=public -verify -in data.sha256 -sigfile {sig}"),
+        );
+        ok && text.contains("Signature Verified Successfully")
+    };
+    sign("before.sig");
+    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["keys", "rotate", "osigner"]);
+    assert_eq!(code, 0, "{out}");
+    sign("after.sig");
+    assert!(
+        verify("osigner@v1", "before.sig"),
+        "the old signature, old version"
+    );
+    assert!(
+        verify("osigner", "after.sig"),
+        "the new signature, new version"
+    );
+    assert!(
+        !verify("osigner", "before.sig"),
+        "the old signature is not the new version's"
+    );
+}

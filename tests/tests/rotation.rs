@@ -194,6 +194,17 @@ fn rotated_aes_key_decrypts_what_each_version_encrypted() {
     assert_eq!(ck(&encrypt("sealer@v2")), "KeyFunctionNotPermitted");
     let third = encrypt("sealer").unwrap();
     assert_ne!(third, second);
+    // A disabled old version refuses decrypt; the others still decrypt.
+    let v1 = versions[2]["id"].as_str().unwrap();
+    kmsctl_json(&kmsd, &["keys", "disable", v1]);
+    in_library(&kmsd, |s| {
+        let decrypt = |label: &str, c: &[u8]| {
+            let k = one(s, label, ObjectClass::SECRET_KEY);
+            s.decrypt(&gcm(&mut [1u8; 12]), k, c)
+        };
+        assert_eq!(ck(&decrypt("sealer@v1", &first)), "KeyFunctionNotPermitted");
+        assert_eq!(decrypt("sealer@v2", &second).unwrap(), plain);
+    });
 }
 
 // Refused rotations, each with kmsctl's exit status: a public key, an old
@@ -274,4 +285,57 @@ fn scheduled_rotation_fires() {
         !labels.iter().any(|l| l.starts_with("pinned@v")),
         "a key tagged rotate=never is not rotated: {labels:?}"
     );
+}
+
+// Rotation is atomic for clients: a multi-part signature started before
+// the rotation finishes on the version it started with (it verifies with
+// `atomic@v1`), while the next one uses the new version.
+#[test]
+fn a_sign_started_before_rotation_finishes_on_its_version() {
+    let kmsd = Kmsd::start();
+    kmsd.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--id",
+        "0c",
+        "--label",
+        "atomic",
+    ]);
+    let mech = Mechanism::Sha256RsaPkcs;
+    in_library(&kmsd, |s| {
+        let key = one(s, "atomic", ObjectClass::PRIVATE_KEY);
+        assert_eq!(ck(&s.sign_init(&mech, key)), "Ok");
+        assert_eq!(ck(&s.sign_update(b"first half, ")), "Ok");
+        let r = kmsctl_json(&kmsd, &["keys", "rotate", "atomic"]);
+        assert_eq!(r["version"], 2, "{r}");
+        assert_eq!(ck(&s.sign_update(b"second half")), "Ok");
+        let started = s.sign_final();
+        assert_eq!(
+            ck(&started),
+            "Ok",
+            "the sign started before the rotation finishes"
+        );
+        let started = started.unwrap();
+        let whole = b"first half, second half";
+        let old_pub = one(s, "atomic@v1", ObjectClass::PUBLIC_KEY);
+        let new_pub = one(s, "atomic", ObjectClass::PUBLIC_KEY);
+        assert_eq!(
+            ck(&s.verify(&mech, old_pub, whole, &started)),
+            "Ok",
+            "made by version 1"
+        );
+        let next = s
+            .sign(&mech, one(s, "atomic", ObjectClass::PRIVATE_KEY), whole)
+            .unwrap();
+        assert_eq!(
+            ck(&s.verify(&mech, new_pub, whole, &next)),
+            "Ok",
+            "the next by version 2"
+        );
+        assert_eq!(
+            ck(&s.verify(&mech, old_pub, whole, &next)),
+            "SignatureInvalid"
+        );
+    });
 }
