@@ -11,7 +11,7 @@ export RUSTC_BOOTSTRAP=1
 # The dev profile (with the sanitizer): a smoke run needs coverage, not
 # speed, and an optimised single-unit build of kmsd takes minutes.
 cargo fuzz build --dev
-for t in request_decode response_decode dispatch audit_verify; do
+for t in request_decode response_decode dispatch audit_verify rest_inputs; do
   corpus=$(mktemp -d)
   if ! cargo fuzz run --dev "$t" "$corpus" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 >"$corpus.log" 2>&1; then

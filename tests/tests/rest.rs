@@ -956,3 +956,44 @@ fn dev_mode_prints_working_curl_examples() {
         answers[1]
     );
 }
+
+// Rotation over REST under dual control when `guarded` names it: refused
+// with approval_required naming the request; once two other admins
+// approve, the same call rotates.
+#[test]
+fn rotation_over_rest_waits_for_approvals() {
+    let kmsd = Kmsd::start_edited(|t, _| {
+        t.replacen("guarded = [\"destroy\"]", "guarded = [\"rotate\"]", 1)
+    });
+    create(&kmsd, "turn", "ec-p256");
+    let v = refused(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/keys/turn/rotate",
+        json!({}),
+        403,
+        "approval_required",
+    );
+    let message = v["message"].as_str().unwrap();
+    let id = message
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix(';').filter(|w| w.len() > 8))
+        .unwrap_or_else(|| panic!("no request id in {message:?}"));
+    let client = std::fs::read_to_string(kmsd.dir.join("kmsctl-admin.toml"))
+        .unwrap()
+        .replace("dev-admin.", "client.");
+    std::fs::write(kmsd.dir.join("kmsctl-client.toml"), client).unwrap();
+    for admin in ["kmsctl-admin2.toml", "kmsctl-client.toml"] {
+        let (code, out) = kmsd.kmsctl(admin, &["approvals", "approve", id]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let r = ok(
+        &kmsd,
+        "dev-admin",
+        "POST",
+        "/keys/turn/rotate",
+        Some(json!({})),
+    );
+    assert_eq!(r["key"]["version"], 2, "{r}");
+}

@@ -1633,6 +1633,38 @@ async fn add_trust_anchor(
     })
 }
 
+/// What a REST caller's bytes meet before any call runs, for the fuzz
+/// target `rest_inputs`: the request bodies, names, ciphertexts, base64
+/// fields, peer public keys and ECDSA signatures. Panics on a broken
+/// invariant (a parsed value that does not read back the same).
+#[doc(hidden)]
+pub fn fuzz_inputs(data: &[u8]) {
+    let _ = serde_json::from_slice::<SignRequest>(data);
+    let _ = serde_json::from_slice::<VerifyRequest>(data);
+    let _ = serde_json::from_slice::<EncryptRequest>(data);
+    let _ = serde_json::from_slice::<DecryptRequest>(data);
+    let _ = serde_json::from_slice::<DeriveRequest>(data);
+    let _ = serde_json::from_slice::<CreateKey>(data);
+    let _ = peer_public(CKK_EC, data);
+    if let Some(raw) = crate::core::csr::ecdsa_raw(data, None) {
+        assert!(matches!(raw.len(), 64 | 96 | 132), "{}", raw.len());
+        let again =
+            crate::core::csr::ecdsa_raw(&crate::core::csr::ecdsa_der(&raw), Some(raw.len() / 2));
+        assert_eq!(again.as_deref(), Some(&raw[..]), "DER and back");
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok((base, version)) = split_name(text) {
+        assert!(!base.is_empty() && version.is_none_or(|v| v > 0));
+    }
+    if let Ok((v, bytes)) = split_ciphertext(text) {
+        let again = format!("{CIPHERTEXT_PREFIX}{v}:{}", B64.encode(&bytes));
+        assert_eq!(split_ciphertext(&again).ok(), Some((v, bytes)));
+    }
+    let _ = base64_field(text, "fuzz", 64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1675,6 +1707,45 @@ mod tests {
         assert!(base64_field(&big, "x", 100).is_err());
         assert_eq!(base64_field("AAEC", "x", 3).unwrap(), vec![0, 1, 2]);
         assert!(base64_field("AAECAw==", "x", 3).is_err());
+    }
+
+    #[test]
+    fn ecdsa_signatures_read_back_from_der_and_junk_is_refused() {
+        use crate::core::csr::{ecdsa_der, ecdsa_raw};
+        for size in [32, 48, 66] {
+            let mut raw = vec![0u8; 2 * size];
+            raw[1] = 0x80; // a leading zero byte and a high bit after it
+            raw[size..].fill(0xff);
+            assert_eq!(ecdsa_raw(&ecdsa_der(&raw), Some(size)), Some(raw.clone()));
+            assert_eq!(ecdsa_raw(&ecdsa_der(&raw), None), Some(raw));
+        }
+        let good = ecdsa_der(&[1u8; 64]);
+        let junk: [&[u8]; 6] = [
+            b"",
+            &[0x30, 0x00],
+            &[0x30, 0x03, 0x02, 0x01, 0x01],
+            &[good.as_slice(), &[0]].concat(),
+            // a negative r
+            &[0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x01],
+            &good[..good.len() - 1],
+        ];
+        for j in junk {
+            assert_eq!(ecdsa_raw(j, Some(32)), None, "{j:02x?}");
+        }
+        assert_eq!(
+            ecdsa_raw(&ecdsa_der(&[1u8; 96]), Some(32)),
+            None,
+            "too long for the curve"
+        );
+    }
+
+    #[test]
+    fn fuzz_seeds_hold_the_invariants() {
+        let seeds =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/rest_inputs");
+        for e in std::fs::read_dir(seeds).unwrap() {
+            fuzz_inputs(&std::fs::read(e.unwrap().path()).unwrap());
+        }
     }
 
     #[test]
