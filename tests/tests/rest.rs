@@ -997,3 +997,58 @@ fn rotation_over_rest_waits_for_approvals() {
     );
     assert_eq!(r["key"]["version"], 2, "{r}");
 }
+
+// REST calls take the identity's execution slots, as its PKCS#11 calls
+// do: with one slot, held by a sign waiting for approvals, another call
+// waits limits.queue_timeout_secs and is refused with 429 `limit`.
+#[test]
+fn rest_calls_share_the_identity_execution_slots() {
+    let kmsd = Kmsd::start_edited(|t, _| {
+        let t = kmsp11_tests::set_in(
+            &t,
+            "limits",
+            "max_in_flight_per_identity = 1\nqueue_timeout_secs = 1",
+        );
+        kmsp11_tests::set_in(&t, "dual_control", "on_pending = \"wait\"\nwait_secs = 4")
+    });
+    let policy = std::fs::read_to_string(kmsd.dir.join("policy.cedar")).unwrap()
+        + "\n@id(\"held\") @approvals(\"2\")\npermit (principal, action == Kms::Action::\"sign\", resource is Kms::Key) when { resource.label == \"held\" };\n";
+    std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
+    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    create(&kmsd, "held", "ec-p256");
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            api(
+                &kmsd,
+                "dev-user",
+                "POST",
+                "/sign",
+                Some(json!({"key": "held", "input": b64(b"m")})),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (code, v) = api(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/random",
+            Some(json!({"bytes": 8})),
+        );
+        assert_eq!((code, v["error"].as_str()), (429, Some("limit")), "{v}");
+        let (code, v) = waiting.join().unwrap();
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (403, Some("approval_pending")),
+            "{v}"
+        );
+    });
+    let (code, _) = api(
+        &kmsd,
+        "dev-user",
+        "POST",
+        "/random",
+        Some(json!({"bytes": 8})),
+    );
+    assert_eq!(code, 200, "the slot is free again");
+}

@@ -97,8 +97,8 @@ impl RemoteKeyPair for HsmKey {
     }
 }
 
-/// A DER TLV with a length of any size.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+/// A DER TLV (lengths up to 65535).
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let n = content.len();
     let mut out = vec![tag];
     match n {

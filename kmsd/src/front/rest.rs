@@ -39,6 +39,7 @@ use utoipa_axum::routes;
 use self::door::Door;
 use super::admin::{ApiError, Caller, KeyChange};
 use crate::audit::log::Entry;
+use crate::core::csr::tlv;
 use crate::core::rotate::{current_version, old_version, version_label};
 use crate::daemon::{Daemon, VToken};
 use crate::store::{KeyRecord, KeyState};
@@ -218,10 +219,27 @@ fn receipt(d: &Daemon, e: Option<Entry>) -> Option<Receipt> {
     })
 }
 
-/// Runs `f` (HSM work) off the runtime's workers; an error's record gets
-/// its receipt.
-fn work<T>(d: &Daemon, f: impl FnOnce() -> Result<T, Problem>) -> Result<T, Problem> {
-    tokio::task::block_in_place(f).map_err(|mut p| {
+/// Runs `f` (HSM work) off the runtime's workers, in one of the caller's
+/// execution slots, the ones its PKCS#11 calls take
+/// (`limits.max_in_flight_per_identity`, waiting at most
+/// `limits.queue_timeout_secs`); an error's record gets its receipt.
+fn work<T>(d: &Daemon, c: &Caller, f: impl FnOnce() -> Result<T, Problem>) -> Result<T, Problem> {
+    tokio::task::block_in_place(|| {
+        let queue = std::time::Duration::from_secs(d.limits.queue_timeout_secs);
+        let slot = tokio::runtime::Handle::current().block_on(tokio::time::timeout(
+            queue,
+            c.identity.in_flight.clone().acquire_owned(),
+        ));
+        let Ok(Ok(_slot)) = slot else {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "limit",
+                "no execution slot within limits.queue_timeout_secs",
+            ));
+        };
+        f()
+    })
+    .map_err(|mut p| {
         p.receipt = receipt(d, p.receipt_entry.take().map(|e| *e)).map(Box::new);
         p
     })
@@ -585,34 +603,15 @@ fn generation(kind: KeyKind, session: u64, name: &str, id: &[u8]) -> Request {
 
 // ---- DER helpers ----
 
-/// A DER TLV.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let n = content.len();
-    let mut out = vec![tag];
-    match n {
-        0..=127 => out.push(n as u8),
-        128..=255 => out.extend([0x81, n as u8]),
-        _ => out.extend([0x82, (n >> 8) as u8, n as u8]),
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 fn spki(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
     let bits = [&[0u8][..], key].concat();
     tlv(0x30, &[tlv(0x30, algorithm), tlv(0x03, &bits)].concat())
 }
 
 fn pem(spki: &[u8]) -> String {
-    let b = B64.encode(spki);
-    let lines: Vec<&str> = b
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        lines.join("\n")
+    pem::encode_config(
+        &pem::Pem::new("PUBLIC KEY", spki),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
 }
 
@@ -861,7 +860,7 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, Problem> {
 #[utoipa::path(get, path = "/kms/v1/keys", tag = "kms",
     responses((status = 200, body = Vec<KeyInfo>), (status = 403, body = Problem)))]
 async fn list_keys(State(d): D, Extension(c): C) -> Answer<Vec<KeyInfo>> {
-    work(&d, || {
+    work(&d, &c, || {
         let mut door = Door::open(&d, &c.identity, c.peer)?;
         let all = d.inventory.store.keys(None).unwrap_or_default();
         let mut out = Vec::new();
@@ -912,7 +911,7 @@ async fn create_key(
     body: JsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<Created>), Problem> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let t = token_for(&d, &c, q.token.as_deref())?;
         unused_name(&d, &t, &q.name)?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
@@ -942,7 +941,7 @@ async fn create_key(
     params(("name" = String, Path, description = "key name, or name@vN")),
     responses((status = 200, body = KeyInfo), (status = 404, body = Problem)))]
 async fn get_key(State(d): D, Extension(c): C, Path(name): Path<String>) -> Answer<KeyInfo> {
-    work(&d, || {
+    work(&d, &c, || {
         let at = locate(&d, &c, &name, None, None)?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
         door.session_on(&at.token)?;
@@ -962,7 +961,7 @@ async fn key_versions(
     Extension(c): C,
     Path(name): Path<String>,
 ) -> Answer<Vec<KeyInfo>> {
-    work(&d, || {
+    work(&d, &c, || {
         let at = locate(&d, &c, &name, None, None)?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
         door.session_on(&at.token)?;
@@ -1034,7 +1033,7 @@ fn key_change(
     params(("name" = String, Path, description = "key name")),
     responses((status = 200, body = Changed), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn rotate_key(State(d): D, Extension(c): C, Path(name): Path<String>) -> Answer<Changed> {
-    work(&d, || {
+    work(&d, &c, || {
         key_change(&d, &c, &name, "rotate", KeyChange::default())
     })
 }
@@ -1056,7 +1055,7 @@ async fn revoke_key(
     body: JsonBody<Revoke>,
 ) -> Answer<Changed> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let change = KeyChange {
             reason: Some(q.reason),
             ..Default::default()
@@ -1094,7 +1093,7 @@ pub struct Signed {
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
 async fn sign(State(d): D, Extension(c): C, body: JsonBody<SignRequest>) -> Answer<Signed> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let input = base64_field(&q.input, "input", MAX_DATA)?;
         let at = locate(&d, &c, &q.key, q.token.as_deref(), None)?;
         let alg = SignAlgorithm::for_key(at.record.key_type, q.algorithm)?;
@@ -1159,7 +1158,7 @@ pub struct Verified {
         (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn verify(State(d): D, Extension(c): C, body: JsonBody<VerifyRequest>) -> Answer<Verified> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let input = base64_field(&q.input, "input", MAX_DATA)?;
         let mut signature = base64_field(&q.signature, "signature", 4096)?;
         let at = locate(&d, &c, &q.key, q.token.as_deref(), q.version)?;
@@ -1246,7 +1245,7 @@ async fn encrypt(
     body: JsonBody<EncryptRequest>,
 ) -> Answer<Encrypted> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let plaintext = base64_field(&q.plaintext, "plaintext", MAX_DATA)?;
         let aad = q
             .aad
@@ -1346,7 +1345,7 @@ async fn decrypt(
     body: JsonBody<DecryptRequest>,
 ) -> Answer<Decrypted> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let (version, ct) = split_ciphertext(&q.ciphertext)?;
         let aad = q
             .aad
@@ -1449,7 +1448,7 @@ async fn derive(
     body: JsonBody<DeriveRequest>,
 ) -> Result<(StatusCode, Json<Created>), Problem> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let peer = base64_field(&q.public_key, "public_key", 4096)?;
         let at = locate(&d, &c, &q.key, q.token.as_deref(), None)?;
         let peer = peer_public(at.record.key_type, &peer);
@@ -1526,7 +1525,7 @@ async fn random(
     if q.bytes == 0 || q.bytes > MAX_RANDOM {
         return Err(Problem::bad(format!("bytes: 1 to {MAX_RANDOM}")));
     }
-    work(&d, || {
+    work(&d, &c, || {
         let t = token_for(&d, &c, q.token.as_deref())?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
         let session = door.session_on(&t)?;
@@ -1577,7 +1576,7 @@ fn anchor(l: crate::core::certs::Listed) -> TrustAnchor {
 #[utoipa::path(get, path = "/kms/v1/trust-anchors", tag = "kms",
     responses((status = 200, body = Vec<TrustAnchor>), (status = 502, body = Problem)))]
 async fn trust_anchors(State(d): D, Extension(c): C) -> Answer<Vec<TrustAnchor>> {
-    work(&d, || {
+    work(&d, &c, || {
         let seen: Vec<String> = d
             .tokens_for(&c.identity)
             .iter()
@@ -1616,7 +1615,7 @@ async fn add_trust_anchor(
     body: JsonBody<AddTrustAnchor>,
 ) -> Result<(StatusCode, Json<AnchorsAdded>), Problem> {
     let q = parsed(body)?;
-    work(&d, || {
+    work(&d, &c, || {
         let import = super::admin::CertImport {
             pem: Some(q.pem),
             token: q.token,
