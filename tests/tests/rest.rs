@@ -52,6 +52,27 @@ fn refused(
     v
 }
 
+fn post(kmsd: &Kmsd, who: &str, path: &str, body: Value) -> Value {
+    ok(kmsd, who, "POST", path, Some(body))
+}
+
+fn get(kmsd: &Kmsd, who: &str, path: &str) -> Value {
+    ok(kmsd, who, "GET", path, None)
+}
+
+/// Appends `text` to the dev policy and reloads it.
+fn add_policy(kmsd: &Kmsd, text: &str) {
+    let policy = std::fs::read_to_string(kmsd.dir.join("policy.cedar")).unwrap() + text;
+    std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
+    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// A policy that puts signing with key `label` under dual control.
+fn two_approvals_to_sign(label: &str) -> String {
+    format!("\n@id(\"{label}-needs-two\") @approvals(\"2\")\npermit (principal, action == Kms::Action::\"sign\", resource is Kms::Key) when {{ resource.label == \"{label}\" }};\n")
+}
+
 fn b64(b: &[u8]) -> String {
     B64.encode(b)
 }
@@ -62,12 +83,11 @@ fn unb64(v: &Value) -> Vec<u8> {
 }
 
 fn create(kmsd: &Kmsd, name: &str, kind: &str) -> Value {
-    ok(
+    post(
         kmsd,
         "dev-admin",
-        "POST",
         "/keys",
-        Some(json!({"name": name, "type": kind})),
+        json!({"name": name, "type": kind}),
     )
 }
 
@@ -75,7 +95,7 @@ fn create(kmsd: &Kmsd, name: &str, kind: &str) -> Value {
 /// published key, then the record it names in kmsd's audit log (whose
 /// line hashes to `record_hash`). Answers that record.
 fn check_receipt(kmsd: &Kmsd, receipt: &Value) -> Value {
-    let key = ok(kmsd, "dev-user", "GET", "/receipt-key", None);
+    let key = get(kmsd, "dev-user", "/receipt-key");
     let seq = receipt["seq"]
         .as_u64()
         .unwrap_or_else(|| panic!("no receipt: {receipt}"));
@@ -102,7 +122,7 @@ fn check_receipt(kmsd: &Kmsd, receipt: &Value) -> Value {
 #[test]
 fn openapi_document_matches_the_routes() {
     let kmsd = Kmsd::start();
-    let doc = ok(&kmsd, "dev-user", "GET", "/openapi.json", None);
+    let doc = get(&kmsd, "dev-user", "/openapi.json");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     let paths = doc["paths"].as_object().unwrap();
     let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
@@ -149,7 +169,7 @@ fn openapi_document_matches_the_routes() {
     }
     let (code, v) = api(&kmsd, "dev-user", "GET", "/nothing-here", None);
     assert_eq!((code, v["error"].as_str()), (404, Some("not_found")), "{v}");
-    let h = ok(&kmsd, "dev-user", "GET", "/health", None);
+    let h = get(&kmsd, "dev-user", "/health");
     assert_eq!(h["status"], "alive");
 }
 
@@ -164,12 +184,11 @@ fn sign_verify_with_receipts() {
     let rec = check_receipt(&kmsd, &made["receipt"]);
     assert_eq!(rec["op"], "C_GenerateKeyPair");
     let msg = b"release 1.0";
-    let s = ok(
+    let s = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
-        Some(json!({"key": "signer", "input": b64(msg)})),
+        json!({"key": "signer", "input": b64(msg)}),
     );
     assert_eq!(
         (s["algorithm"].as_str(), s["version"].as_u64()),
@@ -184,35 +203,32 @@ fn sign_verify_with_receipts() {
         ),
         (Some("C_Sign"), Some("dev-user"), Some("CKR_OK"))
     );
-    let key = ok(&kmsd, "dev-user", "GET", "/keys/signer", None);
+    let key = get(&kmsd, "dev-user", "/keys/signer");
     let spki = unb64(&key["public_key"]);
     let point = &spki[spki.len() - 65..];
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
         .verify(msg, &unb64(&s["signature"]))
         .expect("the DER ECDSA signature verifies offline");
-    let v = ok(
+    let v = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/verify",
-        Some(json!({"key": "signer", "input": b64(msg), "signature": s["signature"]})),
+        json!({"key": "signer", "input": b64(msg), "signature": s["signature"]}),
     );
     assert_eq!(v["valid"], true, "{v}");
     assert_eq!(check_receipt(&kmsd, &v["receipt"])["op"], "C_Verify");
-    let v = ok(
+    let v = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/verify",
-        Some(json!({"key": "signer", "input": b64(b"release 1.1"), "signature": s["signature"]})),
+        json!({"key": "signer", "input": b64(b"release 1.1"), "signature": s["signature"]}),
     );
     assert_eq!(v["valid"], false, "{v}");
-    let v = ok(
+    let v = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/verify",
-        Some(json!({"key": "signer", "input": b64(msg), "signature": b64(b"not DER")})),
+        json!({"key": "signer", "input": b64(msg), "signature": b64(b"not DER")}),
     );
     assert_eq!(v["valid"], false, "{v}");
 }
@@ -229,31 +245,26 @@ fn rsa_and_ed25519() {
         ("rsa", "rsa-pss-sha256"),
         ("ed", "ed25519"),
     ] {
-        let s = ok(
+        let s = post(
             &kmsd,
             "dev-user",
-            "POST",
             "/sign",
-            Some(json!({"key": key, "input": b64(b"m"), "algorithm": alg})),
+            json!({"key": key, "input": b64(b"m"), "algorithm": alg}),
         );
-        let v = ok(
+        let v = post(
             &kmsd,
             "dev-user",
-            "POST",
             "/verify",
-            Some(
-                json!({"key": key, "input": b64(b"m"), "signature": s["signature"], "algorithm": alg}),
-            ),
+            json!({"key": key, "input": b64(b"m"), "signature": s["signature"], "algorithm": alg}),
         );
         assert_eq!(v["valid"], true, "{alg}: {v}");
     }
-    let spki = unb64(&ok(&kmsd, "dev-user", "GET", "/keys/ed", None)["public_key"]);
-    let s = ok(
+    let spki = unb64(&get(&kmsd, "dev-user", "/keys/ed")["public_key"]);
+    let s = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
-        Some(json!({"key": "ed", "input": b64(b"m")})),
+        json!({"key": "ed", "input": b64(b"m")}),
     );
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &spki[spki.len() - 32..])
         .verify(b"m", &unb64(&s["signature"]))
@@ -271,23 +282,21 @@ fn rsa_and_ed25519() {
     );
     assert_eq!(v["rv"], "CKR_ARGUMENTS_BAD");
     let sha1 = "rsa-oaep-sha1";
-    let e = ok(
+    let e = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/encrypt",
-        Some(json!({"key": "rsa", "plaintext": b64(b"secret"), "algorithm": sha1})),
+        json!({"key": "rsa", "plaintext": b64(b"secret"), "algorithm": sha1}),
     );
     assert!(
         e["ciphertext"].as_str().unwrap().starts_with("kmsp11:v1:"),
         "{e}"
     );
-    let d = ok(
+    let d = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/decrypt",
-        Some(json!({"key": "rsa", "ciphertext": e["ciphertext"], "algorithm": sha1})),
+        json!({"key": "rsa", "ciphertext": e["ciphertext"], "algorithm": sha1}),
     );
     assert_eq!(unb64(&d["plaintext"]), b"secret");
     refused(
@@ -318,12 +327,11 @@ fn aes_gcm_across_rotation() {
     let kmsd = Kmsd::start();
     create(&kmsd, "data", "aes-256");
     let enc = |pt: &[u8]| {
-        ok(
+        post(
             &kmsd,
             "dev-user",
-            "POST",
             "/encrypt",
-            Some(json!({"key": "data", "plaintext": b64(pt), "aad": b64(b"ctx")})),
+            json!({"key": "data", "plaintext": b64(pt), "aad": b64(b"ctx")}),
         )
     };
     let dec = |ct: &Value, aad: &[u8]| {
@@ -352,13 +360,7 @@ fn aes_gcm_across_rotation() {
         403,
         "forbidden",
     );
-    let r = ok(
-        &kmsd,
-        "dev-admin",
-        "POST",
-        "/keys/data/rotate",
-        Some(json!({})),
-    );
+    let r = post(&kmsd, "dev-admin", "/keys/data/rotate", json!({}));
     assert_eq!(check_receipt(&kmsd, &r["receipt"])["op"], "keys.rotate");
     let two = enc(b"second");
     assert!(
@@ -379,7 +381,7 @@ fn aes_gcm_across_rotation() {
         (400, Some("invalid_ciphertext")),
         "{d}"
     );
-    let versions = ok(&kmsd, "dev-user", "GET", "/keys/data/versions", None);
+    let versions = get(&kmsd, "dev-user", "/keys/data/versions");
     let v: Vec<(u64, &str)> = versions
         .as_array()
         .unwrap()
@@ -425,12 +427,11 @@ fn refusals_policy_revoked_quota_pending() {
         403,
         "forbidden",
     );
-    let r = ok(
+    let r = post(
         &kmsd,
         "dev-admin",
-        "POST",
         "/keys/gone/revoke",
-        Some(json!({"reason": "compromised"})),
+        json!({"reason": "compromised"}),
     );
     assert_eq!(check_receipt(&kmsd, &r["receipt"])["op"], "keys.revoke");
     let v = refused(
@@ -485,11 +486,7 @@ fn refusals_policy_revoked_quota_pending() {
         "not_found",
     );
 
-    let policy = std::fs::read_to_string(kmsd.dir.join("policy.cedar")).unwrap()
-        + "\n@id(\"release-needs-two\") @approvals(\"2\")\npermit (principal, action == Kms::Action::\"sign\", resource is Kms::Key) when { resource.label == \"release\" };\n";
-    std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
-    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["policy", "reload"]);
-    assert_eq!(code, 0, "{out}");
+    add_policy(&kmsd, &two_approvals_to_sign("release"));
     create(&kmsd, "release", "ec-p256");
     let v = refused(
         &kmsd,
@@ -505,12 +502,11 @@ fn refusals_policy_revoked_quota_pending() {
         let (code, out) = kmsd.kmsctl(admin, &["approvals", "approve", id]);
         assert_eq!(code, 0, "{out}");
     }
-    ok(
+    post(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
-        Some(json!({"key": "release", "input": b64(b"m")})),
+        json!({"key": "release", "input": b64(b"m")}),
     );
 }
 
@@ -555,12 +551,11 @@ fn rest_keys_and_pkcs11_keys_are_the_same_keys() {
         r.unwrap()
     });
     let ciphertext = format!("kmsp11:v1:{}", b64(&[&iv[..], &ct].concat()));
-    let d = ok(
+    let d = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/decrypt",
-        Some(json!({"key": "both", "ciphertext": ciphertext})),
+        json!({"key": "both", "ciphertext": ciphertext}),
     );
     assert_eq!(unb64(&d["plaintext"]), b"via pkcs11");
 
@@ -574,22 +569,20 @@ fn rest_keys_and_pkcs11_keys_are_the_same_keys() {
         "77",
     ]);
     assert!(out.contains("Key pair generated"), "{out}");
-    let s = ok(
+    let s = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
-        Some(json!({"key": "tooled", "input": b64(b"m")})),
+        json!({"key": "tooled", "input": b64(b"m")}),
     );
-    let v = ok(
+    let v = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/verify",
-        Some(json!({"key": "tooled", "input": b64(b"m"), "signature": s["signature"]})),
+        json!({"key": "tooled", "input": b64(b"m"), "signature": s["signature"]}),
     );
     assert_eq!(v["valid"], true);
-    let listed = ok(&kmsd, "dev-user", "GET", "/keys", None);
+    let listed = get(&kmsd, "dev-user", "/keys");
     let names: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -611,9 +604,7 @@ fn derive_agrees_on_both_sides() {
     for (kind, a, b) in [("ec-p256", "alice", "bob"), ("dh-2048", "dh-a", "dh-b")] {
         create(&kmsd, a, kind);
         create(&kmsd, b, kind);
-        let public = |n: &str| {
-            ok(&kmsd, "dev-user", "GET", &format!("/keys/{n}"), None)["public_key"].clone()
-        };
+        let public = |n: &str| get(&kmsd, "dev-user", &format!("/keys/{n}"))["public_key"].clone();
         let (pa, pb) = (public(a), public(b));
         let ab = format!("{a}-{b}");
         let ba = format!("{b}-{a}");
@@ -627,34 +618,30 @@ fn derive_agrees_on_both_sides() {
             403,
             "policy_denied",
         );
-        let made = ok(
+        let made = post(
             &kmsd,
             "dev-admin",
-            "POST",
             "/derive",
-            Some(json!({"key": a, "public_key": pb, "name": ab})),
+            json!({"key": a, "public_key": pb, "name": ab}),
         );
         assert_eq!(check_receipt(&kmsd, &made["receipt"])["op"], "C_DeriveKey");
-        ok(
+        post(
             &kmsd,
             "dev-admin",
-            "POST",
             "/derive",
-            Some(json!({"key": b, "public_key": pa, "name": ba})),
+            json!({"key": b, "public_key": pa, "name": ba}),
         );
-        let e = ok(
+        let e = post(
             &kmsd,
             "dev-user",
-            "POST",
             "/encrypt",
-            Some(json!({"key": ab, "plaintext": b64(b"agreed")})),
+            json!({"key": ab, "plaintext": b64(b"agreed")}),
         );
-        let d = ok(
+        let d = post(
             &kmsd,
             "dev-user",
-            "POST",
             "/decrypt",
-            Some(json!({"key": ba, "ciphertext": e["ciphertext"]})),
+            json!({"key": ba, "ciphertext": e["ciphertext"]}),
         );
         assert_eq!(unb64(&d["plaintext"]), b"agreed", "{kind}");
         refused(
@@ -668,12 +655,11 @@ fn derive_agrees_on_both_sides() {
         );
     }
     // The derived key through PKCS#11.
-    let e = ok(
+    let e = post(
         &kmsd,
         "dev-user",
-        "POST",
         "/encrypt",
-        Some(json!({"key": "alice-bob", "plaintext": b64(b"p11")})),
+        json!({"key": "alice-bob", "plaintext": b64(b"p11")}),
     );
     let raw = unb64(&Value::String(
         e["ciphertext"].as_str().unwrap()["kmsp11:v1:".len()..].into(),
@@ -706,13 +692,7 @@ fn derive_agrees_on_both_sides() {
 #[test]
 fn random_health_and_metrics() {
     let kmsd = Kmsd::start();
-    let r = ok(
-        &kmsd,
-        "dev-user",
-        "POST",
-        "/random",
-        Some(json!({"bytes": 32})),
-    );
+    let r = post(&kmsd, "dev-user", "/random", json!({"bytes": 32}));
     assert_eq!(unb64(&r["random"]).len(), 32);
     assert_eq!(
         check_receipt(&kmsd, &r["receipt"])["op"],
@@ -819,19 +799,13 @@ fn trust_anchors_added_and_listed() {
         403,
         "forbidden",
     );
-    let added = ok(
-        &kmsd,
-        "dev-admin",
-        "POST",
-        "/trust-anchors",
-        Some(json!({"pem": pem})),
-    );
+    let added = post(&kmsd, "dev-admin", "/trust-anchors", json!({"pem": pem}));
     assert_eq!(added["added"][0]["label"], "Example Root", "{added}");
     assert_eq!(
         check_receipt(&kmsd, &added["receipt"])["op"],
         "certs.import"
     );
-    let list = ok(&kmsd, "dev-user", "GET", "/trust-anchors", None);
+    let list = get(&kmsd, "dev-user", "/trust-anchors");
     assert!(
         list.as_array()
             .unwrap()
@@ -856,14 +830,8 @@ fn trust_anchors_added_and_listed() {
 #[test]
 fn receipt_verifies_with_openssl() {
     let kmsd = Kmsd::start();
-    let r = ok(
-        &kmsd,
-        "dev-user",
-        "POST",
-        "/random",
-        Some(json!({"bytes": 16})),
-    );
-    let key = ok(&kmsd, "dev-user", "GET", "/receipt-key", None);
+    let r = post(&kmsd, "dev-user", "/random", json!({"bytes": 16}));
+    let key = get(&kmsd, "dev-user", "/receipt-key");
     let dir = &kmsd.dir;
     std::fs::write(
         dir.join("receipt-key.pem"),
@@ -988,13 +956,7 @@ fn rotation_over_rest_waits_for_approvals() {
         let (code, out) = kmsd.kmsctl(admin, &["approvals", "approve", id]);
         assert_eq!(code, 0, "{out}");
     }
-    let r = ok(
-        &kmsd,
-        "dev-admin",
-        "POST",
-        "/keys/turn/rotate",
-        Some(json!({})),
-    );
+    let r = post(&kmsd, "dev-admin", "/keys/turn/rotate", json!({}));
     assert_eq!(r["key"]["version"], 2, "{r}");
 }
 
@@ -1011,11 +973,7 @@ fn rest_calls_share_the_identity_execution_slots() {
         );
         kmsp11_tests::set_in(&t, "dual_control", "on_pending = \"wait\"\nwait_secs = 4")
     });
-    let policy = std::fs::read_to_string(kmsd.dir.join("policy.cedar")).unwrap()
-        + "\n@id(\"held\") @approvals(\"2\")\npermit (principal, action == Kms::Action::\"sign\", resource is Kms::Key) when { resource.label == \"held\" };\n";
-    std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
-    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["policy", "reload"]);
-    assert_eq!(code, 0, "{out}");
+    add_policy(&kmsd, &two_approvals_to_sign("held"));
     create(&kmsd, "held", "ec-p256");
     std::thread::scope(|s| {
         let waiting = s.spawn(|| {

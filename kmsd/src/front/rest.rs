@@ -26,8 +26,8 @@ use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use kmsp11_proto::{
-    AttrValue, Attribute, Body, DataOut, DeriveKey, GenerateKey, GenerateKeyPair, GenerateRandom,
-    MechParam, Mechanism, OaepParams, OpInit, Request, Verify,
+    AttrValue, Attribute, Body, DeriveKey, GenerateKey, GenerateKeyPair, GenerateRandom, MechParam,
+    Mechanism, OaepParams, OpInit, Request, Verify,
 };
 use pkcs11_sys::*;
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::door::Door;
+use self::door::{Door, Single};
 use super::admin::{ApiError, Caller, KeyChange};
 use crate::audit::log::Entry;
 use crate::core::csr::tlv;
@@ -245,6 +245,14 @@ fn work<T>(d: &Daemon, c: &Caller, f: impl FnOnce() -> Result<T, Problem>) -> Re
     })
 }
 
+fn unavailable(e: crate::store::StoreError) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
+}
+
 fn parsed<T>(body: JsonBody<T>) -> Result<T, Problem> {
     body.map(|Json(b)| b).map_err(Problem::from)
 }
@@ -360,13 +368,7 @@ fn locate(
         .inventory
         .store
         .keys(None)
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?
+        .map_err(unavailable)?
         .into_iter()
         .filter(|k| {
             matches!(k.class, CKO_PRIVATE_KEY | CKO_SECRET_KEY)
@@ -439,13 +441,7 @@ fn unused_name(d: &Daemon, t: &VToken, name: &str) -> Result<(), Problem> {
         .inventory
         .store
         .keys(Some(&t.name))
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?
+        .map_err(unavailable)?
         .iter()
         .any(|k| {
             k.state != KeyState::Destroyed
@@ -862,7 +858,7 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, Problem> {
 async fn list_keys(State(d): D, Extension(c): C) -> Answer<Vec<KeyInfo>> {
     work(&d, &c, || {
         let mut door = Door::open(&d, &c.identity, c.peer)?;
-        let all = d.inventory.store.keys(None).unwrap_or_default();
+        let all = d.inventory.store.keys(None).map_err(unavailable)?;
         let mut out = Vec::new();
         for t in d.tokens_for(&c.identity).iter().filter(|t| t.anchored()) {
             door.session_on(t)?;
@@ -899,6 +895,25 @@ pub struct Created {
     receipt: Option<Receipt>,
 }
 
+/// The answer for a key this request made (handle `h`, the first version).
+fn created(
+    d: &Daemon,
+    door: &Door,
+    h: u64,
+    entry: Option<Entry>,
+) -> Result<(StatusCode, Json<Created>), Problem> {
+    let k = door
+        .record_of(h)
+        .ok_or_else(|| Problem::hsm("the new key is not in kmsd's inventory"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            key: key_info(&k, 1, door.size_of(h)),
+            receipt: receipt(d, entry),
+        }),
+    ))
+}
+
 /// Makes a key on the HSM (policy `generate`; dual control when the
 /// policy or `[dual_control] guarded` says so). Keys made here are
 /// sensitive and never extractable.
@@ -923,16 +938,7 @@ async fn create_key(
             Body::KeyPair { private, .. } => private,
             _ => return Err(Problem::hsm("key generation answered no handle")),
         };
-        let k = door
-            .record_of(h)
-            .ok_or_else(|| Problem::hsm("the new key is not in kmsd's inventory"))?;
-        Ok((
-            StatusCode::CREATED,
-            Json(Created {
-                key: key_info(&k, 1, door.size_of(h)),
-                receipt: receipt(&d, done.entry),
-            }),
-        ))
+        created(&d, &door, h, done.entry)
     })
 }
 
@@ -971,7 +977,7 @@ async fn key_versions(
             .inventory
             .store
             .keys(Some(&at.token.name))
-            .unwrap_or_default();
+            .map_err(unavailable)?;
         let current = current_version(&at.base, &keys);
         let mut v: Vec<KeyInfo> = keys
             .iter()
@@ -1006,13 +1012,11 @@ fn key_change(
     let at = locate(d, c, &base, None, None)?;
     if action == "revoke" {
         // A key pair is revoked whole: its public half verifies no more.
-        let halves = d.inventory.store.keys(Some(&at.token.name)).map_err(|e| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        let halves = d
+            .inventory
+            .store
+            .keys(Some(&at.token.name))
+            .map_err(unavailable)?;
         for k in halves.iter().filter(|k| {
             k.class == CKO_PUBLIC_KEY && k.label == at.label && k.state != KeyState::Destroyed
         }) {
@@ -1098,26 +1102,10 @@ async fn sign(State(d): D, Extension(c): C, body: JsonBody<SignRequest>) -> Answ
         let at = locate(&d, &c, &q.key, q.token.as_deref(), None)?;
         let alg = SignAlgorithm::for_key(at.record.key_type, q.algorithm)?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
-        let session = door.session_on(&at.token)?;
+        door.session_on(&at.token)?;
         let key = door.find_one(CKO_PRIVATE_KEY, &at.label)?;
         let (mechanism, data) = alg.mechanism(&input);
-        door.ok(
-            Request::SignInit(OpInit {
-                session,
-                mechanism,
-                key,
-            }),
-            "C_SignInit",
-        )?;
-        let done = door.ok(
-            Request::Sign(DataOut {
-                session,
-                data: Some(data),
-                out: Some(2048),
-            }),
-            "C_Sign",
-        )?;
-        let mut signature = output(done.body, "C_Sign")?;
+        let (mut signature, entry) = door.single(Single::Sign, key, mechanism, data, 2048)?;
         if alg == SignAlgorithm::EcdsaSha256 {
             signature = crate::core::csr::ecdsa_der(&signature);
         }
@@ -1126,7 +1114,7 @@ async fn sign(State(d): D, Extension(c): C, body: JsonBody<SignRequest>) -> Answ
             version: at.version,
             algorithm: alg,
             signature: B64.encode(signature),
-            receipt: receipt(&d, done.entry),
+            receipt: receipt(&d, entry),
         }))
     })
 }
@@ -1254,7 +1242,7 @@ async fn encrypt(
             .transpose()?;
         let at = locate(&d, &c, &q.key, q.token.as_deref(), None)?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
-        let session = door.session_on(&at.token)?;
+        door.session_on(&at.token)?;
         if q.algorithm.is_some() && at.record.key_type != CKK_RSA {
             return Err(Problem::unsuitable("algorithm: for RSA keys only"));
         }
@@ -1276,28 +1264,13 @@ async fn encrypt(
                 )))
             }
         };
-        door.ok(
-            Request::EncryptInit(OpInit {
-                session,
-                mechanism,
-                key,
-            }),
-            "C_EncryptInit",
-        )?;
-        let done = door.ok(
-            Request::Encrypt(DataOut {
-                session,
-                data: Some(plaintext),
-                out: Some(out as u64),
-            }),
-            "C_Encrypt",
-        )?;
-        let ct = [iv, output(done.body, "C_Encrypt")?].concat();
+        let (ct, entry) = door.single(Single::Encrypt, key, mechanism, plaintext, out as u64)?;
+        let ct = [iv, ct].concat();
         Ok(Json(Encrypted {
             key: at.base,
             version: at.version,
             ciphertext: format!("{CIPHERTEXT_PREFIX}{}:{}", at.version, B64.encode(ct)),
-            receipt: receipt(&d, done.entry),
+            receipt: receipt(&d, entry),
         }))
     })
 }
@@ -1355,7 +1328,7 @@ async fn decrypt(
         let (base, _) = split_name(&q.key)?;
         let at = locate(&d, &c, &base, q.token.as_deref(), Some(version))?;
         let mut door = Door::open(&d, &c.identity, c.peer)?;
-        let session = door.session_on(&at.token)?;
+        door.session_on(&at.token)?;
         if q.algorithm.is_some() && at.record.key_type != CKK_RSA {
             return Err(Problem::unsuitable("algorithm: for RSA keys only"));
         }
@@ -1387,23 +1360,8 @@ async fn decrypt(
             }
         };
         let out = data.len().max(1024) as u64;
-        door.ok(
-            Request::DecryptInit(OpInit {
-                session,
-                mechanism,
-                key,
-            }),
-            "C_DecryptInit",
-        )?;
-        let done = door
-            .ok(
-                Request::Decrypt(DataOut {
-                    session,
-                    data: Some(data),
-                    out: Some(out),
-                }),
-                "C_Decrypt",
-            )
+        let (plaintext, entry) = door
+            .single(Single::Decrypt, key, mechanism, data, out)
             .map_err(|p| match p.rv.as_deref() {
                 // SoftHSM answers a GCM tag that does not match so.
                 Some("CKR_GENERAL_ERROR") if gcm_used => Problem {
@@ -1414,12 +1372,12 @@ async fn decrypt(
                 },
                 _ => p,
             })?;
-        let plaintext = zeroize::Zeroizing::new(output(done.body, "C_Decrypt")?);
+        let plaintext = zeroize::Zeroizing::new(plaintext);
         Ok(Json(Decrypted {
             key: at.base,
             version: at.version,
             plaintext: B64.encode(&*plaintext),
-            receipt: receipt(&d, done.entry),
+            receipt: receipt(&d, entry),
         }))
     })
 }
@@ -1486,16 +1444,7 @@ async fn derive(
         let Body::Handle(h) = done.body else {
             return Err(Problem::hsm("C_DeriveKey answered no handle"));
         };
-        let k = door
-            .record_of(h)
-            .ok_or_else(|| Problem::hsm("the new key is not in kmsd's inventory"))?;
-        Ok((
-            StatusCode::CREATED,
-            Json(Created {
-                key: key_info(&k, 1, door.size_of(h)),
-                receipt: receipt(&d, done.entry),
-            }),
-        ))
+        created(&d, &door, h, done.entry)
     })
 }
 

@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use kmsp11_proto::{
-    AttrQuery, AttrValue, Attribute, Body, FindObjects, FindObjectsInit, GetAttributeValue,
-    OpenSession, Request, Response, SessionOnly,
+    AttrQuery, AttrValue, Attribute, Body, DataOut, FindObjects, FindObjectsInit,
+    GetAttributeValue, Mechanism, OpInit, OpenSession, Request, Response, SessionOnly,
 };
 use pkcs11_sys::*;
 
 use super::Problem;
 use crate::audit::log::Entry;
 use crate::context::Context;
+use crate::core::inventory::Known;
 use crate::core::pipeline::{Origin, Outcome, Pipeline};
 use crate::core::refusal::Refusal;
 use crate::daemon::{Daemon, Identity, VToken};
@@ -260,8 +261,8 @@ impl Door {
         }
     }
 
-    /// kmsd's record of a key this context holds a handle of.
-    pub fn record_of(&self, handle: u64) -> Option<KeyRecord> {
+    /// What kmsd knows of an object this context holds a handle of.
+    fn known(&self, handle: u64) -> Option<Arc<Known>> {
         let o = self
             .ctx
             .state
@@ -270,27 +271,69 @@ impl Door {
             .get(VObject(handle))
             .copied()?;
         let t = self.d.token(&self.ctx, o.slot)?;
-        let known = self.d.inventory.cached(t.backend_slot, o.backend)?;
-        let id = known.key.clone()?;
+        self.d.inventory.cached(t.backend_slot, o.backend)
+    }
+
+    /// kmsd's record of a key this context holds a handle of.
+    pub fn record_of(&self, handle: u64) -> Option<KeyRecord> {
+        let id = self.known(handle)?.key.clone()?;
         self.d.inventory.store.key(&id).ok().flatten()
     }
 
     /// The size in bits kmsd knows of a key this context holds.
     pub fn size_of(&self, handle: u64) -> Option<u64> {
-        let o = self
-            .ctx
-            .state
-            .lock()
-            .objects
-            .get(VObject(handle))
-            .copied()?;
-        let t = self.d.token(&self.ctx, o.slot)?;
-        self.d
-            .inventory
-            .cached(t.backend_slot, o.backend)?
-            .facts
-            .size
+        self.known(handle)?.facts.size
     }
+
+    /// A single-part operation with `key`: its `*Init`, then the data
+    /// call with room for `out` bytes; the data call's output and record.
+    pub fn single(
+        &mut self,
+        op: Single,
+        key: u64,
+        mechanism: Mechanism,
+        data: Vec<u8>,
+        out: u64,
+    ) -> Result<(Vec<u8>, Option<Entry>), Problem> {
+        let session = self.session();
+        let init = OpInit {
+            session,
+            mechanism,
+            key,
+        };
+        let call = DataOut {
+            session,
+            data: Some(data),
+            out: Some(out),
+        };
+        let (init, call, name) = match op {
+            Single::Sign => (Request::SignInit(init), Request::Sign(call), "C_Sign"),
+            Single::Encrypt => (
+                Request::EncryptInit(init),
+                Request::Encrypt(call),
+                "C_Encrypt",
+            ),
+            Single::Decrypt => (
+                Request::DecryptInit(init),
+                Request::Decrypt(call),
+                "C_Decrypt",
+            ),
+        };
+        self.ok(init, &format!("{name}Init"))?;
+        let done = self.ok(call, name)?;
+        match done.body {
+            Body::Output { data: Some(d), .. } => Ok((d, done.entry)),
+            _ => Err(Problem::hsm(format!("{name} answered no data"))),
+        }
+    }
+}
+
+/// The single-part operations the API runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Single {
+    Sign,
+    Encrypt,
+    Decrypt,
 }
 
 fn done(out: Outcome) -> Done {
