@@ -32,21 +32,13 @@ fn ok(kmsd: &Kmsd, who: &str, method: &str, path: &str, body: Option<Value>) -> 
     v
 }
 
-/// A call that must be refused with `status` and error code `code`.
-fn refused(
-    kmsd: &Kmsd,
-    who: &str,
-    method: &str,
-    path: &str,
-    body: Value,
-    status: u16,
-    code: &str,
-) -> Value {
-    let (got, v) = api(kmsd, who, method, path, Some(body));
+/// A POST that must be refused with `status` and error code `code`.
+fn refused(kmsd: &Kmsd, who: &str, path: &str, body: Value, status: u16, code: &str) -> Value {
+    let (got, v) = api(kmsd, who, "POST", path, Some(body));
     assert_eq!(
         (got, v["error"].as_str().unwrap_or_default()),
         (status, code),
-        "{method} {path} as {who}: {v}"
+        "POST {path} as {who}: {v}"
     );
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     v
@@ -274,7 +266,6 @@ fn rsa_and_ed25519() {
     let v = refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/encrypt",
         json!({"key": "rsa", "plaintext": b64(b"secret")}),
         400,
@@ -302,7 +293,6 @@ fn rsa_and_ed25519() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/encrypt",
         json!({"key": "rsa", "plaintext": b64(b"s"), "aad": b64(b"a"), "algorithm": sha1}),
         400,
@@ -311,7 +301,6 @@ fn rsa_and_ed25519() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
         json!({"key": "ed", "input": b64(b"m"), "algorithm": "rsa-pss-sha256"}),
         400,
@@ -354,7 +343,6 @@ fn aes_gcm_across_rotation() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/keys/data/rotate",
         json!({}),
         403,
@@ -411,7 +399,6 @@ fn refusals_policy_revoked_quota_pending() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/keys",
         json!({"name": "mine", "type": "aes-256"}),
         403,
@@ -421,7 +408,6 @@ fn refusals_policy_revoked_quota_pending() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/keys/gone/revoke",
         json!({"reason": "x"}),
         403,
@@ -437,7 +423,6 @@ fn refusals_policy_revoked_quota_pending() {
     let v = refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
         json!({"key": "gone", "input": b64(b"m")}),
         403,
@@ -446,21 +431,12 @@ fn refusals_policy_revoked_quota_pending() {
     assert_eq!(v["rv"], "CKR_KEY_FUNCTION_NOT_PERMITTED");
     assert_eq!(check_receipt(&kmsd, &v["receipt"])["reason"], "key-revoked");
     let verify = json!({"key": "gone", "input": b64(b"m"), "signature": b64(&[0x30, 0])});
-    refused(
-        &kmsd,
-        "dev-user",
-        "POST",
-        "/verify",
-        verify,
-        403,
-        "key_revoked",
-    );
+    refused(&kmsd, "dev-user", "/verify", verify, 403, "key_revoked");
     let (code, v) = api(&kmsd, "dev-user", "GET", "/keys/absent", None);
     assert_eq!((code, v["error"].as_str()), (404, Some("not_found")), "{v}");
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/keys",
         json!({"name": "signer2", "type": "nope"}),
         400,
@@ -470,7 +446,6 @@ fn refusals_policy_revoked_quota_pending() {
     refused(
         &kmsd,
         "dev-admin",
-        "POST",
         "/keys",
         json!({"name": "dup", "type": "aes-256"}),
         409,
@@ -479,7 +454,6 @@ fn refusals_policy_revoked_quota_pending() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
         json!({"key": "absent", "input": b64(b"m")}),
         404,
@@ -491,7 +465,6 @@ fn refusals_policy_revoked_quota_pending() {
     let v = refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
         json!({"key": "release", "input": b64(b"m")}),
         403,
@@ -612,7 +585,6 @@ fn derive_agrees_on_both_sides() {
         refused(
             &kmsd,
             "dev-user",
-            "POST",
             "/derive",
             json!({"key": a, "public_key": pb, "name": ab}),
             403,
@@ -647,7 +619,6 @@ fn derive_agrees_on_both_sides() {
         refused(
             &kmsd,
             "dev-admin",
-            "POST",
             "/derive",
             json!({"key": a, "public_key": pb, "name": ab}),
             409,
@@ -681,7 +652,6 @@ fn derive_agrees_on_both_sides() {
     refused(
         &kmsd,
         "dev-admin",
-        "POST",
         "/derive",
         json!({"key": "alice-bob", "public_key": b64(b"x"), "name": "n"}),
         400,
@@ -702,7 +672,6 @@ fn random_health_and_metrics() {
         refused(
             &kmsd,
             "dev-user",
-            "POST",
             "/random",
             json!({"bytes": n}),
             400,
@@ -743,7 +712,6 @@ fn malformed_requests_are_json_errors() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
         json!({"key": "k", "input": "not base64!"}),
         400,
@@ -752,7 +720,6 @@ fn malformed_requests_are_json_errors() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/sign",
         json!({"key": "k\u{0007}", "input": "AA=="}),
         400,
@@ -761,7 +728,6 @@ fn malformed_requests_are_json_errors() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/decrypt",
         json!({"key": "k", "ciphertext": "vault:v1:AA=="}),
         400,
@@ -793,7 +759,6 @@ fn trust_anchors_added_and_listed() {
     refused(
         &kmsd,
         "dev-user",
-        "POST",
         "/trust-anchors",
         json!({"pem": pem}),
         403,
@@ -816,7 +781,6 @@ fn trust_anchors_added_and_listed() {
     refused(
         &kmsd,
         "dev-admin",
-        "POST",
         "/trust-anchors",
         json!({"pem": "garbage"}),
         422,
@@ -937,7 +901,6 @@ fn rotation_over_rest_waits_for_approvals() {
     let v = refused(
         &kmsd,
         "dev-admin",
-        "POST",
         "/keys/turn/rotate",
         json!({}),
         403,
