@@ -255,9 +255,42 @@ fn scheduled_rotation_fires() {
     ec_pair(&kmsd, "02", "pinned");
     let pinned = key_id(&kmsd, "pinned", "private-key");
     kmsctl_json(&kmsd, &["keys", "tag", &pinned, "rotate=never"]);
+    let labels = rotated_by_kmsd(&kmsd, "auto", "keys.rotate_ec_secs");
+    assert!(
+        !labels.iter().any(|l| l.starts_with("pinned@v")),
+        "a key tagged rotate=never is not rotated: {labels:?}"
+    );
+}
+
+// A rotation schedule per policy: `@rotate_every` on a policy permitting
+// kmsd the action `rotate` on keys tagged `prod`; such a key rotates (the
+// record names the policy), an untagged EC key does not (EC keys never
+// rotate by default).
+#[test]
+fn policy_rotation_schedule_fires() {
+    let kmsd = Kmsd::start();
+    let policy = std::fs::read_to_string(kmsd.dir.join("policy.cedar")).unwrap()
+        + "\n@id(\"prod-rotates\") @rotate_every(\"1s\")\npermit (principal == Kms::Identity::\"kmsd\", action == Kms::Action::\"rotate\", resource) when { resource.tags.contains(\"prod\") };\n";
+    std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
+    let (code, out) = kmsd.kmsctl(ADMIN, &["policy", "reload"]);
+    assert_eq!(code, 0, "{out}");
+    ec_pair(&kmsd, "01", "prodkey");
+    ec_pair(&kmsd, "02", "plain");
+    let prod = key_id(&kmsd, "prodkey", "private-key");
+    kmsctl_json(&kmsd, &["keys", "tag", &prod, "prod"]);
+    let labels = rotated_by_kmsd(&kmsd, "prodkey", "policy prod-rotates @rotate_every");
+    assert!(
+        !labels.iter().any(|l| l.starts_with("plain@v")),
+        "a key no schedule names is not rotated: {labels:?}"
+    );
+}
+
+/// Waits (30 s at most) until kmsd rotated key `label` by itself, its
+/// record naming `why`; answers the labels of the keys then.
+fn rotated_by_kmsd(kmsd: &Kmsd, label: &str, why: &str) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let labels = loop {
-        let keys = kmsctl_json(&kmsd, &["keys", "list"]);
+    loop {
+        let keys = kmsctl_json(kmsd, &["keys", "list"]);
         let labels: Vec<String> = keys
             .as_array()
             .unwrap()
@@ -269,22 +302,18 @@ fn scheduled_rotation_fires() {
         let recorded = audit.lines().any(|l| {
             l.contains("\"op\":\"keys.rotate\"")
                 && l.contains("\"identity\":\"kmsd\"")
-                && l.contains("keys.rotate_ec_secs")
+                && l.contains(why)
         });
-        if recorded && labels.iter().any(|l| l == "auto@v1") {
-            break labels;
+        if recorded && labels.iter().any(|l| *l == format!("{label}@v1")) {
+            return labels;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no scheduled rotation (audited as kmsd) within 30 s: {labels:?}\n{}",
+            "no scheduled rotation of {label} ({why}, audited as kmsd) within 30 s: {labels:?}\n{}",
             kmsd.log()
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
-    };
-    assert!(
-        !labels.iter().any(|l| l.starts_with("pinned@v")),
-        "a key tagged rotate=never is not rotated: {labels:?}"
-    );
+    }
 }
 
 // Rotation is atomic for clients: a multi-part signature started before

@@ -34,10 +34,14 @@ pub enum Action {
     /// invalid, when not permitted.
     Find,
     Login,
+    /// Asked by kmsd's rotation schedule only, as identity `kmsd`: a
+    /// permitting policy's `@rotate_every("30d")` sets how often the key
+    /// rotates. Rotating by hand needs the role admin.
+    Rotate,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::Sign,
         Action::Verify,
         Action::Encrypt,
@@ -56,6 +60,7 @@ impl Action {
         Action::ReadSensitiveAttribute,
         Action::Find,
         Action::Login,
+        Action::Rotate,
     ];
 
     /// The actions that use a key with a mechanism: a mechanism none of
@@ -94,6 +99,7 @@ impl Action {
             Action::ReadSensitiveAttribute => "read-sensitive-attribute",
             Action::Find => "find",
             Action::Login => "login",
+            Action::Rotate => "rotate",
         }
     }
 

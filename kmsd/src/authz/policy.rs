@@ -87,6 +87,9 @@ pub struct Decision {
     /// `@approver_role("name")`: the role approvers must hold (instead of
     /// `[dual_control] approver_role`).
     pub approver_role: Option<String>,
+    /// `@rotate_every("30d")` (action `rotate`): the key's rotation period
+    /// in seconds, the shortest of the permitting policies'.
+    pub rotate_every: Option<u64>,
 }
 
 /// A policy's obligations, from its annotations.
@@ -97,6 +100,7 @@ struct Obligations {
     approvals: Option<u32>,
     on_pending: Option<OnPending>,
     approver_role: Option<String>,
+    rotate_every: Option<u64>,
 }
 
 impl Decision {
@@ -319,6 +323,23 @@ impl Policy {
                     })
                 })
                 .transpose()?;
+            let rotate_every = p
+                .annotation("rotate_every")
+                .map(|v| {
+                    humantime::parse_duration(v.trim())
+                        .ok()
+                        .map(|d| d.as_secs())
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| {
+                            at(
+                                v,
+                                format!(
+                                    "@rotate_every({v:?}): expected a duration such as \"90d\""
+                                ),
+                            )
+                        })
+                })
+                .transpose()?;
             obligations.insert(
                 p.id().clone(),
                 Obligations {
@@ -327,6 +348,7 @@ impl Policy {
                     approvals,
                     on_pending,
                     approver_role,
+                    rotate_every,
                 },
             );
         }
@@ -538,6 +560,10 @@ impl Policy {
                 if d.approver_role.is_none() {
                     d.approver_role.clone_from(&o.approver_role);
                 }
+                d.rotate_every = match (d.rotate_every, o.rotate_every) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
         }
         d
@@ -1021,6 +1047,52 @@ permit(principal, action, resource is Kms::Key) when { resource.label == "releas
         .err()
         .expect("refused");
         assert_eq!((e.line, e.column), (2, 7), "{e}");
+    }
+
+    // @rotate_every on policies permitting kmsd the action rotate: the
+    // shortest of the permitting ones; nothing for a key none permits;
+    // a duration that is none refused at its position.
+    #[test]
+    fn rotation_schedule_annotations() {
+        let p = Policy::parse(
+            Path::new("p.cedar"),
+            r#"@rotate_every("30d")
+permit(principal == Kms::Identity::"kmsd", action == Kms::Action::"rotate", resource);
+@rotate_every("7d")
+permit(principal, action == Kms::Action::"rotate", resource is Kms::Key) when { resource.tags.contains("prod") };"#,
+        )
+        .unwrap();
+        let who = Principal {
+            name: "kmsd",
+            roles: &[],
+        };
+        let s = Situation::default();
+        let plain = KeyView {
+            tags: vec![],
+            ..key()
+        };
+        let d = p.decide_key(&who, Action::Rotate, &plain, &s);
+        assert_eq!(d.rotate_every, Some(30 * 86_400));
+        let d = p.decide_key(&who, Action::Rotate, &key(), &s);
+        assert_eq!(
+            d.rotate_every,
+            Some(7 * 86_400),
+            "tagged prod: the shortest"
+        );
+        let other = Principal {
+            name: "alice",
+            roles: &[],
+        };
+        let d = p.decide_key(&other, Action::Rotate, &plain, &s);
+        assert_eq!((d.allowed, d.rotate_every), (false, None), "not kmsd");
+        let e = Policy::parse(
+            Path::new("p.cedar"),
+            "permit(principal, action, resource);\n@rotate_every(\"soon\")\npermit(principal, action, resource);\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(e.reason.contains("@rotate_every"), "{e}");
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]

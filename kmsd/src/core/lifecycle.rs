@@ -32,8 +32,44 @@ pub fn tick(d: &Daemon) {
     rotate_due(d);
 }
 
+/// The rotation period the policy gives key `k`: the `@rotate_every` of
+/// the policies that permit identity `kmsd` the action `rotate` on it.
+/// Policy sees the key as kmsd's records know it: its size is 0 there,
+/// and it counts as sensitive and not extractable.
+fn policy_period(d: &Daemon, k: &KeyRecord, now: u64) -> Option<(u64, String)> {
+    use crate::authz::policy::{KeyView, Principal, Situation};
+    let view = KeyView {
+        id: k.id.0.clone(),
+        label: k.label.clone(),
+        token: k.token.clone(),
+        class: super::facts::class_name(k.class).into(),
+        key_type: super::facts::key_type_name(k.key_type),
+        size: 0,
+        owner: k.owner.clone(),
+        state: k.state.as_str().into(),
+        tags: k.tags.clone(),
+        session_object: false,
+        sensitive: true,
+        extractable: false,
+    };
+    let who = Principal {
+        name: "kmsd",
+        roles: &[],
+    };
+    let s = Situation {
+        time: now as i64,
+        ..Default::default()
+    };
+    let dec = d
+        .policy()
+        .decide_key(&who, crate::authz::Action::Rotate, &view, &s);
+    let every = dec.rotate_every.filter(|_| dec.allowed)?;
+    Some((every, format!("policy {} @rotate_every", dec.rule())))
+}
+
 /// Rotates the keys whose current version reached its rotation age
-/// (`[keys] rotate_*_secs`, a key's `rotate=` tag), each with an audit
+/// (a key's `rotate=` tag, a policy's `@rotate_every`, `[keys]
+/// rotate_*_secs`), each with an audit
 /// record of what was done or why not; a failed one is tried again an
 /// hour later.
 fn rotate_due(d: &Daemon) {
@@ -48,7 +84,11 @@ fn rotate_due(d: &Daemon) {
         }
     };
     for k in keys {
-        let Some(why) = d.inventory.rotation.due(&k, now) else {
+        let Some(why) = d
+            .inventory
+            .rotation
+            .due(&k, now, || policy_period(d, &k, now))
+        else {
             continue;
         };
         let retry = d.inventory.rotation_retry.lock().get(&k.id).copied();

@@ -47,9 +47,15 @@ impl From<&crate::config::KeysCfg> for Schedule {
 }
 
 impl Schedule {
-    /// The key's rotation period in seconds and where it comes from;
-    /// `None` when it is never rotated by schedule.
-    pub fn period(&self, k: &KeyRecord) -> Option<(u64, String)> {
+    /// The key's rotation period in seconds and where it comes from: its
+    /// `rotate=` tag, else what the policy says (`by_policy`, asked only
+    /// then), else the setting for its type; `None` when it is never
+    /// rotated by schedule.
+    pub fn period(
+        &self,
+        k: &KeyRecord,
+        by_policy: impl FnOnce() -> Option<(u64, String)>,
+    ) -> Option<(u64, String)> {
         if let Some(tag) = k.tags.iter().find_map(|t| t.strip_prefix("rotate=")) {
             return match tag {
                 "never" => None,
@@ -58,6 +64,9 @@ impl Schedule {
                     .map(|d| (d.as_secs(), format!("tag rotate={tag}")))
                     .filter(|(s, _)| *s > 0),
             };
+        }
+        if let Some(p) = by_policy() {
+            return Some(p);
         }
         let (secs, name) = match k.key_type {
             CKK_RSA => (self.rsa, "rsa"),
@@ -71,13 +80,21 @@ impl Schedule {
     }
 
     /// Whether key `k` is a current version whose time has come at `now`.
-    pub fn due(&self, k: &KeyRecord, now: u64) -> Option<String> {
+    pub fn due(
+        &self,
+        k: &KeyRecord,
+        now: u64,
+        by_policy: impl FnOnce() -> Option<(u64, String)>,
+    ) -> Option<String> {
         let current = matches!(k.class, CKO_PRIVATE_KEY | CKO_SECRET_KEY)
             && k.state == KeyState::Active
             && !k.label.is_empty()
             && !k.label.contains("@v")
             && k.expires.is_none_or(|e| e > now);
-        let (period, why) = self.period(k).filter(|_| current)?;
+        if !current {
+            return None;
+        }
+        let (period, why) = self.period(k, by_policy)?;
         (k.created.saturating_add(period) <= now).then_some(why)
     }
 }
@@ -522,17 +539,24 @@ mod tests {
     fn defaults_rotate_rsa_and_aes_quarterly_and_ed25519_yearly() {
         let s = Schedule::from(&crate::config::KeysCfg::default());
         let day = 24 * 3600;
-        assert!(s.due(&key(CKK_RSA, "r", &[]), 1_000 + 90 * day).is_some());
-        assert!(s.due(&key(CKK_RSA, "r", &[]), 1_000 + 89 * day).is_none());
-        assert!(s.due(&key(CKK_AES, "a", &[]), 1_000 + 90 * day).is_some());
         assert!(s
-            .due(&key(CKK_EC_EDWARDS, "e", &[]), 1_000 + 364 * day)
+            .due(&key(CKK_RSA, "r", &[]), 1_000 + 90 * day, || None)
+            .is_some());
+        assert!(s
+            .due(&key(CKK_RSA, "r", &[]), 1_000 + 89 * day, || None)
             .is_none());
         assert!(s
-            .due(&key(CKK_EC_EDWARDS, "e", &[]), 1_000 + 365 * day)
+            .due(&key(CKK_AES, "a", &[]), 1_000 + 90 * day, || None)
+            .is_some());
+        assert!(s
+            .due(&key(CKK_EC_EDWARDS, "e", &[]), 1_000 + 364 * day, || None)
+            .is_none());
+        assert!(s
+            .due(&key(CKK_EC_EDWARDS, "e", &[]), 1_000 + 365 * day, || None)
             .is_some());
         assert!(
-            s.due(&key(CKK_EC, "c", &[]), u64::MAX / 2).is_none(),
+            s.due(&key(CKK_EC, "c", &[]), u64::MAX / 2, || None)
+                .is_none(),
             "EC: never by default"
         );
     }
@@ -542,20 +566,20 @@ mod tests {
         let s = Schedule::from(&crate::config::KeysCfg::default());
         let later = 1_000 + 400 * 24 * 3600;
         assert!(s
-            .due(&key(CKK_RSA, "r", &["rotate=never"]), later)
+            .due(&key(CKK_RSA, "r", &["rotate=never"]), later, || None)
             .is_none());
         let tagged = key(CKK_EC, "c", &["rotate=1h"]);
         assert_eq!(
-            s.due(&tagged, 1_000 + 3600).as_deref(),
+            s.due(&tagged, 1_000 + 3600, || None).as_deref(),
             Some("tag rotate=1h")
         );
-        assert!(s.due(&tagged, 1_000 + 3599).is_none());
-        assert!(s.due(&key(CKK_RSA, "r@v1", &[]), later).is_none());
+        assert!(s.due(&tagged, 1_000 + 3599, || None).is_none());
+        assert!(s.due(&key(CKK_RSA, "r@v1", &[]), later, || None).is_none());
         let mut public = key(CKK_RSA, "r", &[]);
         public.class = CKO_PUBLIC_KEY;
-        assert!(s.due(&public, later).is_none());
+        assert!(s.due(&public, later, || None).is_none());
         let mut expired = key(CKK_RSA, "r", &[]);
         expired.expires = Some(2_000);
-        assert!(s.due(&expired, later).is_none());
+        assert!(s.due(&expired, later, || None).is_none());
     }
 }
