@@ -767,6 +767,10 @@ fn trust_anchors_added_and_listed() {
     let added = post(&kmsd, "dev-admin", "/trust-anchors", json!({"pem": pem}));
     assert_eq!(added["added"][0]["label"], "Example Root", "{added}");
     assert_eq!(
+        added["added"][0]["trusted"], false,
+        "SoftHSM lets only its SO set CKA_TRUSTED: made without it"
+    );
+    assert_eq!(
         check_receipt(&kmsd, &added["receipt"])["op"],
         "certs.import"
     );

@@ -34,6 +34,7 @@ const COLUMNS: &[(&str, &str)] = &[
     ("TOKEN", "token"),
     ("LABEL", "label"),
     ("CATEGORY", "category"),
+    ("TRUSTED", "trusted"),
     ("SUBJECT", "subject"),
     ("NOT AFTER", "not_after"),
     ("DAYS", "days_left"),

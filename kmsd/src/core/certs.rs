@@ -8,8 +8,9 @@
 //! certificate object with the key's label and `CKA_ID`
 //! (`CKA_CERTIFICATE_CATEGORY` 1, token user); the others, and trust
 //! anchors, are authority certificates (category 2) labelled with their
-//! subject's common name. A certificate already on the token is not made
-//! twice.
+//! subject's common name, marked `CKA_TRUSTED` where the HSM lets kmsd's
+//! user session do so (not SoftHSM: only its SO may). A certificate
+//! already on the token is not made twice.
 
 use kmsp11_proto::{AttrQuery, AttrValue, Attribute};
 use pkcs11_sys::*;
@@ -40,6 +41,8 @@ pub struct Listed {
     pub days_left: i64,
     /// `user`, `authority` or `unspecified`.
     pub category: String,
+    /// `CKA_TRUSTED`.
+    pub trusted: bool,
 }
 
 /// The DER certificates of a PEM or DER file.
@@ -252,10 +255,10 @@ pub fn import(
             };
             let attr = |kind, value| Attribute { kind, value };
             let yes = AttrValue::Bytes(vec![1]);
-            let mut tmpl = CTemplate::new(&[
+            let attrs = vec![
                 attr(CKA_CLASS, AttrValue::Ulong(CKO_CERTIFICATE)),
                 attr(CKA_CERTIFICATE_TYPE, AttrValue::Ulong(CKC_X_509)),
-                attr(CKA_TOKEN, yes),
+                attr(CKA_TOKEN, yes.clone()),
                 attr(CKA_LABEL, AttrValue::Bytes(label.into_bytes())),
                 attr(CKA_ID, AttrValue::Bytes(id)),
                 attr(CKA_SUBJECT, AttrValue::Bytes(c.subject().as_raw().to_vec())),
@@ -263,10 +266,20 @@ pub fn import(
                 attr(CKA_SERIAL_NUMBER, AttrValue::Bytes(serial_der(&c))),
                 attr(CKA_VALUE, AttrValue::Bytes(der.clone())),
                 attr(CKA_CERTIFICATE_CATEGORY, AttrValue::Ulong(category)),
-            ]);
-            let o = b
-                .create_object(s, &mut tmpl)
-                .map_err(|e| Failed(format!("HSM: {e}")))?;
+            ];
+            // An authority certificate is marked CKA_TRUSTED where the HSM
+            // lets a user session do so (SoftHSM: the SO only); else it is
+            // made without.
+            let o = match category {
+                2 => {
+                    let mut trusted = attrs.clone();
+                    trusted.push(attr(CKA_TRUSTED, yes));
+                    b.create_object(s, &mut CTemplate::new(&trusted))
+                        .or_else(|_| b.create_object(s, &mut CTemplate::new(&attrs)))
+                }
+                _ => b.create_object(s, &mut CTemplate::new(&attrs)),
+            }
+            .map_err(|e| Failed(format!("HSM: {e}")))?;
             // Into the inventory, as kmsd's own.
             d.inventory
                 .known(b, s, t.backend_slot, &t.name, o, "kmsd")
@@ -350,11 +363,19 @@ fn listed(b: &Backend, s: BSession, t: &VToken, o: BObject) -> Option<Listed> {
     let (_, cat) = b.attribute_value(
         s,
         o,
-        &[AttrQuery {
-            kind: CKA_CERTIFICATE_CATEGORY,
-            buf: Some(8),
-        }],
+        &[
+            AttrQuery {
+                kind: CKA_CERTIFICATE_CATEGORY,
+                buf: Some(8),
+            },
+            AttrQuery {
+                kind: CKA_TRUSTED,
+                buf: Some(1),
+            },
+        ],
     );
+    let trusted =
+        matches!(cat.get(1).and_then(|a| a.value.clone()), Some(AttrValue::Bytes(b)) if b == [1]);
     let category = match cat.first().and_then(|a| a.value.clone()) {
         Some(AttrValue::Ulong(1)) => "user",
         Some(AttrValue::Ulong(2)) => "authority",
@@ -371,6 +392,7 @@ fn listed(b: &Backend, s: BSession, t: &VToken, o: BObject) -> Option<Listed> {
         not_after: crate::keys_cli::rfc3339(not_after.max(0) as u64),
         days_left: (not_after - now).div_euclid(86_400),
         category: category.into(),
+        trusted,
     })
 }
 

@@ -1505,6 +1505,8 @@ pub struct TrustAnchor {
     serial: String,
     not_after: String,
     days_left: i64,
+    /// `CKA_TRUSTED`, where the HSM lets kmsd set it (SoftHSM: only its SO may).
+    trusted: bool,
 }
 
 fn anchor(l: crate::core::certs::Listed) -> TrustAnchor {
@@ -1517,6 +1519,7 @@ fn anchor(l: crate::core::certs::Listed) -> TrustAnchor {
         serial: l.serial,
         not_after: l.not_after,
         days_left: l.days_left,
+        trusted: l.trusted,
     }
 }
 
