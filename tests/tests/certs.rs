@@ -121,6 +121,41 @@ fn imported_chain_lands_beside_its_key() {
     assert!(audit.contains("\"op\":\"certs.import\""), "audited");
 }
 
+// Rotating a key with a certificate: the certificate certifies the old
+// version's key, so it goes with it (label `web@v1`, CKA_ID `0d` + "@v1");
+// the new version has none until one is issued for it.
+#[test]
+fn certificate_follows_the_version_it_certifies() {
+    let kmsd = Kmsd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let spki = hsm_key(&kmsd, "0d", "web");
+    let ca = ca("Test CA");
+    let leaf = write(tmp.path(), "leaf.pem", &leaf(&ca, "web", &spki).pem());
+    kmsd.kmsctl_json(ADMIN, &["certs", "import", &leaf, "--for-key", "web"]);
+    let r = kmsd.kmsctl_json(ADMIN, &["keys", "rotate", "web"]);
+    assert_eq!(r["version"], 2, "{r}");
+    let listed = kmsd.kmsctl_json(ADMIN, &["certs", "list"]);
+    let listed: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["label"].as_str().unwrap(), c["id"].as_str().unwrap()))
+        .collect();
+    let id = format!("0d{}", hex::encode("@v1"));
+    assert_eq!(listed, [("web@v1", id.as_str())]);
+    through_library(&kmsd.client_config(), |_, s| {
+        let certs = |label: &str| {
+            s.find_objects(&[
+                Attribute::Label(label.into()),
+                Attribute::Class(ObjectClass::CERTIFICATE),
+            ])
+            .unwrap()
+            .len()
+        };
+        assert_eq!((certs("web@v1"), certs("web")), (1, 0));
+    });
+}
+
 // Refused before anything reaches the token, each with its reason: a
 // leaf for another key, an expired certificate, certificates not in chain
 // order, bytes that are no certificate.

@@ -6,7 +6,9 @@
 //! keeps its material and is renamed: label `label@vN`, `CKA_ID` the
 //! key's `CKA_ID` followed by the bytes of `@vN` (N counts from 1, the
 //! first version); its expiry is set to now, so it still verifies,
-//! decrypts and unwraps, and signs or encrypts no more. An operation
+//! decrypts and unwraps, and signs or encrypts no more. A certificate of
+//! the pair (same label and `CKA_ID`) is renamed with it: it certifies
+//! the old version's key. An operation
 //! started on it before the rotation finishes on it.
 //!
 //! Done by kmsd on its own backend session, all or nothing: if the new
@@ -333,11 +335,27 @@ fn rotate_in(
         pub_t.push(label(&k.label));
         New::Pair(gen(m), pub_t, private)
     };
+    // Certificates of the pair (same CKA_ID) certify the old version's
+    // key: they go with it, so that Java's keystore pairs them right.
+    let certificates: Vec<BObject> = if k.class == CKO_PRIVATE_KEY {
+        labelled
+            .iter()
+            .copied()
+            .filter(|o| {
+                read(*o).is_some_and(|f| f.class == CKO_CERTIFICATE)
+                    && attributes(b, s, *o, &[CKA_ID])
+                        .first()
+                        .is_some_and(|a| a.value == AttrValue::Bytes(id.clone()))
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     // The old version's records, before its names change.
     let store = d.inventory.store.as_ref();
     let failed = |e: String| Failed(format!("store: {e}"));
     let mut old = Vec::new();
-    for o in std::iter::once(key).chain(public) {
+    for o in std::iter::once(key).chain(public).chain(certificates) {
         let rec = d
             .inventory
             .known(b, s, t.backend_slot, &t.name, o, "")
@@ -365,7 +383,9 @@ fn rotate_in(
                 store.set_fingerprint(&rec.id, &fp)?;
             }
             store.set_label(&rec.id, &old_label)?;
-            store.set_expires(&rec.id, Some(now))?;
+            if rec.class != CKO_CERTIFICATE {
+                store.set_expires(&rec.id, Some(now))?;
+            }
         }
         Ok::<(), crate::store::StoreError>(())
     })();
