@@ -213,8 +213,20 @@ fn trust_anchor_listed_and_removed() {
     let made = kmsd.kmsctl_json(ADMIN, &["certs", "import", &file]);
     let sha = made[0]["sha256"].as_str().unwrap().to_string();
     assert_eq!(made[0]["category"], "authority");
+    assert_eq!(
+        made[0]["trusted"], false,
+        "SoftHSM lets only its SO set CKA_TRUSTED"
+    );
     let out = kmsd.pkcs11_tool(&["--list-objects", "--type", "cert"]);
     assert!(out.contains("Corporate Root"), "{out}");
+    // SoftHSM direct holds that one certificate and nothing half-made.
+    let (ok, direct) = run(Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(kmsp11_tests::softhsm_module())
+        .args(["--token-label", "dev-a", "--list-objects", "--type", "cert"])
+        .env("SOFTHSM2_CONF", kmsd.softhsm_conf()));
+    assert!(ok, "{direct}");
+    assert_eq!(direct.matches("Certificate Object").count(), 1, "{direct}");
     let (code, out) = kmsd.kmsctl("kmsctl-auditor.toml", &["certs", "remove", &sha]);
     assert_eq!(code, 4, "an auditor cannot remove: {out}");
     let removed = kmsd.kmsctl_json(ADMIN, &["certs", "remove", &sha]);

@@ -977,3 +977,66 @@ fn rest_calls_share_the_identity_execution_slots() {
     );
     assert_eq!(code, 200, "the slot is free again");
 }
+
+/// An HTTPS client as dev identity `who` that keeps its connection open
+/// between requests.
+fn agent_as(kmsd: &Kmsd, who: &str) -> ureq::Agent {
+    use ureq::tls::{parse_pem, Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
+    let certs = |file: &str| -> Vec<Certificate<'static>> {
+        parse_pem(&std::fs::read(kmsd.dir.join(file)).unwrap())
+            .filter_map(|i| match i {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let key = parse_pem(&std::fs::read(kmsd.dir.join(format!("{who}.key"))).unwrap())
+        .find_map(|i| match i {
+            Ok(PemItem::PrivateKey(k)) => Some(k),
+            _ => None,
+        })
+        .unwrap();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(certs("ca.pem"))))
+        .client_cert(Some(ClientCert::new_with_certs(
+            &certs(&format!("{who}.pem")),
+            key,
+        )))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+// An identity disabled while its HTTPS connection stays open: its next
+// request on that connection is refused (403 identity_disabled), not run.
+#[test]
+fn disabled_identity_refused_on_its_open_connection() {
+    let kmsd = Kmsd::start();
+    let agent = agent_as(&kmsd, "dev-user");
+    let url = format!("{}/kms/v1/random", kmsd.admin_origin());
+    let random = || {
+        let mut r = agent.post(&url).send_json(json!({"bytes": 8})).unwrap();
+        let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    };
+    assert_eq!(random().0, 200);
+    let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["identities", "disable", "dev-user"]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, v) = random();
+        if code == 403 {
+            assert_eq!(v["error"], "identity_disabled", "{v}");
+            break;
+        }
+        assert_eq!(code, 200, "{v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still served after 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -267,19 +267,16 @@ pub fn import(
                 attr(CKA_VALUE, AttrValue::Bytes(der.clone())),
                 attr(CKA_CERTIFICATE_CATEGORY, AttrValue::Ulong(category)),
             ];
+            let o = b
+                .create_object(s, &mut CTemplate::new(&attrs))
+                .map_err(|e| Failed(format!("HSM: {e}")))?;
             // An authority certificate is marked CKA_TRUSTED where the HSM
-            // lets a user session do so (SoftHSM: the SO only); else it is
-            // made without.
-            let o = match category {
-                2 => {
-                    let mut trusted = attrs.clone();
-                    trusted.push(attr(CKA_TRUSTED, yes));
-                    b.create_object(s, &mut CTemplate::new(&trusted))
-                        .or_else(|_| b.create_object(s, &mut CTemplate::new(&attrs)))
-                }
-                _ => b.create_object(s, &mut CTemplate::new(&attrs)),
+            // lets a user session do so (SoftHSM: the SO only). Set after
+            // the object is made: a create SoftHSM refuses for it leaves a
+            // half-made object behind.
+            if category == 2 {
+                let _ = b.set_attribute_value(s, o, &mut CTemplate::new(&[attr(CKA_TRUSTED, yes)]));
             }
-            .map_err(|e| Failed(format!("HSM: {e}")))?;
             // Into the inventory, as kmsd's own.
             d.inventory
                 .known(b, s, t.backend_slot, &t.name, o, "kmsd")

@@ -208,6 +208,7 @@ fn router(d: Arc<Daemon>) -> Router {
         .merge(dashboard::routes())
         .merge(super::rest::routes())
         .layer(axum::middleware::from_fn(same_origin))
+        .layer(axum::middleware::from_fn_with_state(d.clone(), in_force))
         .layer(axum::middleware::from_fn_with_state(d.clone(), count))
         .with_state(d)
 }
@@ -260,6 +261,30 @@ async fn same_origin(req: axum::extract::Request, next: axum::middleware::Next) 
                 StatusCode::FORBIDDEN,
                 "cross_origin",
                 "changes are accepted from kmsd's own pages and from API clients only",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Refuses the requests of an identity disabled or changed since its
+/// connection was accepted: a kept-alive connection outlives the identity
+/// it was accepted for (a new connection is refused at its handshake).
+async fn in_force(
+    State(d): D,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(c) = req.extensions().get::<Caller>() {
+        if !d.identities().iter().any(|i| Arc::ptr_eq(i, &c.identity)) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "identity_disabled",
+                format!(
+                    "identity {} was disabled or changed: connect again",
+                    c.identity.name
+                ),
             )
             .into_response();
         }
