@@ -1040,3 +1040,49 @@ fn disabled_identity_refused_on_its_open_connection() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+// A key policy hides from the caller and a key that does not exist are
+// answered alike, whatever is asked of them: the answers tell nothing of
+// keys the caller may not see.
+#[test]
+fn hidden_and_absent_keys_answer_alike() {
+    let kmsd = Kmsd::start();
+    create(&kmsd, "secret", "ec-p256");
+    create(&kmsd, "shown", "ec-p256");
+    post(&kmsd, "dev-admin", "/keys/secret/rotate", json!({}));
+    add_policy(
+        &kmsd,
+        "\n@id(\"hide-secret\")\nforbid (principal in Kms::Role::\"user\", action == Kms::Action::\"find\", resource is Kms::Key) when { resource.label like \"secret*\" };\n",
+    );
+    let sign = |key: &str| {
+        api(
+            &kmsd,
+            "dev-user",
+            "POST",
+            "/sign",
+            Some(json!({"key": key, "input": b64(b"m")})),
+        )
+    };
+    let get = |path: &str| api(&kmsd, "dev-user", "GET", path, None);
+    let strip = |(code, mut v): (u16, Value)| {
+        // Receipts name different records; everything else is the same.
+        v.as_object_mut().map(|o| o.remove("receipt"));
+        (code, v)
+    };
+    for (hidden, absent) in [
+        ("secret", "absent"),
+        ("secret@v1", "absent@v1"),
+        ("secret@v9", "absent@v9"),
+    ] {
+        let (h, a) = (strip(sign(hidden)), strip(sign(absent)));
+        assert_eq!(h, a, "sign {hidden} vs {absent}");
+        assert_eq!(h.0, 404, "{h:?}");
+        let (h, a) = (
+            get(&format!("/keys/{hidden}")),
+            get(&format!("/keys/{absent}")),
+        );
+        assert_eq!(strip(h), strip(a), "get {hidden} vs {absent}");
+    }
+    let (code, _) = sign("shown");
+    assert_eq!(code, 200, "the other key still signs");
+}

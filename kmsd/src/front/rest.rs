@@ -159,6 +159,12 @@ impl Problem {
         Problem::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// A key that does not exist and one policy hides answer alike: the
+    /// answer tells nothing of keys the caller may not see.
+    pub(super) fn unseen() -> Problem {
+        Problem::not_found("no such key that this identity may see")
+    }
+
     fn not_found(message: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -381,7 +387,7 @@ fn locate(
     on.sort_unstable();
     on.dedup();
     let t = match on.as_slice() {
-        [] => return Err(Problem::not_found(format!("no key named {base:?}"))),
+        [] => return Err(Problem::unseen()),
         [t] => *t,
         _ => {
             return Err(Problem::new(
@@ -406,7 +412,7 @@ fn locate(
         .iter()
         .find(|k| k.label == label)
         .map(|k| (*k).clone())
-        .ok_or_else(|| Problem::not_found(format!("key {base:?} has no version {version}")))?;
+        .ok_or_else(Problem::unseen)?;
     let token = tokens
         .into_iter()
         .find(|x| x.name == t)

@@ -209,10 +209,7 @@ impl Door {
         let found = self.find(class, Some(label))?;
         match found.as_slice() {
             [h] => Ok(*h),
-            [] => Err(Problem::not_found(format!(
-                "no {} labelled {label:?} that this identity may see",
-                crate::core::facts::class_name(class)
-            ))),
+            [] => Err(Problem::unseen()),
             _ => Err(Problem::new(
                 StatusCode::CONFLICT,
                 "ambiguous",
@@ -366,11 +363,7 @@ fn refused(r: &Refusal) -> Problem {
             "policy_denied",
             format!("policy does not permit this ({rule})"),
         ),
-        Refusal::Hidden { .. } => (
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such key that this identity may see".to_string(),
-        ),
+        Refusal::Hidden { .. } => return Problem::unseen(),
         Refusal::Constraint(v) => (StatusCode::FORBIDDEN, "constraint", v.rule().to_string()),
         Refusal::KeyDisabled => (
             StatusCode::FORBIDDEN,
