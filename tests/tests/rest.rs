@@ -369,6 +369,17 @@ fn aes_gcm_across_rotation() {
         (400, Some("invalid_ciphertext")),
         "{d}"
     );
+    let text = two["ciphertext"].as_str().unwrap();
+    let (prefix, body) = text.split_at("kmsp11:v2:".len());
+    let mut bytes = B64.decode(body).unwrap();
+    bytes[20] ^= 1;
+    let changed = Value::String(format!("{prefix}{}", b64(&bytes)));
+    let (code, d) = dec(&changed, b"ctx");
+    assert_eq!(
+        (code, d["error"].as_str()),
+        (400, Some("invalid_ciphertext")),
+        "a changed byte: {d}"
+    );
     let versions = get(&kmsd, "dev-user", "/keys/data/versions");
     let v: Vec<(u64, &str)> = versions
         .as_array()
