@@ -1097,3 +1097,42 @@ fn hidden_and_absent_keys_answer_alike() {
     let (code, _) = sign("shown");
     assert_eq!(code, 200, "the other key still signs");
 }
+
+// The client certificate logs the caller in as C_Login would: judged by
+// policy (`login` on the token) and recorded. A policy that forbids the
+// login refuses every REST call of that identity on the token.
+#[test]
+fn certificate_login_is_judged_and_recorded() {
+    let kmsd = Kmsd::start();
+    let r = post(&kmsd, "dev-user", "/random", json!({"bytes": 4}));
+    let log = std::fs::read_to_string(kmsd.dir.join("audit.log")).unwrap();
+    let seq = r["receipt"]["seq"].as_u64().unwrap();
+    let login = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["seq"].as_u64().unwrap() < seq)
+        .find(|r| r["op"] == "C_Login" && r["identity"] == "dev-user")
+        .expect("a C_Login record before the call");
+    assert_eq!(
+        (login["decision"].as_str(), login["detail"].as_str()),
+        (Some("allow"), Some("client certificate"))
+    );
+    add_policy(
+        &kmsd,
+        "\n@id(\"no-user-logins\")\nforbid (principal == Kms::Identity::\"dev-user\", action == Kms::Action::\"login\", resource);\n",
+    );
+    let v = refused(
+        &kmsd,
+        "dev-user",
+        "/random",
+        json!({"bytes": 4}),
+        403,
+        "policy_denied",
+    );
+    let rec = check_receipt(&kmsd, &v["receipt"]);
+    assert_eq!(
+        (rec["op"].as_str(), rec["decision"].as_str()),
+        (Some("C_Login"), Some("deny")),
+        "{rec}"
+    );
+}
