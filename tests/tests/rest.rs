@@ -388,6 +388,19 @@ fn aes_gcm_across_rotation() {
         .map(|k| (k["version"].as_u64().unwrap(), k["name"].as_str().unwrap()))
         .collect();
     assert_eq!(v, [(2, "data"), (1, "data@v1")]);
+    let listed = get(&kmsd, "dev-user", "/keys");
+    let mut l: Vec<(u64, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["version"].as_u64().unwrap(), k["name"].as_str().unwrap()))
+        .collect();
+    l.sort_unstable();
+    assert_eq!(
+        l,
+        [(1, "data@v1"), (2, "data")],
+        "the listing numbers versions too"
+    );
     let old = versions[1]["id"].as_str().unwrap();
     let (code, out) = kmsd.kmsctl("kmsctl-admin.toml", &["keys", "disable", old]);
     assert_eq!(code, 0, "{out}");

@@ -864,7 +864,18 @@ async fn metrics(State(d): D, Extension(c): C) -> Result<String, Problem> {
 async fn list_keys(State(d): D, Extension(c): C) -> Answer<Vec<KeyInfo>> {
     work(&d, &c, || {
         let mut door = Door::open(&d, &c.identity, c.peer)?;
-        let all = d.inventory.store.keys(None).map_err(unavailable)?;
+        // Each key's newest replaced version, by token and name.
+        let mut replaced: std::collections::HashMap<(String, String), u64> = Default::default();
+        for k in d.inventory.store.keys(None).map_err(unavailable)? {
+            if let Some((base, n)) = k.label.rsplit_once("@v") {
+                if let Ok(n) = n.parse::<u64>() {
+                    let v = replaced
+                        .entry((k.token.clone(), base.to_string()))
+                        .or_default();
+                    *v = (*v).max(n);
+                }
+            }
+        }
         let mut out = Vec::new();
         for t in d.tokens_for(&c.identity).iter().filter(|t| t.anchored()) {
             door.session_on(t)?;
@@ -873,7 +884,7 @@ async fn list_keys(State(d): D, Extension(c): C) -> Answer<Vec<KeyInfo>> {
                     let Some(k) = door.record_of(h) else { continue };
                     let (base, named) = split_name(&k.label).unwrap_or_default();
                     let version = named.unwrap_or_else(|| {
-                        current_version(&base, all.iter().filter(|x| x.token == k.token))
+                        replaced.get(&(k.token.clone(), base)).copied().unwrap_or(0) + 1
                     });
                     out.push(key_info(&k, version, door.size_of(h)));
                 }
