@@ -294,6 +294,21 @@ impl Kmsd {
         out
     }
 
+    /// An EC P-256 token key pair made with pkcs11-tool, with its own
+    /// `CKA_ID` (kmsd tells EC private keys on SoftHSM apart by it); the
+    /// tool's output.
+    pub fn ec_pair(&self, id: &str, label: &str) -> String {
+        self.pkcs11_tool(&[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--id",
+            id,
+            "--label",
+            label,
+        ])
+    }
+
     /// kmsctl with dev config `cfg`, `--output json`, which must succeed:
     /// its parsed answer.
     pub fn kmsctl_json(&self, cfg: &str, args: &[&str]) -> serde_json::Value {

@@ -14,15 +14,7 @@ const ADMIN: &str = "kmsctl-admin.toml";
 /// An EC P-256 key pair on kms-a (CKA_ID `id`), and its public key as a
 /// certificate carries it (SubjectPublicKeyInfo, DER).
 fn hsm_key(kmsd: &Kmsd, id: &str, label: &str) -> Vec<u8> {
-    kmsd.pkcs11_tool(&[
-        "--keypairgen",
-        "--key-type",
-        "EC:prime256v1",
-        "--id",
-        id,
-        "--label",
-        label,
-    ]);
+    kmsd.ec_pair(id, label);
     let point = through_library(&kmsd.client_config(), |_, s| {
         let k = s
             .find_objects(&[

@@ -556,15 +556,7 @@ fn rest_keys_and_pkcs11_keys_are_the_same_keys() {
     );
     assert_eq!(unb64(&d["plaintext"]), b"via pkcs11");
 
-    let out = kmsd.pkcs11_tool(&[
-        "--keypairgen",
-        "--key-type",
-        "EC:prime256v1",
-        "--label",
-        "tooled",
-        "--id",
-        "77",
-    ]);
+    let out = kmsd.ec_pair("77", "tooled");
     assert!(out.contains("Key pair generated"), "{out}");
     let s = post(
         &kmsd,

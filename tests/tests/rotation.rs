@@ -40,20 +40,6 @@ fn one(s: &Session, label: &str, class: ObjectClass) -> ObjectHandle {
     found[0]
 }
 
-/// An EC P-256 token key pair made with pkcs11-tool. Each its own CKA_ID:
-/// kmsd tells EC private keys on SoftHSM apart by it.
-fn ec_pair(kmsd: &Kmsd, id: &str, label: &str) {
-    kmsd.pkcs11_tool(&[
-        "--keypairgen",
-        "--key-type",
-        "EC:prime256v1",
-        "--id",
-        id,
-        "--label",
-        label,
-    ]);
-}
-
 /// ECDSA over a 32-byte digest with pkcs11-tool, the key found by its id
 /// (as pkcs11-tool finds a signing key).
 fn tool_sign(kmsd: &Kmsd, dir: &std::path::Path, id: &str, name: &str) -> Vec<u8> {
@@ -81,7 +67,7 @@ fn tool_sign(kmsd: &Kmsd, dir: &std::path::Path, id: &str, name: &str) -> Vec<u8
 fn rotated_signing_key_keeps_old_signatures_verifiable() {
     let kmsd = Kmsd::start();
     let tmp = tempfile::tempdir().unwrap();
-    ec_pair(&kmsd, "0a", "signer");
+    kmsd.ec_pair("0a", "signer");
     let before = tool_sign(&kmsd, tmp.path(), "0a", "sig1");
     let id = key_id(&kmsd, "signer", "private-key");
     // By name: the label the pair shares names its private key.
@@ -251,8 +237,8 @@ fn rotation_refusals() {
 #[test]
 fn scheduled_rotation_fires() {
     let kmsd = Kmsd::start_edited(|t, _| kmsp11_tests::set_in(&t, "keys", "rotate_ec_secs = 1"));
-    ec_pair(&kmsd, "01", "auto");
-    ec_pair(&kmsd, "02", "pinned");
+    kmsd.ec_pair("01", "auto");
+    kmsd.ec_pair("02", "pinned");
     let pinned = key_id(&kmsd, "pinned", "private-key");
     kmsctl_json(&kmsd, &["keys", "tag", &pinned, "rotate=never"]);
     let labels = rotated_by_kmsd(&kmsd, "auto", "keys.rotate_ec_secs");
@@ -274,8 +260,8 @@ fn policy_rotation_schedule_fires() {
     std::fs::write(kmsd.dir.join("policy.cedar"), policy).unwrap();
     let (code, out) = kmsd.kmsctl(ADMIN, &["policy", "reload"]);
     assert_eq!(code, 0, "{out}");
-    ec_pair(&kmsd, "01", "prodkey");
-    ec_pair(&kmsd, "02", "plain");
+    kmsd.ec_pair("01", "prodkey");
+    kmsd.ec_pair("02", "plain");
     let prod = key_id(&kmsd, "prodkey", "private-key");
     kmsctl_json(&kmsd, &["keys", "tag", &prod, "prod"]);
     let labels = rotated_by_kmsd(&kmsd, "prodkey", "policy prod-rotates @rotate_every");

@@ -166,12 +166,7 @@ pub(crate) fn public_material(
             continue;
         }
         if want == CKA_EC_POINT {
-            // DER OCTET STRING around the point (short or long form).
-            return Ok(match v.get(1) {
-                Some(&n) if v[0] == 0x04 && (n as usize) == v.len() - 2 => v[2..].to_vec(),
-                Some(0x81) if v[0] == 0x04 => v[3..].to_vec(),
-                _ => v,
-            });
+            return Ok(ec_point(&v));
         }
         return Ok(v);
     }
@@ -179,6 +174,16 @@ pub(crate) fn public_material(
         "{}: its public key is not on the token",
         k.id
     )))
+}
+
+/// `CKA_EC_POINT` is a DER OCTET STRING holding the point; some HSMs
+/// give the bare point.
+pub(crate) fn ec_point(v: &[u8]) -> Vec<u8> {
+    use x509_parser::der_parser::der::parse_der_octetstring;
+    match parse_der_octetstring(v) {
+        Ok(([], o)) => o.as_slice().map(<[u8]>::to_vec).unwrap_or_default(),
+        _ => v.to_vec(),
+    }
 }
 
 fn rsa_matches(leaf: &X509Certificate<'_>, modulus: &[u8]) -> bool {
@@ -423,15 +428,7 @@ pub(crate) fn attribute_bytes(
     o: BObject,
     kind: CK_ATTRIBUTE_TYPE,
 ) -> Vec<u8> {
-    let (_, a) = b.attribute_value(
-        s,
-        o,
-        &[AttrQuery {
-            kind,
-            buf: Some(1 << 20),
-        }],
-    );
-    match a.into_iter().next().and_then(|a| a.value) {
+    match b.attributes(s, o, &[kind]).pop().map(|a| a.value) {
         Some(AttrValue::Bytes(v)) => v,
         _ => vec![],
     }
@@ -449,8 +446,5 @@ fn find(
             value: value.clone(),
         })
         .collect();
-    b.find_objects_init(s, &mut CTemplate::new(&t))?;
-    let found = b.find_objects(s, 100_000);
-    let _ = b.find_objects_final(s);
-    found
+    b.find(s, &t)
 }

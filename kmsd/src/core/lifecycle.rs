@@ -9,7 +9,6 @@ use pkcs11_sys::*;
 use super::facts;
 use crate::audit::Record;
 use crate::daemon::Daemon;
-use crate::hsm::CTemplate;
 use crate::store::{KeyRecord, KeyState};
 
 /// Runs the periodic lifecycle work once.
@@ -251,13 +250,13 @@ fn destroy(d: &Daemon, k: &KeyRecord) -> Result<(), String> {
         .open_session(t.backend_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
         .map_err(|e| e.to_string())?;
     let result = (|| {
-        let mut q = CTemplate::new(&[Attribute {
-            kind: CKA_CLASS,
-            value: AttrValue::Ulong(k.class),
-        }]);
-        b.find_objects_init(s, &mut q).map_err(|e| e.to_string())?;
-        let found = b.find_objects(s, 100_000);
-        let _ = b.find_objects_final(s);
+        let found = b.find(
+            s,
+            &[Attribute {
+                kind: CKA_CLASS,
+                value: AttrValue::Ulong(k.class),
+            }],
+        );
         let mut gone = 0;
         for h in found.map_err(|e| e.to_string())? {
             let Some(f) = facts::read(b, s, h) else {

@@ -14,7 +14,7 @@
 //! Done by kmsd on its own backend session, all or nothing: if the new
 //! version cannot be made, the old one gets its names and its records back.
 
-use kmsp11_proto::{AttrQuery, AttrValue, Attribute, MechParam, Mechanism};
+use kmsp11_proto::{AttrValue, Attribute, MechParam, Mechanism};
 use pkcs11_sys::*;
 
 use super::WorkError::{self, Failed, Refused};
@@ -232,7 +232,15 @@ fn rotate_in(
     let hsm = |e: crate::error::Error| Failed(format!("HSM: {e}"));
     // The key's objects: the one kmsd knows by its fingerprint, and for a
     // private key the public key of the pair (same label and CKA_ID).
-    let labelled = find(b, s, &k.label).map_err(hsm)?;
+    let labelled = b
+        .find(
+            s,
+            &[Attribute {
+                kind: CKA_LABEL,
+                value: AttrValue::Bytes(k.label.as_bytes().to_vec()),
+            }],
+        )
+        .map_err(hsm)?;
     let read = |o| facts::read(b, s, o);
     let key = labelled
         .iter()
@@ -246,7 +254,7 @@ fn rotate_in(
                 k.id, k.label
             ))
         })?;
-    let id = match attributes(b, s, key, &[CKA_ID]).pop() {
+    let id = match b.attributes(s, key, &[CKA_ID]).pop() {
         Some(Attribute {
             value: AttrValue::Bytes(v),
             ..
@@ -257,7 +265,7 @@ fn rotate_in(
         labelled.iter().copied().find(|o| {
             *o != key
                 && read(*o).is_some_and(|f| f.class == CKO_PUBLIC_KEY)
-                && attributes(b, s, *o, &[CKA_ID])
+                && b.attributes(s, *o, &[CKA_ID])
                     .first()
                     .is_some_and(|a| a.value == AttrValue::Bytes(id.clone()))
         })
@@ -280,7 +288,7 @@ fn rotate_in(
         )
     };
     let made = if k.class == CKO_SECRET_KEY {
-        let mut tmpl = attributes(b, s, key, SECRET);
+        let mut tmpl = b.attributes(s, key, SECRET);
         tmpl.push(label(&k.label));
         let m = match k.key_type {
             CKK_AES => CKM_AES_KEY_GEN,
@@ -297,7 +305,7 @@ fn rotate_in(
     } else {
         let (m, params) = match k.key_type {
             CKK_RSA => {
-                let mut p = attributes(b, s, key, &[CKA_MODULUS, CKA_PUBLIC_EXPONENT]);
+                let mut p = b.attributes(s, key, &[CKA_MODULUS, CKA_PUBLIC_EXPONENT]);
                 let bits = match p.first() {
                     Some(Attribute {
                         kind: CKA_MODULUS,
@@ -312,10 +320,10 @@ fn rotate_in(
                 });
                 (CKM_RSA_PKCS_KEY_PAIR_GEN, p)
             }
-            CKK_EC => (CKM_EC_KEY_PAIR_GEN, attributes(b, s, key, &[CKA_EC_PARAMS])),
+            CKK_EC => (CKM_EC_KEY_PAIR_GEN, b.attributes(s, key, &[CKA_EC_PARAMS])),
             CKK_EC_EDWARDS => (
                 CKM_EC_EDWARDS_KEY_PAIR_GEN,
-                attributes(b, s, key, &[CKA_EC_PARAMS]),
+                b.attributes(s, key, &[CKA_EC_PARAMS]),
             ),
             other => {
                 return Err(Refused(format!(
@@ -325,11 +333,11 @@ fn rotate_in(
                 )))
             }
         };
-        let mut private = attributes(b, s, key, PRIVATE);
+        let mut private = b.attributes(s, key, PRIVATE);
         private.push(label(&k.label));
         let mut pub_t = match public {
-            Some(p) => attributes(b, s, p, PUBLIC),
-            None => attributes(b, s, key, &[CKA_TOKEN, CKA_ID]),
+            Some(p) => b.attributes(s, p, PUBLIC),
+            None => b.attributes(s, key, &[CKA_TOKEN, CKA_ID]),
         };
         pub_t.extend(params);
         pub_t.push(label(&k.label));
@@ -343,7 +351,7 @@ fn rotate_in(
             .copied()
             .filter(|o| {
                 read(*o).is_some_and(|f| f.class == CKO_CERTIFICATE)
-                    && attributes(b, s, *o, &[CKA_ID])
+                    && b.attributes(s, *o, &[CKA_ID])
                         .first()
                         .is_some_and(|a| a.value == AttrValue::Bytes(id.clone()))
             })
@@ -447,35 +455,6 @@ impl New {
             }
         }
     }
-}
-
-/// The objects with this label.
-fn find(b: &Backend, s: BSession, label: &str) -> Result<Vec<BObject>, crate::error::Error> {
-    let mut q = CTemplate::new(&[Attribute {
-        kind: CKA_LABEL,
-        value: AttrValue::Bytes(label.as_bytes().to_vec()),
-    }]);
-    b.find_objects_init(s, &mut q)?;
-    let found = b.find_objects(s, 1024);
-    let _ = b.find_objects_final(s);
-    found
-}
-
-/// The attributes of `kinds` the object has, as a template.
-fn attributes(b: &Backend, s: BSession, o: BObject, kinds: &[CK_ATTRIBUTE_TYPE]) -> Vec<Attribute> {
-    let q: Vec<AttrQuery> = kinds
-        .iter()
-        .map(|&kind| AttrQuery {
-            kind,
-            buf: Some(4096),
-        })
-        .collect();
-    let (_, answers) = b.attribute_value(s, o, &q);
-    kinds
-        .iter()
-        .zip(answers)
-        .filter_map(|(&kind, a)| a.value.map(|value| Attribute { kind, value }))
-        .collect()
 }
 
 /// Sets the objects' label and `CKA_ID`.

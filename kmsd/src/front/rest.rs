@@ -617,16 +617,6 @@ fn pem(spki: &[u8]) -> String {
     )
 }
 
-/// `CKA_EC_POINT` is a DER OCTET STRING holding the point; some HSMs
-/// give the bare point.
-fn unwrap_octets(v: &[u8]) -> Vec<u8> {
-    use x509_parser::der_parser::der::parse_der_octetstring;
-    match parse_der_octetstring(v) {
-        Ok(([], o)) => o.as_slice().map(<[u8]>::to_vec).unwrap_or_default(),
-        _ => v.to_vec(),
-    }
-}
-
 /// The public key of pair `label` as the API shows it.
 fn public_key(door: &mut Door, k: &KeyRecord, label: &str) -> Result<Option<Vec<u8>>, Problem> {
     if k.class != CKO_PRIVATE_KEY {
@@ -655,14 +645,15 @@ fn public_key(door: &mut Door, k: &KeyRecord, label: &str) -> Result<Option<Vec<
             match (&a[0], &a[1]) {
                 (Some(params), Some(point)) => Some(spki(
                     &[EC_PUBLIC_KEY, params.as_slice()].concat(),
-                    &unwrap_octets(point),
+                    &crate::core::certs::ec_point(point),
                 )),
                 _ => None,
             }
         }
         CKK_EC_EDWARDS => {
             let a = door.attributes(public, &[CKA_EC_POINT])?;
-            a[0].as_ref().map(|p| spki(ED25519, &unwrap_octets(p)))
+            a[0].as_ref()
+                .map(|p| spki(ED25519, &crate::core::certs::ec_point(p)))
         }
         CKK_DH => door.attributes(public, &[CKA_VALUE])?.remove(0),
         _ => None,

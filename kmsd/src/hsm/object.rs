@@ -148,6 +148,38 @@ impl Backend {
     pub fn find_objects_final(&self, s: BSession) -> Result<(), Error> {
         checked!(self, C_FindObjectsFinal, s.0)
     }
+
+    /// kmsd's own search: the objects `template` matches (at most 65536),
+    /// in one search from init to final.
+    pub fn find(&self, s: BSession, template: &[proto::Attribute]) -> Result<Vec<BObject>, Error> {
+        self.find_objects_init(s, &mut CTemplate::new(template))?;
+        let found = self.find_objects(s, 1 << 16);
+        let _ = self.find_objects_final(s);
+        found
+    }
+
+    /// kmsd's own read: the attributes of `kinds` the object has (values
+    /// up to 1 MiB), as a template; one it lacks or hides is left out.
+    pub fn attributes(
+        &self,
+        s: BSession,
+        o: BObject,
+        kinds: &[CK_ATTRIBUTE_TYPE],
+    ) -> Vec<proto::Attribute> {
+        let q: Vec<proto::AttrQuery> = kinds
+            .iter()
+            .map(|&kind| proto::AttrQuery {
+                kind,
+                buf: Some(1 << 20),
+            })
+            .collect();
+        let (_, answers) = self.attribute_value(s, o, &q);
+        kinds
+            .iter()
+            .zip(answers)
+            .filter_map(|(&kind, a)| a.value.map(|value| proto::Attribute { kind, value }))
+            .collect()
+    }
 }
 
 /// A `CK_ATTRIBUTE` asking for `kind`, into `buf` or (`None`) for its length.
