@@ -170,6 +170,34 @@ pub fn version_label(label: &str, n: u64) -> String {
     format!("{label}@v{n}")
 }
 
+/// A name as `name@vN` (N from 1) into its key and version; any other
+/// name is a key's name as it is.
+pub fn split_version(name: &str) -> (&str, Option<u64>) {
+    match name.rsplit_once("@v") {
+        Some((base, n)) if !base.is_empty() => match n.parse::<u64>() {
+            Ok(n) if n > 0 => (base, Some(n)),
+            _ => (name, None),
+        },
+        _ => (name, None),
+    }
+}
+
+/// Key `base`'s versions among these records, newest first (for a pair,
+/// private before public): the current one is labelled `base`, the
+/// replaced ones `base@vN`.
+pub fn versions<'a>(base: &str, keys: &'a [KeyRecord]) -> Vec<(u64, &'a KeyRecord)> {
+    let current = current_version(base, keys);
+    let mut v: Vec<(u64, &KeyRecord)> = keys
+        .iter()
+        .filter_map(|k| match old_version(base, &k.label) {
+            Some(n) => Some((n, k)),
+            None => (k.label == base).then_some((current, k)),
+        })
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.class.cmp(&b.1.class)));
+    v
+}
+
 /// N when `label` is `base@vN`, a replaced version of key `base`.
 pub fn old_version(base: &str, label: &str) -> Option<u64> {
     label.strip_prefix(base)?.strip_prefix("@v")?.parse().ok()

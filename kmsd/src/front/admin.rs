@@ -529,20 +529,9 @@ async fn keys(State(d): D, Extension(c): C) -> Answer {
 /// first, each record with its `version`.
 async fn versions(State(d): D, Extension(c): C, Path(name): Path<String>) -> Answer {
     require(&d, &c, READERS, None)?;
-    use crate::core::rotate::{current_version, old_version};
-    let base = match name.rsplit_once("@v") {
-        Some((b, n)) if n.parse::<u64>().is_ok() => b.to_string(),
-        _ => name.clone(),
-    };
+    let (base, _) = crate::core::rotate::split_version(&name);
     let keys = d.inventory.store.keys(None)?;
-    let current = current_version(&base, &keys);
-    let mut v: Vec<(u64, _)> = keys
-        .iter()
-        .filter_map(|k| match old_version(&base, &k.label) {
-            Some(n) => Some((n, k)),
-            None => (k.label == base).then_some((current, k)),
-        })
-        .collect();
+    let v = crate::core::rotate::versions(base, &keys);
     if v.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -550,7 +539,6 @@ async fn versions(State(d): D, Extension(c): C, Path(name): Path<String>) -> Ans
             format!("no key labelled {base:?}"),
         ));
     }
-    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.class.cmp(&b.1.class)));
     Ok(Json(Value::Array(
         v.into_iter()
             .map(|(n, k)| {

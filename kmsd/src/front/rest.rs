@@ -40,7 +40,7 @@ use self::door::{Door, Single};
 use super::admin::{ApiError, Caller, KeyChange};
 use crate::audit::log::Entry;
 use crate::core::csr::tlv;
-use crate::core::rotate::{current_version, old_version, version_label};
+use crate::core::rotate::{current_version, old_version, split_version, version_label, versions};
 use crate::daemon::{Daemon, VToken};
 use crate::store::{KeyRecord, KeyState};
 
@@ -346,13 +346,8 @@ fn split_name(name: &str) -> Result<(String, Option<u64>), Problem> {
             "key name: 1 to {MAX_NAME} bytes without control characters"
         )));
     }
-    Ok(match name.rsplit_once("@v") {
-        Some((b, n)) if !b.is_empty() => match n.parse::<u64>() {
-            Ok(n) if n > 0 => (b.to_string(), Some(n)),
-            _ => (name.to_string(), None),
-        },
-        _ => (name.to_string(), None),
-    })
+    let (base, version) = split_version(name);
+    Ok((base.to_string(), version))
 }
 
 /// The private or secret key `name` names on the tokens the caller sees
@@ -858,13 +853,11 @@ async fn list_keys(State(d): D, Extension(c): C) -> Answer<Vec<KeyInfo>> {
         // Each key's newest replaced version, by token and name.
         let mut replaced: std::collections::HashMap<(String, String), u64> = Default::default();
         for k in d.inventory.store.keys(None).map_err(unavailable)? {
-            if let Some((base, n)) = k.label.rsplit_once("@v") {
-                if let Ok(n) = n.parse::<u64>() {
-                    let v = replaced
-                        .entry((k.token.clone(), base.to_string()))
-                        .or_default();
-                    *v = (*v).max(n);
-                }
+            if let (base, Some(n)) = split_version(&k.label) {
+                let v = replaced
+                    .entry((k.token.clone(), base.to_string()))
+                    .or_default();
+                *v = (*v).max(n);
             }
         }
         let mut out = Vec::new();
@@ -986,17 +979,13 @@ async fn key_versions(
             .store
             .keys(Some(&at.token.name))
             .map_err(unavailable)?;
-        let current = current_version(&at.base, &keys);
-        let mut v: Vec<KeyInfo> = keys
-            .iter()
-            .filter(|k| k.class == at.record.class && k.state != KeyState::Destroyed)
-            .filter_map(|k| match old_version(&at.base, &k.label) {
-                Some(n) => Some(key_info(k, n, None)),
-                None => (k.label == at.base).then(|| key_info(k, current, None)),
-            })
-            .collect();
-        v.sort_by_key(|k| std::cmp::Reverse(k.version));
-        Ok(Json(v))
+        Ok(Json(
+            versions(&at.base, &keys)
+                .into_iter()
+                .filter(|(_, k)| k.class == at.record.class && k.state != KeyState::Destroyed)
+                .map(|(n, k)| key_info(k, n, None))
+                .collect(),
+        ))
     })
 }
 
